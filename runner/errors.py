@@ -1,0 +1,71 @@
+"""Every error the runner raises on purpose, each with the CLI exit code it maps to.
+
+Messages are written for the person reading them: what was wrong, where, and what to do.
+They never contain a token or a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PocketError(Exception):
+    """Base of all runner errors; `exit_code` is what the CLI exits with."""
+
+    exit_code: int = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input file: where it is and what was expected."""
+
+    file: str
+    pointer: str  # JSON pointer ("" for the whole document), or "line L, column C" for syntax errors
+    message: str
+    is_warning: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.pointer}" if self.pointer else self.file
+        kind = "warning" if self.is_warning else "error"
+        return f"{where}: {kind}: {self.message}"
+
+
+class ManifestError(PocketError):
+    """A pocket.json that is missing, unreadable or invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class SourceError(PocketError):
+    """A tool source (folder or git repository) that cannot be found or fetched."""
+
+
+class SettingsError(PocketError):
+    """settings.toml, .secrets.toml or a POCKET_ variable that is invalid."""
+
+
+class ToolNotFoundError(PocketError):
+    """A tool name that none of the loaded sources provides."""
+
+
+class BodyError(PocketError):
+    """An invocation body that does not match the tool's input schema."""
+
+
+class ToolFailedError(PocketError):
+    """The tool ran and failed (non-zero exit, timeout, killed for memory, build failure)."""
+
+    exit_code = 1
+
+
+class AuthRequiredError(PocketError):
+    """The tool needs credentials the user has not granted yet; carries the URL to show them."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, provider: str, url: str | None = None):
+        self.provider = provider
+        self.url = url
+        super().__init__(message)

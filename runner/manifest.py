@@ -1,0 +1,195 @@
+"""pocket.json: read it, validate it against the published JSON Schemas, turn it into a `Manifest`.
+
+Validation reports every problem at once, each with the file and the JSON pointer of the offending
+value, so a person can fix a manifest in one pass. After validation the rest of the runner only
+sees the typed `Manifest` model.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runner.errors import ManifestError, Problem
+
+MANIFEST_NAME = "pocket.json"
+
+
+class ToolSpec(BaseModel):
+    """What the agent sees: name, description and the input schema of the tool."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    name: str
+    description: str
+    input_schema: dict[str, Any] = Field(alias="inputSchema")
+    output_schema: dict[str, Any] | None = Field(default=None, alias="outputSchema")
+
+
+class Entrypoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    build: str | None = None
+    run: str
+    handler: str | None = None  # "module:function", enables warm mode
+
+
+class AuthSpec(BaseModel):
+    """The `auth` block: which provider's credentials the tool needs, obtained how, with which scopes."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    provider: str = Field(alias="auth_provider")
+    handler: str | None = Field(default=None, alias="auth_handler")
+    scopes: tuple[str, ...] = ()
+
+
+class SandboxSpec(BaseModel):
+    """The manifest's own `sandbox` block; `None` means "the settings decide"."""
+
+    model_config = ConfigDict(frozen=True)
+
+    network: bool | tuple[str, ...] = False
+    timeout_seconds: float | None = None
+    memory_mb: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    output_limit_bytes: int | None = None
+
+
+class Manifest(BaseModel):
+    """A validated pocket.json, with the folder it came from."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    folder: Path
+    tool: ToolSpec
+    language: str | None = None
+    base_image: str | None = Field(default=None, alias="baseImage")
+    entrypoint: Entrypoint
+    auth: AuthSpec | None = None
+    variables: dict[str, str] = Field(default_factory=dict)
+    sandbox: SandboxSpec = SandboxSpec()
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def path(self) -> Path:
+        return self.folder / MANIFEST_NAME
+
+
+def schemas_dir() -> Path:
+    """The published schemas: inside the installed package, or at the repository root in a checkout."""
+    packaged = Path(__file__).resolve().parent / "schemas"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def _manifest_validator() -> Any:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    def load(name: str) -> dict[str, Any]:
+        return json.loads((schemas_dir() / name).read_text(encoding="utf-8"))
+
+    pocket, auth = load("pocket.schema.json"), load("auth.schema.json")
+    registry = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in (pocket, auth)
+    )
+    return Draft202012Validator(pocket, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _pointer(path: Any) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _describe(error: Any) -> str:
+    """A schema error in words a manifest author understands."""
+    if error.validator == "anyOf" and not error.path and "language" in str(error.validator_value):
+        return "the manifest needs `language` (python or node) or `baseImage`"
+    if error.validator == "pattern" and error.path and error.path[-1] == "name":
+        return (
+            f"tool name {error.instance!r} is not a safe identifier: use letters, digits, `_` and `-`, "
+            "at most 64 characters (agent frameworks reject anything else)"
+        )
+    if error.validator == "additionalProperties":
+        return error.message.replace("Additional properties are not allowed", "unknown key(s)")
+    return error.message
+
+
+def _input_schema_problems(file: str, schema: Any) -> list[Problem]:
+    """`tool.inputSchema` must itself be a valid JSON Schema (checked against its own dialect's metaschema)."""
+    if not isinstance(schema, dict):
+        return []  # already reported by the manifest schema
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    cls = validator_for(schema, default=Draft202012Validator)
+    return [
+        Problem(file, "/tool/inputSchema" + _pointer(e.absolute_path), f"not a valid JSON Schema: {e.message}")
+        for e in sorted(cls(cls.META_SCHEMA).iter_errors(schema), key=lambda e: list(e.absolute_path))
+    ]
+
+
+def _unknown_key_warnings(file: str, document: dict[str, Any]) -> list[Problem]:
+    """Keys no schema knows: warnings, so a manifest written for a newer runner still loads."""
+    schema = _manifest_validator().schema
+    warnings = [
+        Problem(file, _pointer([key]), f"unknown key {key!r} is ignored", is_warning=True)
+        for key in document
+        if key not in schema["properties"]
+    ]
+    tool = document.get("tool")
+    if isinstance(tool, dict):
+        known = schema["properties"]["tool"]["properties"]
+        warnings += [
+            Problem(file, _pointer(["tool", key]), f"unknown key {key!r} is ignored", is_warning=True)
+            for key in tool
+            if key not in known
+        ]
+    return warnings
+
+
+def validate_document(file: str, document: Any) -> list[Problem]:
+    """Every problem with an already parsed pocket.json document, errors and warnings, in document order."""
+    errors = sorted(_manifest_validator().iter_errors(document), key=lambda e: (list(map(str, e.path)), e.message))
+    problems = [Problem(file, _pointer(e.absolute_path), _describe(e)) for e in errors]
+    if isinstance(document, dict):
+        tool = document.get("tool")
+        if isinstance(tool, dict):
+            problems += _input_schema_problems(file, tool.get("inputSchema"))
+        problems += _unknown_key_warnings(file, document)
+    return problems
+
+
+def parse_json(file: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError([Problem(file, f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}")]) from None
+
+
+def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
+    """Read and validate `folder/pocket.json`. Raises ManifestError listing every problem found.
+
+    With `strict`, warnings (unknown keys) count as errors.
+    """
+    path = folder / MANIFEST_NAME
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError([Problem(file, "", "no pocket.json in this folder")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError([Problem(file, "", f"cannot read the manifest: {exc}")]) from None
+    document = parse_json(file, text)
+    problems = validate_document(file, document)
+    if any(not p.is_warning or strict for p in problems):
+        raise ManifestError([Problem(p.file, p.pointer, p.message) if strict else p for p in problems])
+    return Manifest.model_validate({**document, "folder": folder, "warnings": tuple(problems)})

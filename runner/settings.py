@@ -1,0 +1,183 @@
+"""Settings: `settings.toml`, `.secrets.toml` and `POCKET_*` environment variables, merged and validated.
+
+dynaconf reads the files and the environment; pydantic validates the merged result, so the rest of
+the runner gets typed values and a person gets an error that names the key. Later sources win:
+settings.toml < .secrets.toml < POCKET_ variables (`POCKET_AUTH__SLACK__CLIENT_ID`, `__` nests).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from runner.errors import SettingsError
+
+ENV_PREFIX = "POCKET"
+SETTINGS_FILE = "settings.toml"
+SECRETS_FILE = ".secrets.toml"
+
+
+def _default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pocket-runner"))
+
+
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("pocket-runner"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SandboxSettings(_Section):
+    """Defaults for every tool's container; a manifest's `sandbox` block may ask for other limits."""
+
+    python_image: str = "python:3.11-slim"
+    node_image: str = "node:20-slim"
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    memory_mb: int = Field(default=512, ge=16)
+    cpus: float = Field(default=1.0, gt=0)
+    pids: int = Field(default=128, ge=8)
+    output_limit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    allow_network: bool = True  # False refuses every tool whose manifest asks for network access
+    pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
+    ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
+    pip_index_url: str | None = None  # a PyPI mirror for `pip install` during builds
+
+
+class ProviderSettings(BaseModel):
+    """One provider's entry under `[auth.NAME]`: client credentials, a static credential, or overrides.
+
+    Every value here is cast to a string (dynaconf parses POCKET_ values as TOML: a numeric secret
+    would otherwise arrive as an int). Secrets are SecretStr, so they never show in a repr.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    token: SecretStr | None = None  # a static token or API key for token handlers
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_string(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    sandbox: SandboxSettings = SandboxSettings()
+    auth: dict[str, ProviderSettings] = Field(default_factory=dict)
+    # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value"
+    variables: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _variables_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                tool: {k: str(v) for k, v in vars_.items()} if isinstance(vars_, Mapping) else vars_
+                for tool, vars_ in value.items()
+            }
+        return value
+
+
+_environ_lock = threading.Lock()
+
+
+@contextmanager
+def _without_dynaconf_switches() -> Iterator[None]:
+    """Hide dynaconf's own `*_FOR_DYNACONF` variables while it loads.
+
+    They override the arguments we pass (SETTINGS_FILE_FOR_DYNACONF, INCLUDES_FOR_DYNACONF, ...), which
+    would let the process environment pull arbitrary files into our settings.
+    """
+    with _environ_lock:
+        hidden = {k: os.environ.pop(k) for k in list(os.environ) if k.upper().endswith("_FOR_DYNACONF")}
+        try:
+            yield
+        finally:
+            os.environ.update(hidden)
+
+
+def _lower_keys(value: Any) -> Any:
+    """dynaconf upper-cases keys that come from the environment; our keys are lower case."""
+    if isinstance(value, Mapping):
+        return {str(k).lower(): _lower_keys(v) for k, v in value.items()}
+    return value
+
+
+def _read_layers(files: list[Path]) -> dict[str, Any]:
+    from dynaconf import Dynaconf
+    from dynaconf.loaders import env_loader
+
+    with _without_dynaconf_switches():
+        raw = Dynaconf(
+            settings_files=[str(f) for f in files],
+            merge_enabled=True,
+            environments=False,
+            load_dotenv=False,
+            core_loaders=["TOML"],
+            loaders=[],  # no global DYNACONF_ variables: only POCKET_, loaded below
+            includes=[],
+            preload=[],
+            secrets=None,
+        )
+        env_loader.load_from_env(raw, prefix=ENV_PREFIX)
+        data = raw.as_dict()
+    data.pop("LOAD_DOTENV", None)
+    return _lower_keys(data)
+
+
+def load_settings(
+    settings_file: Path | str | None = None,
+    secrets_file: Path | str | None = None,
+    *,
+    directory: Path | str | None = None,
+) -> Settings:
+    """Load and validate settings.
+
+    Files given explicitly must exist; otherwise `settings.toml` and `.secrets.toml` are read from
+    `directory` (the current directory by default) when they are there.
+    """
+    base = Path(directory) if directory is not None else Path.cwd()
+    files: list[Path] = []
+    for given, default in ((settings_file, SETTINGS_FILE), (secrets_file, SECRETS_FILE)):
+        path = (Path(given) if given is not None else base / default).resolve()
+        if given is not None and not path.is_file():
+            raise SettingsError(f"{path}: settings file not found")
+        if path.is_file():
+            files.append(path)
+    try:
+        data = _read_layers(files)
+    except Exception as exc:  # dynaconf raises parser-specific errors for a malformed TOML file
+        where = ", ".join(map(str, files)) or "the environment"
+        raise SettingsError(f"cannot read settings from {where}: {exc}") from None
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, files)) from None
+
+
+def _describe(exc: ValidationError, files: list[Path]) -> str:
+    lines = [f"invalid settings (from {', '.join(map(str, files)) or 'defaults'} and {ENV_PREFIX}_ variables):"]
+    for error in exc.errors(include_input=False):  # never echo the input: it may be a secret
+        key = ".".join(str(part) for part in error["loc"])
+        env = f"{ENV_PREFIX}_" + "__".join(str(part).upper() for part in error["loc"])
+        lines.append(f"  {key} (or {env}): {error['msg']}")
+    return "\n".join(lines)

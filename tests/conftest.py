@@ -1,0 +1,14 @@
+"""Shared fixtures. Each area keeps its own fixtures in a `fixtures_*.py` plugin module."""
+
+import pytest
+
+pytest_plugins = [
+    "tests.fixtures_git",
+]
+
+
+@pytest.fixture
+def hello_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "tools-example" / "hello"

@@ -1,0 +1,1 @@
+"""Placeholder: the git server fixture lands with the sources module."""
