@@ -100,9 +100,7 @@ def _manifest_validator() -> Any:
         return json.loads((schemas_dir() / name).read_text(encoding="utf-8"))
 
     pocket, auth = load("pocket.schema.json"), load("auth.schema.json")
-    registry = Registry().with_resources(
-        (schema["$id"], Resource.from_contents(schema)) for schema in (pocket, auth)
-    )
+    registry = Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in (pocket, auth))
     return Draft202012Validator(pocket, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
@@ -172,7 +170,9 @@ def parse_json(file: str, text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError([Problem(file, f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}")]) from None
+        raise ManifestError(
+            [Problem(file, f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}")]
+        ) from None
 
 
 def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
