@@ -1,0 +1,57 @@
+"""pocket-runner: run authenticated tools for AI agents in hardened containers.
+
+The public API is small and imported lazily, so `import runner` stays fast: docker, authlib and
+jsonschema load only when first needed.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Pocket": "runner.pocket",
+    "Invocation": "runner.invocation",
+    "Outcome": "runner.invocation",
+    "Manifest": "runner.manifest",
+    "load_manifest": "runner.manifest",
+    "Settings": "runner.settings",
+    "load_settings": "runner.settings",
+    "PocketError": "runner.errors",
+    "ManifestError": "runner.errors",
+    "SourceError": "runner.errors",
+    "SettingsError": "runner.errors",
+    "AuthRequiredError": "runner.errors",
+}
+
+__all__ = [
+    "AuthRequiredError",
+    "Invocation",
+    "Manifest",
+    "ManifestError",
+    "Outcome",
+    "Pocket",
+    "PocketError",
+    "Settings",
+    "SettingsError",
+    "SourceError",
+    "__version__",
+    "load_manifest",
+    "load_settings",
+]
+
+if TYPE_CHECKING:
+    from runner.errors import AuthRequiredError, ManifestError, PocketError, SettingsError, SourceError
+    from runner.invocation import Invocation, Outcome
+    from runner.manifest import Manifest, load_manifest
+    from runner.pocket import Pocket
+    from runner.settings import Settings, load_settings
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runner' has no attribute {name!r}")
+    return getattr(import_module(module), name)

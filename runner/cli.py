@@ -1,0 +1,227 @@
+"""The `pocket` command: validate, list and invoke tools.
+
+Exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed.
+Errors are printed as sentences, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runner import __version__
+from runner.errors import ManifestError, PocketError
+from runner.invocation import Outcome
+
+EXIT_OK, EXIT_TOOL_FAILED, EXIT_BAD_INPUT, EXIT_AUTH_REQUIRED = 0, 1, 2, 3
+
+
+def _say(message: str) -> None:
+    print(f"pocket: {message}", file=sys.stderr, flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with our bad-input code (2 as well) and a hint."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        _say(f"{message} (see `{self.prog} --help`)")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from runner.settings import load_settings
+
+    return load_settings(args.settings, args.secrets)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from runner.manifest import load_manifest
+    from runner.sources import find_tool_folders
+
+    settings = _settings(args)
+    valid, problems = 0, 0
+    for source in args.sources:
+        for folder in find_tool_folders(source, cache_dir=settings.cache_dir, progress=_say):
+            try:
+                manifest = load_manifest(folder.path, strict=args.strict)
+            except ManifestError as exc:
+                problems += 1
+                for problem in exc.problems:
+                    print(problem)
+                continue
+            valid += 1
+            for warning in manifest.warnings:
+                print(warning)
+            if args.verbose:
+                print(f"ok: {manifest.name} ({manifest.path})")
+    total = valid + problems
+    print(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
+    return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from runner.pocket import load_tools
+
+    manifests = load_tools(args.sources, _settings(args), progress=_say)
+    if args.json:
+        rows = [
+            {
+                "name": m.name,
+                "description": m.tool.description,
+                "auth_provider": m.auth.provider if m.auth else None,
+                "auth_handler": m.auth.handler if m.auth else None,
+                "scopes": list(m.auth.scopes) if m.auth else [],
+                "input_schema": m.tool.input_schema,
+                "folder": str(m.folder),
+            }
+            for m in manifests
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for m in manifests:
+        auth = f"{m.auth.provider} [{', '.join(m.auth.scopes)}]" if m.auth else "no auth"
+        print(f"{m.name}: {m.tool.description}")
+        print(f"  auth: {auth}")
+        fields = m.tool.input_schema.get("properties", {})
+        required = set(m.tool.input_schema.get("required", []))
+        for field, spec in fields.items():
+            kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
+            print(f"  {field}: {kind}{' (required)' if field in required else ''}")
+    return EXIT_OK
+
+
+def _read_body(raw: str | None) -> Any:
+    """The body from --body JSON, --body @file.json, --body - (stdin), or stdin when it is not a terminal."""
+    if raw is None:
+        if sys.stdin.isatty():
+            raise PocketError("no body given: pass --body JSON, --body @file.json, or pipe JSON on stdin")
+        raw = "-"
+    source = "--body"
+    if raw == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif raw.startswith("@"):
+        try:
+            text, source = Path(raw[1:]).read_text(encoding="utf-8"), raw[1:]
+        except OSError as exc:
+            raise PocketError(f"cannot read the body file {raw[1:]}: {exc.strerror}") from None
+    else:
+        text = raw
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PocketError(
+            f"the body from {source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+
+
+def _cmd_invoke(args: argparse.Namespace) -> int:
+    from runner.pocket import Pocket
+
+    body = _read_body(args.body)
+    variables = dict(_key_value(v) for v in args.var)
+    with Pocket([args.source], settings=_settings(args), progress=_say) as pocket:
+        result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
+    if result.ok:
+        print(result.text())
+        if result.truncated:
+            _say("the output was cut at the output limit")
+        return EXIT_OK
+    _say(result.error or "the tool failed")
+    if result.auth_url:
+        _say(f"open this URL to authorize: {result.auth_url}")
+    if result.stderr:
+        print(result.stderr.rstrip("\n"), file=sys.stderr)
+    return result.outcome.exit_code if result.outcome is not Outcome.OK else EXIT_TOOL_FAILED
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise PocketError(f"--var expects NAME=VALUE, got {text!r}")
+    return key, value
+
+
+EXAMPLES = {
+    "validate": """examples:
+  pocket validate tools-example/hello
+  pocket validate ../shared/corpus/hyperpocket          # every pocket.json below the folder
+  pocket validate https://github.com/OWNER/REPO@v1.2#tools --strict""",
+    "list": """examples:
+  pocket list tools-example
+  pocket list tools-example --json | jq '.[].name'""",
+    "invoke": """examples:
+  pocket invoke tools-example/hello hello --body '{"name": "Ada"}'
+  pocket invoke tools-example/hello hello --body @body.json
+  echo '{"name": "Ada"}' | pocket invoke tools-example/hello hello
+  pocket invoke ./tools slack_get_messages --body '{"channel": "C1", "limit": 5}' --user alice
+
+exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed""",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pocket",
+        description="Run authenticated tools for AI agents in hardened containers.",
+        epilog="SOURCE is a tool folder, a folder of tool folders, or a git URL (URL[@REF][#SUBDIR]).",
+    )
+    parser.add_argument("--version", action="version", version=f"pocket-runner {__version__}")
+    parser.add_argument("--settings", metavar="FILE", help="settings file (default: ./settings.toml if present)")
+    parser.add_argument("--secrets", metavar="FILE", help="secrets file (default: ./.secrets.toml if present)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+
+    validate = command("validate", "Check pocket.json manifests against the schema; exit 2 if any is invalid.")
+    validate.add_argument("sources", nargs="+", metavar="SOURCE")
+    validate.add_argument("--strict", action="store_true", help="treat warnings (unknown keys) as errors")
+    validate.add_argument("-v", "--verbose", action="store_true", help="also name every valid tool")
+    validate.set_defaults(run=_cmd_validate)
+
+    list_ = command("list", "Show the tools the sources provide.")
+    list_.add_argument("sources", nargs="+", metavar="SOURCE")
+    list_.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    list_.set_defaults(run=_cmd_list)
+
+    invoke = command("invoke", "Run one tool in its sandbox and print its result.")
+    invoke.add_argument("source", metavar="SOURCE")
+    invoke.add_argument("tool", metavar="TOOL_NAME")
+    invoke.add_argument("--body", metavar="JSON", help="the body: JSON, @file.json, or - for stdin (default: stdin)")
+    invoke.add_argument("--user", default="default", help="whose credentials to use (default: %(default)s)")
+    invoke.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
+    invoke.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of this call")
+    invoke.set_defaults(run=_cmd_invoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ManifestError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except PocketError as exc:
+        _say(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # a bug of ours: say so in one line, never a traceback
+        _say(f"internal error: {type(exc).__name__}: {exc} (please report this)")
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""One call of a tool: the body check before it runs, and the typed result after.
+
+An invocation never raises for what the agent did (an unknown tool, a bad body, a failing tool,
+missing authorization): it returns an `Invocation` the agent can read and act on. The CLI maps
+its `outcome` to an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    BAD_INPUT = "bad_input"  # unknown tool, or a body that does not match the input schema
+    TOOL_FAILED = "tool_failed"  # non-zero exit, timeout, killed, build failure
+    AUTH_REQUIRED = "auth_required"  # the user has to grant access first; `auth_url` says where
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "tool_failed": 1, "bad_input": 2, "auth_required": 3}[self.value]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The result of one tool call.
+
+    `value` is what the tool printed on stdout, parsed as JSON when it is JSON. `stderr` is kept apart
+    and only shown on failure. Token values never appear in any field (the runner redacts them).
+    """
+
+    tool: str
+    outcome: Outcome
+    value: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    stderr: str = ""
+    duration_seconds: float = 0.0
+    truncated: bool = False
+    auth_url: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+    def text(self) -> str:
+        """The result as the text an agent (or a person) reads."""
+        if not self.ok:
+            return f"error: {self.error}"
+        if isinstance(self.value, str):
+            return self.value
+        return json.dumps(self.value, ensure_ascii=False)
+
+
+def parse_output(stdout: str) -> Any:
+    """stdout as JSON when it is JSON, else the text itself (trailing newline dropped)."""
+    text = stdout.strip()
+    if text[:1] in ("{", "[", '"') or text in ("true", "false", "null") or text[:1].isdigit() or text[:1] == "-":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return stdout.rstrip("\n")
+
+
+@lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    from jsonschema.validators import Draft202012Validator, validator_for
+
+    schema = json.loads(schema_json)
+    cls = validator_for(schema, default=Draft202012Validator)
+    return cls(schema)
+
+
+def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
+    """Every way `body` fails `input_schema`, each naming the field (as a JSON pointer)."""
+    if not isinstance(body, dict):
+        return [f"the body must be a JSON object, got {type(body).__name__}"]
+    validator = _validator(json.dumps(input_schema, sort_keys=True))
+    problems = []
+    for error in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path))):
+        field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
+        problems.append(f"{field}: {error.message}")
+    return problems
