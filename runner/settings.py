@@ -53,6 +53,9 @@ class SandboxSettings(_Section):
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
     ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
     pip_index_url: str | None = None  # a PyPI mirror for `pip install` during builds
+    # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and
+    # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
+    warm_tools: tuple[str, ...] = ()
 
 
 class ProviderSettings(BaseModel):
