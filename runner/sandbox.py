@@ -67,6 +67,7 @@ STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
 DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _RESERVED_ENV = {"HOME"}  # the runtime's own; a tool's variable may not replace it
 
 
@@ -705,7 +706,7 @@ class Sandbox:
                     error = chunk.get("error") or "unknown error"
                     tail.append(error.rstrip())
                     break
-                for line in str(chunk.get("stream", "")).splitlines():
+                for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
                     if line.strip():
                         tail.append(line)
                         self._say(f"build {manifest.name}: {line}")
@@ -753,6 +754,7 @@ class Sandbox:
             spec.image,
             command=list(spec.command),
             user=USER,
+            hostname="pocket-sandbox",
             working_dir="/tool",
             environment={"HOME": "/tmp"},  # noqa: S108
             stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
@@ -867,6 +869,7 @@ class Sandbox:
             stream.close_stdin()
             state = stream.read_until(deadline, output.on_frame)
         if state != "eof":
+            stream.close()  # first: dockerd blocks a kill while a stream it copies to is not read
             self._kill(started.id)
         exit_code = self._exit_code(started.id) if state != "timeout" else None
         duration = time.perf_counter() - started_at
@@ -946,6 +949,7 @@ class Sandbox:
                     with contextlib.suppress(ValueError):
                         self._warm[key].remove(worker)
         if worker.broken:
+            worker.started.stream.close()
             self._kill(worker.started.id)
             self._discard(worker.started)
         duration = time.perf_counter() - started_at
