@@ -58,6 +58,7 @@ Progress = Callable[[str], None]
 FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
 LABEL = "pocket-runner"  # every container and image we create carries `pocket-runner=1`
 LABEL_OWNER = "pocket-runner.owner"  # hostname:pid:process-start-ticks of the runner that created it
+LABEL_SANDBOX = "pocket-runner.sandbox"  # which Sandbox object (one process may hold several)
 LABEL_TOOL = "pocket-runner.tool"
 LABEL_MODE = "pocket-runner.mode"
 SENTINEL = "__pocket_body_follows__"
@@ -516,6 +517,8 @@ class Sandbox:
         self.settings: SandboxSettings = settings if settings is not None else SandboxSettings()
         self._progress = progress
         self._owner = owner_label()
+        self.id = uuid.uuid4().hex[:12]
+        self._stale_removed: list[str] = []
         self._lock = threading.Lock()
         self._api: Any = None
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
@@ -549,12 +552,19 @@ class Sandbox:
                             f"cannot reach the Docker engine ({exc}); is dockerd running and may this user use it?"
                         ) from None
                     self._api = api
-                    self._cleanup_stale(api)
+                    self._stale_removed = self._cleanup_stale(api)
         return self._api
 
     def cleanup_stale(self) -> list[str]:
-        """Remove containers whose owner label names a runner process on this host that no longer runs."""
-        return self._cleanup_stale(self.api)
+        """Remove containers whose owner label names a runner process on this host that no longer runs.
+
+        Runs once by itself when the engine is first used; returns every container id removed so far.
+        """
+        first_use = self._api is None
+        api = self.api
+        if not first_use:
+            self._stale_removed += self._cleanup_stale(api)
+        return list(self._stale_removed)
 
     def _cleanup_stale(self, api: Any) -> list[str]:
         removed = []
@@ -760,7 +770,10 @@ class Sandbox:
             stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
             tty=False,
             network_disabled=not network,
-            labels={LABEL: "1", LABEL_OWNER: self._owner, LABEL_TOOL: spec.tool, LABEL_MODE: spec.mode},
+            labels={
+                LABEL: "1", LABEL_OWNER: self._owner, LABEL_SANDBOX: self.id, LABEL_TOOL: spec.tool,
+                LABEL_MODE: spec.mode,
+            },
             host_config=host_config,
             name=name,
         )
