@@ -95,7 +95,7 @@ class Pocket:
             )
         environment = {
             **manifest.variables,
-            **self.settings.variables.get(tool_name, {}),
+            **self.settings.variables.get(tool_name.lower(), {}),
             **(variables or {}),
             **secrets,
         }
