@@ -6,8 +6,10 @@ The data flows one way: sources -> manifests -> (body check, credentials) -> san
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +62,7 @@ class Pocket:
         self._tools = {m.name: m for m in load_tools(tools, self.settings, progress)}
         self._sandbox: Sandbox | None = None
         self._authenticator: Authenticator | None = None
+        self._calls: ThreadPoolExecutor | None = None
 
     @property
     def tools(self) -> Mapping[str, Manifest]:
@@ -99,11 +102,16 @@ class Pocket:
             **(variables or {}),
             **secrets,
         }
-        return self._sandbox_for_calls().run(manifest, body, environment, timeout=timeout)
+        return self._sandbox_for_calls().run(manifest, body, environment, timeout=timeout, user_id=user_id)
 
     async def ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         """`invoke` on a worker thread, so the event loop never blocks and calls run in parallel."""
-        return await asyncio.to_thread(self.invoke, tool_name, body, **options)
+        # Our own threads: asyncio's default executor has only cpu_count + 4 of them (6 on 2 cores).
+        if self._calls is None:
+            self._calls = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._calls, functools.partial(self.invoke, tool_name, body, **options)
+        )
 
     def _auth(self) -> Authenticator:
         if self._authenticator is None:
@@ -121,6 +129,9 @@ class Pocket:
 
     def close(self) -> None:
         """Remove every container this Pocket started and stop its servers."""
+        if self._calls is not None:
+            self._calls.shutdown(wait=True)
+            self._calls = None
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
