@@ -123,13 +123,13 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
     )
 
 
-def launcher_lines(environment: Mapping[str, str]) -> bytes:
-    """The `export` lines and the sentinel the launcher reads before exec'ing the tool.
+def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
+    """The nonce, the `export` lines and the sentinel the launcher reads before running the tool.
 
     Names must be shell identifiers; values may hold anything but NUL and newlines (the launcher reads
     one line per variable). Errors name the variable, never its value.
     """
-    lines = []
+    lines = [f"pocket_nonce={nonce}\n"] if nonce else []
     for name, value in environment.items():
         if not _ENV_NAME.match(name) or name.startswith("pocket_"):
             raise PocketError(f"variable name {name!r} is not a valid environment variable name")
@@ -330,25 +330,62 @@ class _Stream:
 
 
 class _Output:
-    """stdout kept up to a cap (the rest counted and dropped), stderr's tail kept."""
+    """stdout kept up to a cap (the rest counted and dropped), stderr's tail kept.
 
-    def __init__(self, cap: int):
+    With a nonce, it also watches both streams for the launcher's closing line (`\\x1e<nonce> <status>`),
+    which carries the tool's exit status: `finished` once both streams delivered it.
+    """
+
+    def __init__(self, cap: int, nonce: str = ""):
         self.cap = cap
         self.stdout = bytearray()
         self.stderr = bytearray()
         self.dropped = 0
+        self.trailer = re.compile(b"\x1e" + re.escape(nonce.encode()) + b" ([0-9]{1,3})\n$") if nonce else None
+        self.tails = {1: bytearray(), 2: bytearray()}
+        self.statuses: dict[int, int] = {}
+
+    @property
+    def finished(self) -> bool:
+        return len(self.statuses) == 2
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.statuses.get(1)
 
     def on_frame(self, kind: int, payload: bytes) -> bool:
+        if kind not in (1, 2) or kind in self.statuses:
+            return True  # stdin echo, or output after the closing line: not the tool's result
         if kind == 2:
             self.stderr += payload
             if len(self.stderr) > 2 * STDERR_KEEP:
                 del self.stderr[:-STDERR_KEEP]
-            return True
-        room = self.cap - len(self.stdout)
-        if room > 0:
-            self.stdout += payload[:room]
-        self.dropped += max(0, len(payload) - max(room, 0))
-        return self.dropped <= DRAIN_FACTOR * self.cap
+        else:
+            room = self.cap - len(self.stdout)
+            if room > 0:
+                self.stdout += payload[:room]
+            self.dropped += max(0, len(payload) - max(room, 0))
+        if self.trailer is not None:
+            tail = self.tails[kind]
+            tail += payload[-64:]
+            del tail[:-64]
+            match = self.trailer.search(tail)
+            if match:
+                self.statuses[kind] = int(match.group(1))
+                self._strip(kind, len(match.group(0)))
+                return not self.finished
+        return kind == 2 or self.dropped <= DRAIN_FACTOR * self.cap
+
+    def _strip(self, kind: int, size: int) -> None:
+        if kind == 2:
+            del self.stderr[len(self.stderr) - size :]
+            return
+        total = len(self.stdout) + self.dropped - size
+        if total <= len(self.stdout):
+            del self.stdout[total:]
+            self.dropped = 0
+        else:
+            self.dropped = total - len(self.stdout)
 
     def stderr_text(self) -> str:
         return bytes(self.stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
@@ -855,7 +892,8 @@ class Sandbox:
             return failed(Outcome.TOOL_FAILED, "the sandbox is closed")
         try:
             limits = resolve_limits(self.settings, manifest, timeout)
-            payload = launcher_lines(environment)
+            nonce = uuid.uuid4().hex
+            payload = launcher_lines(environment, nonce)
             stdin = payload + json.dumps(body).encode()
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
@@ -869,22 +907,29 @@ class Sandbox:
         except SandboxError as exc:
             return failed(Outcome.TOOL_FAILED, str(exc))
         try:
-            return self._call(name, started, stdin, limits, started_at)
+            return self._call(name, started, stdin, nonce, limits, started_at)
         finally:
             self._discard(started)
 
-    def _call(self, name: str, started: _Started, stdin: bytes, limits: Limits, started_at: float) -> Invocation:
+    def _call(
+        self, name: str, started: _Started, stdin: bytes, nonce: str, limits: Limits, started_at: float
+    ) -> Invocation:
         deadline = time.monotonic() + limits.timeout
-        output = _Output(limits.output_limit)
+        output = _Output(limits.output_limit, nonce)
         stream = started.stream
         state = "timeout"
         if stream.send(stdin, deadline, output.on_frame):
             stream.close_stdin()
-            state = stream.read_until(deadline, output.on_frame)
-        if state != "eof":
+            if not output.finished:
+                state = stream.read_until(deadline, output.on_frame)
+        if output.finished:
+            state = "eof"
+        elif state != "eof":
             stream.close()  # first: dockerd blocks a kill while a stream it copies to is not read
             self._kill(started.id)
-        exit_code = self._exit_code(started.id) if state != "timeout" else None
+        exit_code = output.exit_code
+        if exit_code is None and state != "timeout":
+            exit_code = self._exit_code(started.id)
         duration = time.perf_counter() - started_at
         truncated = output.dropped > 0
         stdout = bytes(output.stdout).decode("utf-8", "replace")
@@ -902,7 +947,7 @@ class Sandbox:
         if exit_code == 0:
             value = parse_output(stdout) if not truncated else stdout
             return Invocation(name, Outcome.OK, value=value, exit_code=0, **common)
-        if exit_code == 137 and self._oom_killed(started.id):
+        if exit_code == 137 and self._oom_killed(started.id, wait=True):
             error = f"killed: out of memory (limit {limits.memory_mb} MiB)"
         elif exit_code is None:
             error = "the container vanished before its exit code could be read"
@@ -921,7 +966,9 @@ class Sandbox:
         except Exception:
             return None
 
-    def _oom_killed(self, cid: str) -> bool:
+    def _oom_killed(self, cid: str, wait: bool = False) -> bool:
+        if wait:  # the engine records the OOM kill when the container exits
+            self._exit_code(cid)
         try:
             return bool(self.api.inspect_container(cid)["State"].get("OOMKilled"))
         except Exception:

@@ -386,7 +386,7 @@ def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api,
     assert first.stderr == "a line for stderr\n"
     assert second.value["calls"] == 2 and second.value["greeting"] is None  # same process, fresh environment
     assert other_user.value["calls"] == 1  # another user never shares a warm container
-    assert sorted(timings)[2] < 0.05, timings
+    assert sorted(timings)[2] < 0.1, timings  # the benchmark measures it properly; this only guards the design
 
 
 @docker
