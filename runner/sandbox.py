@@ -65,6 +65,10 @@ SENTINEL = "__pocket_body_follows__"
 USER = "65534:65534"  # nobody:nogroup
 TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the container's own /tmp
 STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
+# Background work (refilling pools, removing used containers) waits until no call is running, so it
+# never takes CPU from a call, for at most this long (then it runs anyway: a busy runner still refills).
+QUIET_START = 0.5
+QUIET_REMOVE = 3.0
 DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -463,6 +467,7 @@ class _Pool:
             self.sandbox._background(self._start_one)
 
     def _start_one(self) -> None:
+        self.sandbox._wait_quiet(QUIET_START)
         try:
             started = None if self.closed else self.sandbox._start(self.spec)
         except Exception:  # the next call starts its own container and reports the error
@@ -567,6 +572,8 @@ class Sandbox:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pocket-sandbox")
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pocket-reaper")
         self._closed = False
+        self._active = 0  # calls running now
+        self._quiet = threading.Condition()
 
     # -- engine ------------------------------------------------------------------------------------
 
@@ -617,6 +624,28 @@ class Sandbox:
     def _say(self, message: str) -> None:
         if self._progress is not None:
             self._progress(message)
+
+    def _wait_quiet(self, limit: float) -> None:
+        """Block until no call runs (or `limit` seconds passed, or the sandbox closes)."""
+        deadline = time.monotonic() + limit
+        with self._quiet:
+            while self._active and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._quiet.wait(left)
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        with self._quiet:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._active -= 1
+                if not self._active:
+                    self._quiet.notify_all()
 
     def _background(self, function: Callable[[], None]) -> None:
         if not self._closed:
@@ -833,9 +862,13 @@ class Sandbox:
         """Close the stream and remove the container, in the background."""
         started.stream.close()
         try:
-            self._reaper.submit(self._remove, started.id)
+            self._reaper.submit(self._remove_later, started.id)
         except RuntimeError:  # the reaper is shut down: remove now
             self._remove(started.id)
+
+    def _remove_later(self, cid: str) -> None:
+        self._wait_quiet(QUIET_REMOVE)
+        self._remove(cid)
 
     def _remove(self, cid: str) -> None:
         with contextlib.suppress(Exception):
@@ -907,7 +940,8 @@ class Sandbox:
         except SandboxError as exc:
             return failed(Outcome.TOOL_FAILED, str(exc))
         try:
-            return self._call(name, started, stdin, nonce, limits, started_at)
+            with self._running():
+                return self._call(name, started, stdin, nonce, limits, started_at)
         finally:
             self._discard(started)
 
@@ -1001,7 +1035,8 @@ class Sandbox:
                 self._warm[key].append(worker)
                 self._warm_busy.add(id(worker))
         try:
-            state, value, stderr = worker.call(environment, body, limits)
+            with self._running():
+                state, value, stderr = worker.call(environment, body, limits)
         finally:
             with self._lock:
                 self._warm_busy.discard(id(worker))
@@ -1046,6 +1081,8 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
+        with self._quiet:
+            self._quiet.notify_all()
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
             warm, self._warm = [w for workers in self._warm.values() for w in workers], {}
