@@ -142,7 +142,8 @@ def bench_hyperpocket(image: str, n: int, pause: float) -> tuple[list[float] | N
     if python is None:
         return None, "pip install hyperpocket==0.5.7 hyperdock-container failed"
     with tempfile.TemporaryDirectory() as tmp:
-        tool = Path(tmp) / "hello"
+        tool = HP_VENV / "tool" / "hello"  # a fixed path: hyperpocket names its image after it, so it is reused
+        shutil.rmtree(tool, ignore_errors=True)
         shutil.copytree(HELLO, tool)
         manifest = json.loads((tool / "pocket.json").read_text())
         manifest.pop("language", None)
