@@ -51,7 +51,7 @@ from typing import Any
 from runner.errors import PocketError, ToolFailedError
 from runner.invocation import Invocation, Outcome, parse_output
 from runner.manifest import Manifest
-from runner.settings import SandboxSettings, Settings
+from runner.settings import SandboxSettings, Settings, ToolLimits
 
 Progress = Callable[[str], None]
 
@@ -106,23 +106,29 @@ class Limits:
 
 
 def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float | None = None) -> Limits:
-    """Settings give the defaults, the manifest's `sandbox` block asks for its own, the call may set a timeout.
+    """The call's timeout wins, then `[sandbox.tools.NAME]` in settings, then the manifest's `sandbox` block,
+    then the settings' defaults.
 
-    A manifest that asks for network access is refused when `sandbox.allow_network` is false. A list
-    of hosts is accepted as "network" (the allow-list is not enforced yet: see the module notes).
+    A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
+    tool's settings say `network = false`. A list of hosts is granted as network access: the
+    allow-list itself is not enforced yet (the caller is warned).
     """
     spec = manifest.sandbox
+    override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
     wants_network = bool(spec.network)
-    if wants_network and not settings.allow_network:
-        raise PocketError(
-            f"tool {manifest.name!r} asks for network access and settings forbid it (sandbox.allow_network = false)"
-        )
+    if wants_network and (not settings.allow_network or override.network is False):
+        where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
+        raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
+
+    def pick(name: str) -> Any:
+        return getattr(override, name) or getattr(spec, name) or getattr(settings, name)
+
     return Limits(
-        timeout=float(timeout or spec.timeout_seconds or settings.timeout_seconds),
-        memory_mb=spec.memory_mb or settings.memory_mb,
-        cpus=spec.cpus or settings.cpus,
-        pids=spec.pids or settings.pids,
-        output_limit=spec.output_limit_bytes or settings.output_limit_bytes,
+        timeout=float(timeout or pick("timeout_seconds")),
+        memory_mb=pick("memory_mb"),
+        cpus=pick("cpus"),
+        pids=pick("pids"),
+        output_limit=pick("output_limit_bytes"),
         network=wants_network,
     )
 
@@ -561,6 +567,7 @@ class Sandbox:
         self._owner = owner_label()
         self.id = uuid.uuid4().hex[:12]
         self._stale_removed: list[str] = []
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
         self._api: Any = None
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
@@ -930,6 +937,12 @@ class Sandbox:
             stdin = payload + json.dumps(body).encode()
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
+        if isinstance(manifest.sandbox.network, tuple) and name not in self._warned:
+            self._warned.add(name)
+            self._say(
+                f"tool {name!r} names the hosts it needs ({', '.join(manifest.sandbox.network)}); the allow-list "
+                "is not enforced yet, so it gets full outbound network access"
+            )
         if warm is None:
             warm = name in self.settings.warm_tools or "*" in self.settings.warm_tools
         try:

@@ -82,6 +82,51 @@ def test_network_is_refused_when_settings_forbid_it(tmp_path):
     assert result.outcome is Outcome.BAD_INPUT and "network" in result.error
 
 
+@docker
+def test_a_host_list_gets_network_and_a_warning_that_it_is_not_enforced(docker_api, tmp_path):
+    run = "python -c \"import os; print(sorted(os.listdir('/sys/class/net')))\""
+    manifest = load_manifest(_write_tool(tmp_path / "h", "h", run, sandbox={"network": ["api.example.com"]}))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        result = box.run(manifest, {}, {})
+    assert result.ok and "eth0" in result.value
+    assert any("not enforced yet" in m for m in messages)
+
+
+def test_settings_override_a_tools_limits_over_its_manifest(tmp_path):
+    from runner.errors import PocketError
+    from runner.settings import ToolLimits
+
+    manifest = load_manifest(_write_tool(tmp_path / "t", "t", "true", sandbox={"memory_mb": 2048, "network": True}))
+    settings = SandboxSettings(tools={"t": ToolLimits(memory_mb=256, timeout_seconds=9)})
+    limits = resolve_limits(settings, manifest)
+    assert (limits.memory_mb, limits.timeout, limits.network) == (256, 9, True)
+    with pytest.raises(PocketError, match=r"sandbox\.tools\.t"):
+        resolve_limits(SandboxSettings(tools={"t": ToolLimits(network=False)}), manifest)
+
+
+def test_the_launchers_closing_line_gives_the_exit_status_and_is_not_output():
+    output = _Output(cap=1024, nonce="n0nce")
+    for frame in (b"result", b"\x1en0n", b"ce 3\n"):  # split anywhere across frames
+        assert output.on_frame(1, frame)
+    assert not output.finished and output.exit_code == 3
+    assert output.on_frame(2, b"oops\n")
+    assert not output.on_frame(2, b"\x1en0nce 3\n")  # both streams closed: stop reading
+    assert output.finished and bytes(output.stdout) == b"result" and output.stderr_text() == "oops\n"
+
+
+def test_a_forged_closing_line_without_the_nonce_is_just_output():
+    output = _Output(cap=1024, nonce="secret")
+    assert output.on_frame(1, b"\x1eguess 0\n")
+    assert output.exit_code is None and bytes(output.stdout) == b"\x1eguess 0\n"
+
+
+def test_the_closing_line_past_the_cap_is_not_counted_as_dropped_output():
+    output = _Output(cap=4, nonce="n")
+    output.on_frame(1, b"abcdef\x1en 0\n")
+    assert bytes(output.stdout) == b"abcd" and output.dropped == 2 and output.exit_code == 0
+
+
 def test_output_keeps_the_head_of_stdout_and_the_tail_of_stderr():
     output = _Output(cap=10)
     assert output.on_frame(1, b"0123456789abc")
