@@ -70,6 +70,8 @@ STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
 QUIET_START = 0.5
 QUIET_REMOVE = 3.0
 DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
+EGRESS_ALIAS = "pocket-egress"
+EGRESS_PORT = 3128
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -97,7 +99,7 @@ class Limits:
     cpus: float
     pids: int
     output_limit: int
-    network: bool
+    network: bool | tuple[str, ...]  # a tuple: only these hosts, through the egress proxy
 
     @property
     def container_key(self) -> tuple[Any, ...]:
@@ -110,8 +112,8 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
     then the settings' defaults.
 
     A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
-    tool's settings say `network = false`. A list of hosts is granted as network access: the
-    allow-list itself is not enforced yet (the caller is warned).
+    tool's settings say `network = false`. A list of hosts means only those hosts, through the egress
+    proxy (HTTP and HTTPS via HTTP_PROXY/HTTPS_PROXY).
     """
     spec = manifest.sandbox
     override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
@@ -129,7 +131,7 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
         cpus=pick("cpus"),
         pids=pick("pids"),
         output_limit=pick("output_limit_bytes"),
-        network=wants_network,
+        network=spec.network if isinstance(spec.network, tuple) else wants_network,
     )
 
 
@@ -503,36 +505,46 @@ class _WarmWorker:
         self.broken = False
 
     def call(self, environment: Mapping[str, str], body: Any, limits: Limits) -> tuple[str, Any, str]:
-        """("ok"|"error"|"timeout"|"exited"|"too_big", value or error, stderr tail)."""
+        """("ok"|"error"|"timeout"|"exited"|"too_big", value or error, stderr tail).
+
+        The reply is one JSON line on stdout; warm.py then writes `\\x1e<id>` on stderr, so everything
+        the handler wrote to stderr has arrived too (the two streams are not ordered between them).
+        """
         self.stderr.clear()
-        request = json.dumps({"env": dict(environment), "body": body}).encode() + b"\n"
+        nonce = uuid.uuid4().hex
+        marker = b"\x1e" + nonce.encode() + b"\n"
+        request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
         deadline = time.monotonic() + limits.timeout
         reply: list[bytes] = []
         too_big = False
+        stderr_done = False
 
         def on_frame(kind: int, payload: bytes) -> bool:
-            nonlocal too_big
-            if kind == 2:
+            nonlocal too_big, stderr_done
+            if kind == 2 and not stderr_done:
                 self.stderr += payload
-                if len(self.stderr) > 2 * STDERR_KEEP:
+                if self.stderr.endswith(marker):
+                    del self.stderr[-len(marker) :]
+                    stderr_done = True
+                elif len(self.stderr) > 2 * STDERR_KEEP:
                     del self.stderr[:-STDERR_KEEP]
-                return True
-            newline = payload.find(b"\n")
-            if newline < 0:
-                self.line += payload
-                if len(self.line) > limits.output_limit:
-                    too_big = True
-                    return False
-                return True
-            reply.append(bytes(self.line + payload[:newline]))
-            self.line = bytearray(payload[newline + 1 :])
-            return False
+            elif kind == 1 and not reply:
+                newline = payload.find(b"\n")
+                if newline < 0:
+                    self.line += payload
+                    if len(self.line) > limits.output_limit:
+                        too_big = True
+                        return False
+                else:
+                    reply.append(bytes(self.line + payload[:newline]))
+                    self.line = bytearray(payload[newline + 1 :])
+            return not (reply and stderr_done)
 
         stream = self.started.stream
         if not stream.send(request, deadline, on_frame):
             return "timeout", None, self._stderr()
-        state = "stop" if reply else stream.read_until(deadline, on_frame)
-        if reply:
+        state = "stop" if reply and stderr_done else stream.read_until(deadline, on_frame)
+        if reply and stderr_done:
             answer = json.loads(reply[0])
             if answer.get("ok"):
                 return "ok", answer.get("value"), self._stderr()
@@ -567,8 +579,8 @@ class Sandbox:
         self._owner = owner_label()
         self.id = uuid.uuid4().hex[:12]
         self._stale_removed: list[str] = []
-        self._warned: set[str] = set()
-        self._lock = threading.Lock()
+        self._egress: dict[tuple[str, ...], tuple[str, str]] = {}  # hosts -> (internal network id, proxy ip)
+        self._lock = threading.RLock()
         self._api: Any = None
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
         self._build_locks: dict[str, threading.Lock] = {}
@@ -626,6 +638,12 @@ class Sandbox:
                     with contextlib.suppress(Exception):
                         api.remove_container(container["Id"], force=True)
                         removed.append(container["Id"])
+            for network in api.networks(filters={"label": LABEL_OWNER}):
+                owner = (network.get("Labels") or {}).get(LABEL_OWNER, "")
+                if owner and owner != self._owner and not _owner_alive(owner):
+                    with contextlib.suppress(Exception):
+                        api.remove_network(network["Id"])
+                        removed.append(network["Id"])
         return removed
 
     def _say(self, message: str) -> None:
@@ -819,6 +837,15 @@ class Sandbox:
 
         memory_mb, cpus, pids, network = spec.limits_key
         api = self.api
+        environment = {"HOME": "/tmp"}  # noqa: S108
+        dns = None
+        if isinstance(network, tuple):
+            network_mode, proxy_ip = self._egress_network(network)
+            proxy = f"http://{proxy_ip}:{EGRESS_PORT}"
+            dns = ["timeout:1", "attempts:1"]  # names resolve at the proxy: a lookup in here fails in 1 s, not 10
+            environment.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
+        else:
+            network_mode = "bridge" if network else "none"
         host_config = api.create_host_config(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -828,7 +855,8 @@ class Sandbox:
             mem_limit=f"{memory_mb}m",
             memswap_limit=f"{memory_mb}m",
             nano_cpus=int(cpus * 1e9),
-            network_mode="bridge" if network else "none",
+            network_mode=network_mode,
+            dns_opt=dns,
             log_config=docker.types.LogConfig(type="none"),
             ipc_mode="private",
         )
@@ -839,10 +867,10 @@ class Sandbox:
             user=USER,
             hostname="pocket-sandbox",
             working_dir="/tool",
-            environment={"HOME": "/tmp"},  # noqa: S108
+            environment=environment,
             stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
             tty=False,
-            network_disabled=not network,
+            network_disabled=network is False,
             labels={
                 LABEL: "1", LABEL_OWNER: self._owner, LABEL_SANDBOX: self.id, LABEL_TOOL: spec.tool,
                 LABEL_MODE: spec.mode,
@@ -864,6 +892,60 @@ class Sandbox:
             self._discard(_Started(cid, stream))
             raise SandboxError("the sandbox is closed")
         return _Started(cid, stream)
+
+    def _egress_network(self, hosts: tuple[str, ...]) -> tuple[str, str]:
+        """The internal network (no route out) whose only exit is a proxy allowing `hosts`; made once."""
+        with self._lock:
+            known = self._egress.get(hosts)
+            if known is not None:
+                return known
+            api = self.api
+            labels = {LABEL: "1", LABEL_OWNER: self._owner, LABEL_SANDBOX: self.id}
+            suffix = hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:8]
+            network = api.create_network(f"pocket-egress-{self.id}-{suffix}", internal=True, labels=labels)["Id"]
+            try:
+                subnet = api.inspect_network(network)["IPAM"]["Config"][0]["Subnet"]
+                proxy = self._start_proxy(network, subnet, hosts, labels)
+                networks = api.inspect_container(proxy)["NetworkSettings"]["Networks"]
+                proxy_ip = next(n["IPAddress"] for n in networks.values() if n.get("NetworkID") == network)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    api.remove_network(network)
+                raise SandboxError(f"cannot start the egress proxy for {', '.join(hosts)}: {exc}") from None
+            self._egress[hosts] = (network, proxy_ip)
+            return network, proxy_ip
+
+    def _start_proxy(self, network: str, subnet: str, hosts: tuple[str, ...], labels: dict[str, str]) -> str:
+        import docker.types
+
+        api = self.api
+        host_config = api.create_host_config(
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs=TMPFS, pids_limit=64,
+            mem_limit="64m", memswap_limit="64m", nano_cpus=500_000_000, network_mode="bridge",
+            log_config=docker.types.LogConfig(type="none"),
+        )  # fmt: skip
+        source = _package_file("egress_proxy.py").decode()
+        proxy = api.create_container(
+            self.settings.python_image, command=["python3", "-c", source, str(EGRESS_PORT), subnet, *hosts],
+            user=USER, labels={**labels, LABEL_MODE: "egress-proxy"}, host_config=host_config,
+            name=f"pocket-egress-{self.id}-{uuid.uuid4().hex[:8]}",
+        )["Id"]  # fmt: skip
+        with self._lock:
+            self._live.add(proxy)
+        api.connect_container_to_network(proxy, network, aliases=[EGRESS_ALIAS])
+        stream = _Stream(api.attach_socket(proxy, params={"stdout": 1, "stderr": 1, "stream": 1}))
+        api.start(proxy)
+        seen = bytearray()
+
+        def ready(kind: int, payload: bytes) -> bool:
+            seen.extend(payload)
+            return b"ready" not in seen
+
+        state = stream.read_until(time.monotonic() + 15, ready)
+        stream.close()
+        if state != "stop":
+            raise SandboxError(f"the egress proxy did not start: {bytes(seen[-500:]).decode('utf-8', 'replace')}")
+        return proxy
 
     def _discard(self, started: _Started) -> None:
         """Close the stream and remove the container, in the background."""
@@ -937,12 +1019,6 @@ class Sandbox:
             stdin = payload + json.dumps(body).encode()
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
-        if isinstance(manifest.sandbox.network, tuple) and name not in self._warned:
-            self._warned.add(name)
-            self._say(
-                f"tool {name!r} names the hosts it needs ({', '.join(manifest.sandbox.network)}); the allow-list "
-                "is not enforced yet, so it gets full outbound network access"
-            )
         if warm is None:
             warm = name in self.settings.warm_tools or "*" in self.settings.warm_tools
         try:
@@ -1109,6 +1185,9 @@ class Sandbox:
         if self._api is not None:
             for cid in self.containers():
                 self._remove(cid)
+            for network, _proxy in self._egress.values():
+                with contextlib.suppress(Exception):
+                    self._api.remove_network(network)
             with contextlib.suppress(Exception):
                 self._api.close()
 

@@ -1,8 +1,8 @@
 """pocket-runner warm server: loads a tool's `module:function` handler once, then serves calls.
 
 Runs inside the tool's container (stdlib only, any Python 3.8+). Protocol, one JSON document per line:
-stdin  {"env": {NAME: value}, "body": {...}}
-stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}
+stdin  {"id": "...", "env": {NAME: value}, "body": {...}}
+stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}, then "\x1e<id>\n" on stderr
 Anything the handler prints goes to stderr, so it can never corrupt the protocol. The environment
 is reset to the container's own plus the request's `env` before every call.
 """
@@ -28,6 +28,7 @@ def main() -> None:
         load_error = "cannot load the handler " + sys.argv[1] + ":\n" + traceback.format_exc(limit=-3)
 
     for line in sys.stdin:
+        request = {}
         try:
             request = json.loads(line)
             os.environ.clear()
@@ -43,6 +44,7 @@ def main() -> None:
         sys.stderr.flush()
         protocol.write(text + "\n")
         protocol.flush()
+        os.write(2, ("\x1e" + str(request.get("id", "")) + "\n").encode())  # after all the handler wrote
 
 
 if __name__ == "__main__":

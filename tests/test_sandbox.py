@@ -75,7 +75,7 @@ def test_network_is_refused_when_settings_forbid_it(tmp_path):
     from runner.errors import PocketError
 
     manifest = load_manifest(_write_tool(tmp_path / "n", "n", "true", sandbox={"network": ["api.example.com"]}))
-    assert resolve_limits(SandboxSettings(), manifest).network is True
+    assert resolve_limits(SandboxSettings(), manifest).network == ("api.example.com",)
     with pytest.raises(PocketError, match="forbid"):
         resolve_limits(SandboxSettings(allow_network=False), manifest)
     result = Sandbox(SandboxSettings(allow_network=False)).run(manifest, {}, {})
@@ -83,48 +83,16 @@ def test_network_is_refused_when_settings_forbid_it(tmp_path):
 
 
 @docker
-def test_a_host_list_gets_network_and_a_warning_that_it_is_not_enforced(docker_api, tmp_path):
-    run = "python -c \"import os; print(sorted(os.listdir('/sys/class/net')))\""
-    manifest = load_manifest(_write_tool(tmp_path / "h", "h", run, sandbox={"network": ["api.example.com"]}))
-    messages: list[str] = []
-    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
-        result = box.run(manifest, {}, {})
-    assert result.ok and "eth0" in result.value
-    assert any("not enforced yet" in m for m in messages)
-
-
-def test_settings_override_a_tools_limits_over_its_manifest(tmp_path):
-    from runner.errors import PocketError
-    from runner.settings import ToolLimits
-
-    manifest = load_manifest(_write_tool(tmp_path / "t", "t", "true", sandbox={"memory_mb": 2048, "network": True}))
-    settings = SandboxSettings(tools={"t": ToolLimits(memory_mb=256, timeout_seconds=9)})
-    limits = resolve_limits(settings, manifest)
-    assert (limits.memory_mb, limits.timeout, limits.network) == (256, 9, True)
-    with pytest.raises(PocketError, match=r"sandbox\.tools\.t"):
-        resolve_limits(SandboxSettings(tools={"t": ToolLimits(network=False)}), manifest)
-
-
-def test_the_launchers_closing_line_gives_the_exit_status_and_is_not_output():
-    output = _Output(cap=1024, nonce="n0nce")
-    for frame in (b"result", b"\x1en0n", b"ce 3\n"):  # split anywhere across frames
-        assert output.on_frame(1, frame)
-    assert not output.finished and output.exit_code == 3
-    assert output.on_frame(2, b"oops\n")
-    assert not output.on_frame(2, b"\x1en0nce 3\n")  # both streams closed: stop reading
-    assert output.finished and bytes(output.stdout) == b"result" and output.stderr_text() == "oops\n"
-
-
-def test_a_forged_closing_line_without_the_nonce_is_just_output():
-    output = _Output(cap=1024, nonce="secret")
-    assert output.on_frame(1, b"\x1eguess 0\n")
-    assert output.exit_code is None and bytes(output.stdout) == b"\x1eguess 0\n"
-
-
-def test_the_closing_line_past_the_cap_is_not_counted_as_dropped_output():
-    output = _Output(cap=4, nonce="n")
-    output.on_frame(1, b"abcdef\x1en 0\n")
-    assert bytes(output.stdout) == b"abcd" and output.dropped == 2 and output.exit_code == 0
+def test_a_host_list_allows_those_hosts_through_the_egress_proxy_and_nothing_else(docker_api, tool):
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        result = box.run(tool("egress"), {}, {})
+        networks = [n["Id"] for n in docker_api.networks(filters={"label": f"pocket-runner.sandbox={box.id}"})]
+        assert len(networks) == 1 and docker_api.inspect_network(networks[0])["Internal"] is True
+    assert result.ok, result
+    assert result.value == {"allowed": "HTTP/1.1 200 Connection established", "denied": "HTTP/1.1 403 Forbidden",
+                            "dns": "gaierror"}  # fmt: skip
+    assert result.duration_seconds < 5
+    assert docker_api.networks(filters={"label": f"pocket-runner.sandbox={box.id}"}) == []  # close removed it
 
 
 def test_output_keeps_the_head_of_stdout_and_the_tail_of_stderr():
