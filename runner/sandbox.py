@@ -68,7 +68,8 @@ STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
 # Background work (refilling pools, removing used containers) waits until no call is running, so it
 # never takes CPU from a call, for at most this long (then it runs anyway: a busy runner still refills).
 QUIET_START = 0.5
-QUIET_REMOVE = 3.0
+QUIET_REMOVE = 5.0
+SETTLE_REMOVE = 0.1  # removals also wait for a pause of this long between calls
 DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
 EGRESS_ALIAS = "pocket-egress"
 EGRESS_PORT = 3128
@@ -592,6 +593,7 @@ class Sandbox:
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pocket-reaper")
         self._closed = False
         self._active = 0  # calls running now
+        self._last_call_end = 0.0
         self._quiet = threading.Condition()
 
     # -- engine ------------------------------------------------------------------------------------
@@ -650,15 +652,19 @@ class Sandbox:
         if self._progress is not None:
             self._progress(message)
 
-    def _wait_quiet(self, limit: float) -> None:
-        """Block until no call runs (or `limit` seconds passed, or the sandbox closes)."""
+    def _wait_quiet(self, limit: float, settle: float = 0.0) -> None:
+        """Block until no call has run for `settle` seconds (or `limit` seconds passed, or the sandbox closes)."""
         deadline = time.monotonic() + limit
         with self._quiet:
-            while self._active and not self._closed:
-                left = deadline - time.monotonic()
+            while not self._closed:
+                now = time.monotonic()
+                idle_for = now - self._last_call_end
+                if not self._active and idle_for >= settle:
+                    return
+                left = deadline - now
                 if left <= 0:
                     return
-                self._quiet.wait(left)
+                self._quiet.wait(min(left, settle - idle_for) if not self._active else left)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
@@ -669,6 +675,7 @@ class Sandbox:
         finally:
             with self._quiet:
                 self._active -= 1
+                self._last_call_end = time.monotonic()
                 if not self._active:
                     self._quiet.notify_all()
 
@@ -956,7 +963,7 @@ class Sandbox:
             self._remove(started.id)
 
     def _remove_later(self, cid: str) -> None:
-        self._wait_quiet(QUIET_REMOVE)
+        self._wait_quiet(QUIET_REMOVE, SETTLE_REMOVE)
         self._remove(cid)
 
     def _remove(self, cid: str) -> None:
