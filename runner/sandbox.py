@@ -985,13 +985,26 @@ class Sandbox:
                 self._discard(started)
         return pool
 
-    def prepare(self, manifest: Manifest) -> str:
-        """Build the tool's image and start its pool now, so the first call does not wait. Returns the tag."""
+    def prepare(self, manifest: Manifest, *, user_id: str = "default", warm_workers: int = 0) -> str:
+        """Build the tool's image and start its pool now, so the first call does not wait. Returns the tag.
+
+        For a tool in warm mode, also make sure `warm_workers` warm containers serve `user_id` (waits for them).
+        """
         limits = resolve_limits(self.settings, manifest)
         spec = self._spec(manifest, limits, "call")
         if self.settings.pool_size:
             self._pool(spec).refill()
+        if warm_workers and manifest.entrypoint.handler and self._is_warm(manifest.name):
+            warm_spec = self._spec(manifest, limits, "warm")
+            with self._lock:
+                missing = warm_workers - len(self._warm.setdefault((warm_spec, user_id), []))
+            workers = list(self._executor.map(lambda _: _WarmWorker(self._start(warm_spec)), range(max(missing, 0))))
+            with self._lock:
+                self._warm[(warm_spec, user_id)].extend(workers)
         return spec.image
+
+    def _is_warm(self, tool_name: str) -> bool:
+        return tool_name in self.settings.warm_tools or "*" in self.settings.warm_tools
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -1027,7 +1040,7 @@ class Sandbox:
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
         if warm is None:
-            warm = name in self.settings.warm_tools or "*" in self.settings.warm_tools
+            warm = self._is_warm(name)
         try:
             if warm and manifest.entrypoint.handler:
                 return self._run_warm(manifest, body, environment, limits, user_id, started_at)

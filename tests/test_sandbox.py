@@ -403,6 +403,15 @@ def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api,
 
 
 @docker
+def test_prepare_starts_warm_servers_ahead(docker_api, tool):
+    manifest = tool("echo")
+    with Sandbox(SandboxSettings(warm_tools=("echo",), pool_size=0)) as box:
+        box.prepare(manifest, warm_workers=3)
+        assert [len(workers) for workers in box._warm.values()] == [3]
+        assert box.run(manifest, {}, {}).value["calls"] == 1
+
+
+@docker
 def test_warm_mode_is_opt_in_by_settings(sandbox, tool):
     assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
     assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
