@@ -292,6 +292,14 @@ class _Stream:
                 view = view[sent:]
         return True
 
+    def alive(self) -> bool:
+        """False when the container already closed the stream (a waiting launcher writes nothing)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            return not readable
+        except (OSError, ValueError):
+            return False
+
     def close_stdin(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
@@ -461,8 +469,12 @@ class _Pool:
         self.closed = False
 
     def take(self) -> _Started:
-        with self.lock:
-            started = self.idle.popleft() if self.idle else None
+        while True:
+            with self.lock:
+                started = self.idle.popleft() if self.idle else None
+            if started is None or started.stream.alive():
+                break
+            self.sandbox._discard(started)  # it died while waiting (engine restart, someone removed it)
         self.refill()
         return started if started is not None else self.sandbox._start(self.spec)
 

@@ -289,6 +289,20 @@ def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, 
 
 
 @docker
+def test_a_pooled_container_that_died_is_replaced(docker_api, tool):
+    manifest = tool("hello")
+    with Sandbox(SandboxSettings(pool_size=1)) as box:
+        box.prepare(manifest)
+        pool = next(iter(box._pools.values()))
+        deadline = time.monotonic() + 10
+        while not pool.idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+        docker_api.kill(pool.idle[0].id)
+        time.sleep(0.3)
+        assert box.run(manifest, {"name": "Ada"}, {}).value == {"greeting": "Hello, Ada!"}
+
+
+@docker
 def test_concurrent_calls_run_in_parallel(docker_api, tool):
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=8)) as box:
