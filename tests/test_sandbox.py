@@ -164,6 +164,19 @@ def test_environment_is_exactly_the_tool_variables_plus_runtime_needs(sandbox, t
 
 
 @docker
+def test_tokens_never_appear_in_the_container_config(docker_api, tool):
+    """Tokens travel on the attach stream, so `docker inspect` (or anyone who may run it) never sees them."""
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        call = threading.Thread(target=box.run, args=(tool("sleeper"), {}, {"SLACK_BOT_TOKEN": "xoxb-very-secret"}))
+        call.start()
+        time.sleep(0.5)
+        running = docker_api.containers(filters={"label": f"pocket-runner.sandbox={box.id}"})
+        configs = [docker_api.inspect_container(c["Id"]) for c in running]
+        call.join()
+    assert configs and "xoxb-very-secret" not in json.dumps(configs)
+
+
+@docker
 def test_the_tool_runs_unprivileged(sandbox, tool):
     value = sandbox.run(tool("dumpenv"), {}, {}).value
     assert (value["uid"], value["gid"]) == (65534, 65534)
