@@ -1060,6 +1060,8 @@ class Sandbox:
             started = self._pool(spec).take() if self.settings.pool_size else self._start(spec)
         except SandboxError as exc:
             return failed(Outcome.TOOL_FAILED, str(exc))
+        except Exception as exc:  # the engine refused (image gone, daemon restarting, out of disk...)
+            return failed(Outcome.TOOL_FAILED, f"the sandbox could not start the tool's container: {exc}")
         try:
             with self._running():
                 return self._call(name, started, stdin, nonce, limits, started_at)
