@@ -468,6 +468,19 @@ def test_warm_mode_times_out_and_recovers(docker_api, tmp_path):
         assert box.run(manifest, {"s": 0}, {}).value == "done"
 
 
+@docker
+def test_build_settings_reach_the_build_step_only(docker_api, tmp_path):
+    build = 'printf "%s|%s" "$PIP_INDEX_URL" "$PIP_CERT" > /tool/seen-at-build'
+    run = "python -c \"import os; print(open('seen-at-build').read() + '|' + os.environ.get('PIP_INDEX_URL', '-'))\""
+    manifest = load_manifest(_write_tool(tmp_path / "idx", "idx", run, entrypoint={"build": build, "run": run}))
+    settings = SandboxSettings(pool_size=0, pip_index_url="https://mirror.invalid/simple")
+    with Sandbox(settings) as box:
+        result = box.run(manifest, {}, {})
+    assert result.ok, result
+    index, cert, at_run = result.value.split("|")
+    assert index == "https://mirror.invalid/simple" and cert == "/pocket-build/ca.crt" and at_run == "-"
+
+
 # -- builds that reach the package index ---------------------------------------------------------------
 
 
