@@ -364,15 +364,19 @@ def test_a_new_runner_removes_what_a_dead_one_left_and_nothing_else(docker_api, 
     for owner in (dead, recycled, elsewhere):
         labels = {"pocket-runner.owner": owner, "pocket-runner": "1"}
         ids[owner] = docker_api.create_container(image, command=["true"], labels=labels)["Id"]
+    network = docker_api.create_network(f"pocket-test-{time.time_ns()}", internal=True,
+                                        labels={"pocket-runner.owner": dead})["Id"]  # fmt: skip
     try:
         removed = Sandbox(SandboxSettings()).cleanup_stale()
-        assert set(removed) >= {ids[dead], ids[recycled]}
+        assert set(removed) >= {ids[dead], ids[recycled], network}
         assert ids[elsewhere] not in removed
         assert docker_api.containers(all=True, filters={"id": ids[elsewhere]})
     finally:
         for cid in ids.values():
             with contextlib.suppress(Exception):
                 docker_api.remove_container(cid, force=True)
+        with contextlib.suppress(Exception):
+            docker_api.remove_network(network)
 
 
 @docker
