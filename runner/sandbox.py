@@ -19,8 +19,19 @@ which imports the handler once and serves calls as JSON lines.
 
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a
 small /tmp tmpfs, pids/memory/CPU limits, no network unless the manifest asks, no logs kept by the
-engine, never a bind mount or the Docker socket. stdout and stderr are read from the attach stream
-with byte caps, so the runner's memory stays bounded; a monotonic deadline kills the container.
+engine, never a bind mount or the Docker socket. Tokens travel on the attach stream, never in the
+container's config. stdout and stderr are read from the attach stream with byte caps, so the
+runner's memory stays bounded; a monotonic deadline kills the container. The launcher reports the
+exit status on both streams after the tool ends (marked with a per-call nonce), so a call returns
+without waiting for the engine to notice the exit.
+
+Network: `false` is `--network none`; `true` is the default bridge; a list of hosts puts the
+container on an internal network (no route out) whose only exit is a hardened proxy container
+(`egress_proxy.py`) allowing exactly those hosts, given to the tool as HTTP_PROXY/HTTPS_PROXY.
+
+Background work (refilling pools, removing used containers) waits until no call is running, so it
+does not take CPU from calls; a runner started later removes what a dead runner left (labels name
+the host, pid and process start time of the runner that created each container and network).
 """
 
 from __future__ import annotations
