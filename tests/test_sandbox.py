@@ -206,6 +206,8 @@ def test_no_docker_socket_inside(sandbox, tool):
 
 @docker
 def test_sleep_forever_is_killed_within_a_second_of_the_limit(sandbox, tool, docker_api):
+    sandbox.prepare(tool("sleeper"))
+    _wait_for_pool(sandbox, "sleeper", 1)  # a loaded CI machine may take long to start a container
     started = time.monotonic()
     result = sandbox.run(tool("sleeper"), {}, {})  # the manifest asks for 1 s
     elapsed = time.monotonic() - started
@@ -217,6 +219,13 @@ def test_sleep_forever_is_killed_within_a_second_of_the_limit(sandbox, tool, doc
     while time.monotonic() < deadline and len(_containers_of(docker_api, sandbox, "sleeper")) > 1:
         time.sleep(0.1)
     assert len(_containers_of(docker_api, sandbox, "sleeper")) <= 1  # only the pool's next one, waiting
+
+
+def _wait_for_pool(box: Sandbox, tool_name: str, size: int) -> None:
+    pool = next(p for spec, p in box._pools.items() if spec.tool == tool_name)
+    deadline = time.monotonic() + 20
+    while len(pool.idle) < size and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _containers_of(api, box: Sandbox, tool_name: str) -> list:
