@@ -308,7 +308,7 @@ class StandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def json(self, method_path: str, payload: Any, status: int = 200) -> None:
         body = json.dumps(payload).encode()

@@ -135,7 +135,9 @@ class CallbackServer:
             ) from None
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="pocket-auth-callback", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="pocket-auth-callback", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
