@@ -6,6 +6,7 @@ The data flows one way: sources -> manifests -> (body check, credentials) -> san
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -60,6 +61,7 @@ class Pocket:
         self._tools = {m.name: m for m in load_tools(tools, self.settings, progress)}
         self._sandbox: Sandbox | None = None
         self._authenticator: Authenticator | None = None
+        self._auth_lock = threading.Lock()
 
     @property
     def tools(self) -> Mapping[str, Manifest]:
@@ -99,18 +101,49 @@ class Pocket:
             **(variables or {}),
             **secrets,
         }
-        return self._sandbox_for_calls().run(manifest, body, environment, timeout=timeout)
+        result = self._sandbox_for_calls().run(manifest, body, environment, timeout=timeout)
+        if secrets:
+            from runner.auth.redact import redact_invocation
+
+            result = redact_invocation(result, secrets.values())  # a token the tool printed never reaches the agent
+        return result
 
     async def ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         """`invoke` on a worker thread, so the event loop never blocks and calls run in parallel."""
         return await asyncio.to_thread(self.invoke, tool_name, body, **options)
 
-    def _auth(self) -> Authenticator:
-        if self._authenticator is None:
-            from runner.auth import Authenticator
+    def initialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
+        """For every provider the loaded tools need and `user_id` has not authorized yet: the URL to show
+        the person (an OAuth consent page, or the local form to enter a token). Empty when all is set."""
+        return self._auth().initialize([m.auth for m in self._tools.values() if m.auth], user_id)
 
-            self._authenticator = Authenticator(self.settings)
-        return self._authenticator
+    def wait_tool_auth(self, timeout: float | None = None, user_id: str = "default") -> bool:
+        """Wait until the person has answered every authorization started for `user_id`, or `timeout`
+        passes. True when every one was granted."""
+        outcome = self._auth().wait(timeout, user_id=user_id)
+        return all(state == "authorized" for state in outcome.values())
+
+    async def ainitialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
+        return await asyncio.to_thread(self.initialize_tool_auth, user_id)
+
+    async def await_tool_auth(self, timeout: float | None = None, user_id: str = "default") -> bool:
+        return await asyncio.to_thread(self.wait_tool_auth, timeout, user_id)
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._auth()
+
+    def _auth(self) -> Authenticator:
+        with self._auth_lock:
+            if self._authenticator is None:
+                from runner.auth import Authenticator
+
+                authenticator = Authenticator(self.settings)
+                for manifest in self._tools.values():
+                    if manifest.auth:  # consent asks for the union of the loaded tools' scopes
+                        authenticator.require_scopes(manifest.auth.provider, manifest.auth.scopes)
+                self._authenticator = authenticator
+            return self._authenticator
 
     def _sandbox_for_calls(self) -> Sandbox:
         if self._sandbox is None:

@@ -37,3 +37,16 @@ def _apply(value: Any, patterns: list[str]) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_apply(v, patterns) for v in value)
     return value
+
+
+def redact_invocation(invocation: Any, secrets: Iterable[str]) -> Any:
+    """An `Invocation` with every secret masked in its value, error and stderr."""
+    from dataclasses import replace
+
+    secrets = list(secrets)
+    return replace(
+        invocation,
+        value=redact(invocation.value, secrets),
+        error=redact(invocation.error, secrets),
+        stderr=redact(invocation.stderr, secrets),
+    )
