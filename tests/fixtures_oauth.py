@@ -239,6 +239,28 @@ class Person:
                 continue
         raise AssertionError("the authorization did not reach the callback in 20 steps")
 
+    def approve_device(self, url: str, *, deny: bool = False) -> str:
+        """Open a device grant's verification URL and answer every form; return the final page's text."""
+        response = self.client.get(url, follow_redirects=True)
+        for _ in range(20):
+            form = _FORM.search(response.text)
+            if form is None:
+                return response.text
+            fields = {}
+            for tag in _INPUT.findall(form.group(2)):
+                attrs = dict(_ATTR.findall(tag))
+                if "name" in attrs:
+                    fields[attrs["name"]] = unescape(attrs.get("value", ""))
+            if fields.get("prompt") == "login":
+                fields.update(login=self.login, password="any")
+            if deny and fields.get("prompt") == "consent":
+                abort = re.search(r"href=\"([^\"]*/abort)\"", response.text)
+                assert abort, "no cancel link"
+                return self.client.get(urljoin(str(response.url), unescape(abort.group(1))), follow_redirects=True).text
+            action = urljoin(str(response.url), unescape(form.group(1)))
+            response = self.client.post(action, data=fields, follow_redirects=True)
+        raise AssertionError("the device approval did not finish in 20 steps")
+
     def visit(self, url: str) -> httpx.Response:
         """Open a URL (our callback, our form) as the browser would."""
         return self.client.get(url)
