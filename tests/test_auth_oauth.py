@@ -67,6 +67,7 @@ def test_full_flow_with_pkce_exact_redirect_and_granted_scope(authenticator, per
     stored = authenticator.store.get("default", "testidp")
     assert "api:read" in stored.scopes  # the response's scope, not the request's
     assert "refresh_token" in stored.secrets
+    assert authenticator.wait(timeout=0) == {"testidp": "authorized"}  # reported once
     assert authenticator.wait(timeout=0) == {}
 
 
@@ -110,7 +111,7 @@ def test_user_who_denies_consent(authenticator, person):
     assert parse_qs(urlsplit(callback).query)["error"] == ["access_denied"]
     page = person.visit(callback)
     assert page.status_code == 400 and "You declined access" in page.text
-    assert authenticator.wait(timeout=0) == {}  # nothing left pending
+    assert authenticator.wait(timeout=0) == {"testidp": "failed: access_denied (End-User aborted interaction)"}
     with pytest.raises(AuthRequiredError) as caught:
         authenticator.environment(SPEC, "default")
     assert caught.value.url != url  # a fresh request, the denied one is gone

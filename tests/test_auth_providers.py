@@ -4,7 +4,6 @@ Google, Notion and Linear, tested against a local stand-in of their token endpoi
 from __future__ import annotations
 
 import base64
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -382,5 +381,5 @@ def test_error_callback_is_surfaced_and_nothing_is_exchanged(make_settings, stan
     assert page.status_code == 400 and "invalid_scope" in page.text
     assert "<script>" not in page.text  # escaped
     assert not [r for r in stand_in.requests if r.path == "/token"]
-    assert json.dumps(auth.wait(timeout=0)) == "{}"
+    assert auth.wait(timeout=0) == {"linear": "failed: invalid_scope (<script>alert(1)</script>)"}
     auth.close()

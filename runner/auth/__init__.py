@@ -348,13 +348,16 @@ class Authenticator:
 
     def wait(self, timeout: float | None = None, *, user_id: str | None = None) -> dict[str, str]:
         """Wait until every pending authorization (of `user_id`, or of everyone) is finished or `timeout`
-        passes. Returns provider -> "authorized", "failed: why" or "pending"."""
+        passes. Returns provider -> "authorized", "failed: why" or "pending", for the requests pending
+        now and those finished since the last `wait` (each outcome is reported once)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
-            watched = {(p.user_id, p.provider) for p in self._pending.values() if user_id in (None, p.user_id)}
+            self._expire_pending()
+            mine = {(p.user_id, p.provider) for p in self._pending.values() if user_id in (None, p.user_id)}
+            mine |= {key for key in self._outcomes if user_id in (None, key[0])}
             while True:
                 self._expire_pending()
-                open_ = {(p.user_id, p.provider) for p in self._pending.values()} & watched
+                open_ = {(p.user_id, p.provider) for p in self._pending.values()} & mine
                 if not open_:
                     break
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -362,12 +365,12 @@ class Authenticator:
                     break
                 self._changed.wait(timeout=0.5 if remaining is None else min(remaining, 0.5))
             result: dict[str, str] = {}
-            for key in sorted(watched):
+            for key in sorted(mine):
                 if key in open_:
                     result[key[1]] = "pending"
-                else:
-                    ok, message = self._outcomes.get(key, (False, "unknown"))
-                    result[key[1]] = "authorized" if ok else f"failed: {message}"
+                    continue
+                ok, message = self._outcomes.pop(key, (False, "unknown"))
+                result[key[1]] = "authorized" if ok else f"failed: {message}"
             return result
 
     # -- the callback server's requests ----------------------------------------------------------
