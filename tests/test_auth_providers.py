@@ -383,3 +383,19 @@ def test_error_callback_is_surfaced_and_nothing_is_exchanged(make_settings, stan
     assert not [r for r in stand_in.requests if r.path == "/token"]
     assert auth.wait(timeout=0) == {"linear": "failed: invalid_scope (<script>alert(1)</script>)"}
     auth.close()
+
+
+def test_oauth_handler_without_client_offers_the_token_form(make_settings):
+    import httpx
+
+    auth = Authenticator(make_settings())
+    spec = AuthSpec(auth_provider="calendly", auth_handler="calendly-oauth2")
+    url = start(auth, spec)
+    assert "/auth/calendly/form?state=" in url
+    page = httpx.get(url)
+    state = page.text.split("name='state' value='")[1].split("'")[0]
+    done = httpx.post(url.split("?")[0], data={"state": state, "token": "cal-pat-123456"})
+    assert done.status_code == 200
+    assert auth.environment(spec, "u") == {"CALENDLY_TOKEN": "cal-pat-123456"}
+    assert auth.status("u")[0]["kind"] == "token"
+    auth.close()

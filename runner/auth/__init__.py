@@ -168,7 +168,9 @@ class Authenticator:
     def _usable(self, credential: Credential, provider: Provider, spec: AuthSpec, kind: str) -> bool:
         if credential.status != ACTIVE or credential.kind not in provider.handlers:
             return False
-        if spec.handler and credential.kind != kind:
+        # An OAuth token and a pasted token are interchangeable (same variable); basic and key pairs are not.
+        interchangeable = {credential.kind, kind} <= {"oauth2", "token"}
+        if credential.kind != kind and not interchangeable:
             return False
         if credential.kind == "oauth2":
             return set(spec.scopes) <= set(credential.scopes)
