@@ -200,3 +200,20 @@ def test_a_sandboxed_tool_receives_the_right_token(tmp_path, make_settings, oidc
         assert result.ok, result.error
         assert result.value["sha256"] == hashlib.sha256(handed[-1].encode()).hexdigest()
         assert result.value["echo"] == "[REDACTED]"
+
+
+def test_twenty_concurrent_ainvokes_at_expiry_refresh_once(pocket_factory, tmp_path, person, oidc_server):
+    import time
+
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+    person.visit(person.authorize(pocket.initialize_tool_auth()["testidp"]))
+    time.sleep(2.1)  # the 3 s token is now within the refresh margin
+    mark = oidc_server.mark()
+
+    async def agent() -> list[Invocation]:
+        return await asyncio.gather(*(pocket.ainvoke("whoami", {}) for _ in range(20)))
+
+    results = asyncio.run(agent())
+    assert all(r.ok for r in results)
+    assert len({r.value["sha256"] for r in results}) == 1
+    assert oidc_server.events(mark) == ["grant.success refresh_token"]

@@ -399,3 +399,48 @@ def test_oauth_handler_without_client_offers_the_token_form(make_settings):
     assert auth.environment(spec, "u") == {"CALENDLY_TOKEN": "cal-pat-123456"}
     assert auth.status("u")[0]["kind"] == "token"
     auth.close()
+
+
+def test_public_base_url_for_running_behind_a_proxy(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "linear")
+    auth._config = auth._config.model_copy(update={"public_base_url": "https://agent.example.com/pocket/"})
+    url = start(auth, AuthSpec(auth_provider="linear"))
+    assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["https://agent.example.com/pocket/auth/linear/callback"]
+    auth.close()
+
+
+def test_slack_logout_revokes_with_auth_revoke(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "slack", revocation_url=f"{stand_in.url}/revoke")
+    auth.login_with("slack", {"token": "xoxb-revoke-me-1234"}, user_id="u", kind="token")
+    stand_in.json("POST /revoke", {"ok": True, "revoked": True})
+    assert auth.logout("slack", user_id="u") == {"deleted": True, "revoked": True}
+    assert stand_in.requests[-1].headers["authorization"] == "Bearer xoxb-revoke-me-1234"
+    auth.close()
+
+
+def test_github_logout_deletes_the_grant(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "github", revocation_url=f"{stand_in.url}/applications/{{client_id}}/grant")
+    url = start(auth, AuthSpec(auth_provider="github", scopes=["repo"]))
+    stand_in.json("POST /token", {"access_token": "gho_to_revoke_123", "scope": "repo", "token_type": "bearer"})
+    assert complete(auth, url).status_code == 200
+    stand_in.routes["DELETE /applications/github-client/grant"] = lambda _r: (204, {}, b"")
+    assert auth.logout("github", user_id="u") == {"deleted": True, "revoked": True}
+    request = stand_in.requests[-1]
+    assert request.json() == {"access_token": "gho_to_revoke_123"}
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(b"github-client:github-secret").decode()
+    auth.close()
+
+
+def test_expired_token_without_refresh_token_requires_authorization(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "github")
+    spec = AuthSpec(auth_provider="github", scopes=["repo"])
+    url = start(auth, spec)
+    stand_in.json("POST /token", {"access_token": "ghu_app_token_1", "expires_in": 28800, "scope": "repo"})
+    assert complete(auth, url).status_code == 200
+    assert auth.environment(spec, "u") == {"GITHUB_TOKEN": "ghu_app_token_1"}
+    expire(auth, "github")
+    with pytest.raises(AuthRequiredError, match="the token expired") as caught:
+        auth.environment(spec, "u")
+    assert caught.value.url.startswith(f"{stand_in.url}/authorize?")
+    assert auth.store.get("u", "github").status == "expired"
+    auth.close()
