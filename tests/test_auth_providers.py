@@ -444,3 +444,21 @@ def test_expired_token_without_refresh_token_requires_authorization(make_setting
     assert caught.value.url.startswith(f"{stand_in.url}/authorize?")
     assert auth.store.get("u", "github").status == "expired"
     auth.close()
+
+
+def test_callback_server_refuses_other_hosts_and_expired_states(make_settings, stand_in, callback_port):
+    import httpx
+
+    auth = quirky(make_settings, stand_in, "linear")
+    auth._config = auth._config.model_copy(update={"authorization_timeout_seconds": 0.3})
+    url = start(auth, AuthSpec(auth_provider="linear"))
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    callback = f"http://127.0.0.1:{callback_port}/auth/linear/callback?code=c&state={state}"
+    rebound = httpx.get(callback, headers={"Host": f"attacker.example:{callback_port}"})
+    assert rebound.status_code == 421
+    time.sleep(0.4)
+    page = httpx.get(callback)
+    assert page.status_code == 400
+    assert not [r for r in stand_in.requests if r.path == "/token"]
+    assert auth.wait(timeout=0) == {"linear": "failed: the authorization request expired"}
+    auth.close()

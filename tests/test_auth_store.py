@@ -48,9 +48,10 @@ def test_round_trip_and_no_token_bytes_in_the_files(tmp_path):
 
 def test_generated_key_file_is_private_and_refused_when_readable_by_others(tmp_path):
     CredentialStore(tmp_path).put(credential())
-    key = tmp_path / "auth.key"
+    key = tmp_path / "credentials" / "auth.key"
     assert key.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "credentials.sqlite3").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "credentials").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "credentials" / "credentials.sqlite3").stat().st_mode & 0o077 == 0
     assert CredentialStore(tmp_path).get("alice", "slack").value("token") == TOKEN  # same key reused
     key.chmod(0o644)
     with pytest.raises(SettingsError, match="owner only"):
@@ -60,7 +61,7 @@ def test_generated_key_file_is_private_and_refused_when_readable_by_others(tmp_p
 def test_key_from_settings_and_wrong_key_is_a_clear_error(tmp_path):
     key = SecretStr(base64.b64encode(os.urandom(32)).decode())
     CredentialStore(tmp_path, key).put(credential())
-    assert not (tmp_path / "auth.key").exists()
+    assert not (tmp_path / "credentials" / "auth.key").exists()
     other = SecretStr(base64.b64encode(os.urandom(32)).decode())
     with pytest.raises(SettingsError, match="cannot be decrypted") as caught:
         CredentialStore(tmp_path, other).get("alice", "slack")
@@ -73,7 +74,7 @@ def test_a_row_copied_to_another_user_does_not_decrypt(tmp_path):
     store = CredentialStore(tmp_path)
     store.put(credential("alice"))
     store.put(credential("bob", token="bob-token-123456789"))
-    db = sqlite3.connect(tmp_path / "credentials.sqlite3")
+    db = sqlite3.connect(tmp_path / "credentials" / "credentials.sqlite3")
     sealed = db.execute("SELECT sealed FROM credentials WHERE user_id='alice'").fetchone()[0]
     db.execute("UPDATE credentials SET sealed=? WHERE user_id='bob'", (sealed,))
     db.commit()

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -271,7 +271,13 @@ class Authenticator:
     def _callback_server(self) -> CallbackServer:
         with self._setup_lock:
             if self._server is None:
-                self._server = CallbackServer(self._config.callback_host, self._config.callback_port, self._handle)
+                public = urlsplit(self._config.public_base_url).netloc if self._config.public_base_url else ""
+                self._server = CallbackServer(
+                    self._config.callback_host,
+                    self._config.callback_port,
+                    self._handle,
+                    public_hosts=(public,) if public else (),
+                )
             return self._server
 
     def authorization_url(

@@ -4,7 +4,8 @@ It listens on 127.0.0.1 (configurable) and answers three things only:
 - `GET /auth/PROVIDER/callback?code=...&state=...` (or `?error=...`): the end of an authorization;
 - `GET /auth/PROVIDER/form?state=...`: a form to paste a token, API key, or username and password;
 - `POST /auth/PROVIDER/form`: that form's submission.
-Every page says what happened in plain words and has no links out (never an open redirect). Request
+Every page says what happened in plain words and has no links out (never an open redirect). Requests
+naming another Host are refused (DNS rebinding). Request
 lines are not logged (they carry authorization codes); pages are sent with `no-store`, no referrer and
 a strict content security policy.
 """
@@ -71,8 +72,9 @@ Handler = Callable[[str, str, str, dict[str, str]], Page]  # (method, provider, 
 class CallbackServer:
     """A ThreadingHTTPServer on a daemon thread, delegating every request to `handle`."""
 
-    def __init__(self, host: str, port: int, handle: Handler):
+    def __init__(self, host: str, port: int, handle: Handler, *, public_hosts: tuple[str, ...] = ()):
         self._handle = handle
+        self._public_hosts = {h.lower() for h in public_hosts}
         outer = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
@@ -102,7 +104,10 @@ class CallbackServer:
 
             def _route(self, method: str, params: dict[str, str]) -> None:
                 parts = urlsplit(self.path).path.strip("/").split("/")
-                if len(parts) == 3 and parts[0] == "auth" and parts[2] in ("callback", "form"):
+                if (self.headers.get("Host") or "").lower() not in outer.allowed_hosts:
+                    # A page elsewhere reaching the loopback port through DNS rebinding names another host.
+                    page = Page(421, "Wrong address", "This server only answers on its own address.", "failure")
+                elif len(parts) == 3 and parts[0] == "auth" and parts[2] in ("callback", "form"):
                     try:
                         page = outer._handle(method, parts[1], parts[2], params)
                     except Exception as exc:  # a bug of ours: say so, never a traceback with secrets
@@ -135,6 +140,8 @@ class CallbackServer:
             ) from None
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
+        names = {str(self.host), "127.0.0.1", "localhost", "[::1]"}
+        self.allowed_hosts = {f"{name}:{self.port}" for name in names} | self._public_hosts
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="pocket-auth-callback", daemon=True
         )

@@ -387,9 +387,19 @@ def load_handler_class(spec: str) -> type:
         raise SettingsError(f"handler_class {spec!r} cannot be loaded: {exc}") from None
 
 
+HANDLER_ENTRY_POINTS = "pocket_runner.auth_handlers"
+
+
 def make_handler(provider: Provider, client: Client, http: httpx.Client) -> OAuthHandler:
+    """The provider's OAuth implementation: `handler_class` from the catalog or settings, else a class an
+    installed package registers under the entry point group `pocket_runner.auth_handlers` with the
+    provider's name, else the standard `OAuth2Handler`. Each is called as `cls(provider, client, http)`."""
     if provider.handler_class:
         return load_handler_class(provider.handler_class)(provider, client, http)
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=HANDLER_ENTRY_POINTS, name=provider.name):
+        return entry_point.load()(provider, client, http)
     return OAuth2Handler(provider, client, http)
 
 

@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from runner.errors import SettingsError
 
+STORE_DIR = "credentials"
 KEY_FILE = "auth.key"
 STORE_FILE = "credentials.sqlite3"
 ACTIVE, EXPIRED = "active", "expired"
@@ -143,12 +144,14 @@ class CredentialStore:
     """Encrypted credentials per (user, provider) in one SQLite file."""
 
     def __init__(self, data_dir: Path, encryption_key: SecretStr | None = None, *, path: Path | None = None):
-        self._dir = Path(data_dir)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        # A private folder: the key, the database with its WAL and shared-memory files, and the lock files.
+        self._dir = Path(data_dir) / STORE_DIR
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self._dir, 0o700)
         self._aead = AESGCM(_load_key(self._dir, encryption_key))
         self.path = Path(path) if path is not None else self._dir / STORE_FILE
         self._locks_dir = self._dir / "locks"
-        self._locks_dir.mkdir(exist_ok=True)
+        self._locks_dir.mkdir(exist_ok=True, mode=0o700)
         self._thread_locks: dict[tuple[str, str], threading.RLock] = {}
         self._guard = threading.Lock()
         with self._connect() as db:
