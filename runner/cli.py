@@ -126,6 +126,15 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     variables = dict(_key_value(v) for v in args.var)
     with Pocket([args.source], settings=_settings(args), progress=_say) as pocket:
         result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
+        auth = pocket.tools[args.tool].auth if args.tool in pocket.tools else None
+    if result.outcome is Outcome.AUTH_REQUIRED and result.auth_url and auth is not None:
+        # The URL in the result dies with this process (its callback server stops): log in on its own.
+        handler = f" --handler {auth.handler}" if auth.handler else ""
+        _say(
+            f"{auth.provider} authorization is needed for user {args.user!r}: run "
+            f"`pocket auth login {auth.provider}{handler} --user {args.user}`, then invoke again"
+        )
+        return EXIT_AUTH_REQUIRED
     if result.ok:
         print(result.text())
         if result.truncated:

@@ -217,3 +217,16 @@ def test_twenty_concurrent_ainvokes_at_expiry_refresh_once(pocket_factory, tmp_p
     assert all(r.ok for r in results)
     assert len({r.value["sha256"] for r in results}) == 1
     assert oidc_server.events(mark) == ["grant.success refresh_token"]
+
+
+def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path, make_settings, capsys):
+    from runner.cli import main
+
+    tool = make_tool(tmp_path, "search", "serpapi", [])
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'data_dir = "{tmp_path / "data"}"\n[credentials]\ncallback_port = 0\n')
+    secrets = tmp_path / ".secrets.toml"
+    secrets.write_text("")
+    code = main(["--settings", str(settings), "--secrets", str(secrets), "invoke", str(tool), "search", "--body", "{}"])
+    assert code == 3
+    assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err

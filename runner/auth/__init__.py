@@ -60,7 +60,16 @@ __all__ = [
 ]
 
 # Errors of a refresh that mean the grant is gone: the person has to consent again.
-_GRANT_GONE = {"invalid_grant", "unauthorized_client", "invalid_client", "access_denied", "token_revoked"}
+# Slack says invalid_refresh_token / token_revoked, GitHub bad_refresh_token, everyone else invalid_grant.
+_GRANT_GONE = {
+    "invalid_grant",
+    "unauthorized_client",
+    "invalid_client",
+    "access_denied",
+    "token_revoked",
+    "invalid_refresh_token",
+    "bad_refresh_token",
+}
 
 
 def token_variable(provider: str) -> str:
