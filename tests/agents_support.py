@@ -1,0 +1,94 @@
+"""Helpers of the agent-facing tests (function tools, specs, adapters, MCP).
+
+`runner.sources` lands on another branch; until it is merged here, a stand-in that knows local
+folders only is registered, so tool folders load. With the real module present this does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import AuthRequiredError
+from runner.settings import Settings
+
+HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
+SANDBOX_AVAILABLE = importlib.util.find_spec("runner.sandbox") is not None
+NO_SANDBOX_REASON = "runner.sandbox is not on this branch yet (it lands with the sandbox branch)"
+
+
+def _install_sources_stand_in() -> None:
+    if importlib.util.find_spec("runner.sources") is not None:
+        return
+
+    @dataclass(frozen=True)
+    class ToolFolder:
+        path: Path
+        source: str
+        commit: str | None = None
+
+    def find_tool_folders(source: str, *, cache_dir: Path, progress: Any = None) -> list[ToolFolder]:
+        root = Path(source)
+        if (root / "pocket.json").is_file():
+            return [ToolFolder(root, source)]
+        return [ToolFolder(p.parent, source) for p in sorted(root.rglob("pocket.json"))]
+
+    module = types.ModuleType("runner.sources")
+    module.ToolFolder = ToolFolder  # type: ignore[attr-defined]
+    module.find_tool_folders = find_tool_folders  # type: ignore[attr-defined]
+    sys.modules["runner.sources"] = module
+
+
+_install_sources_stand_in()
+
+
+def settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data", **values)
+
+
+class FakeAuthenticator:
+    """The Authenticator interface (`environment(spec, user_id)`, `close()`), with tokens per (provider, user)."""
+
+    def __init__(self, tokens: dict[tuple[str, str], str], url: str = "https://auth.example/authorize?state=s"):
+        self.tokens = tokens
+        self.url = url
+        self.calls: list[tuple[str, str]] = []
+
+    def environment(self, spec: Any, user_id: str) -> dict[str, str]:
+        from runner.auth import token_variable
+
+        self.calls.append((spec.provider, user_id))
+        token = self.tokens.get((spec.provider, user_id))
+        if token is None:
+            raise AuthRequiredError(
+                f"{spec.provider} authorization is needed: open {self.url}", provider=spec.provider, url=self.url
+            )
+        return {token_variable(spec.provider): token}
+
+    def close(self) -> None:
+        pass
+
+
+def with_auth(pocket: Any, authenticator: FakeAuthenticator) -> Any:
+    pocket._auth = lambda: authenticator
+    return pocket
+
+
+class RecordingSandbox:
+    """Stands in for the Docker sandbox where only what reaches it matters (the environment)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, Any, dict[str, str]]] = []
+
+    def run(self, manifest: Any, body: Any, environment: dict[str, str], timeout: float | None = None) -> Any:
+        from runner.invocation import Invocation, Outcome
+
+        self.runs.append((manifest.name, body, environment))
+        return Invocation(manifest.name, Outcome.OK, value={"ran": manifest.name})
+
+    def close(self) -> None:
+        pass
