@@ -209,6 +209,24 @@ class Pocket:
             return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
         return call.result(await self._ainvoke(call.name, call.arguments, **options))
 
+    def tool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
+        """Run every tool call in a model response; return the messages to append to the conversation.
+
+        `response` is an OpenAI ChatCompletion (or its message), a Responses response, or an Anthropic
+        Message, as SDK objects or dicts. Options are `invoke`'s. No tool calls: an empty list.
+        """
+        from runner.specs import answer_messages, tool_calls
+
+        calls = tool_calls(response)
+        return answer_messages(calls, [self.invoke(call, **options) for call in calls])
+
+    async def atool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
+        """`tool_results`, with the calls run concurrently."""
+        from runner.specs import answer_messages, tool_calls
+
+        calls = tool_calls(response)
+        return answer_messages(calls, list(await asyncio.gather(*(self.ainvoke(c, **options) for c in calls))))
+
     @staticmethod
     def _tool_call(tool: Any, body: Any) -> Any:
         from runner.specs import parse_tool_call

@@ -208,6 +208,8 @@ def parse_tool_call(call: Any) -> ToolCall:
 
     Raises TypeError for anything else (a bug in the agent loop, not the model's mistake).
     """
+    if isinstance(call, ToolCall):
+        return call
     data = _as_dict(call)
     kind = data.get("type")
     if kind == "tool_use":
@@ -225,6 +227,14 @@ def parse_tool_call(call: Any) -> ToolCall:
         f"not a tool call (type {kind!r}, keys {sorted(data)}); expected an OpenAI tool call, an OpenAI Responses "
         "function_call or an Anthropic tool_use block"
     )
+
+
+def answer_messages(calls: list[ToolCall], results: list[ToolResult]) -> list[dict[str, Any]]:
+    """What to append to the conversation after answering `calls`: one message per OpenAI call or Responses
+    item; for Anthropic, one user message holding every tool_result block (the API wants them together)."""
+    if calls and calls[0].format is SpecFormat.ANTHROPIC:
+        return [{"role": "user", "content": list(results)}]
+    return list(results)
 
 
 def tool_calls(response: Any) -> list[ToolCall]:
