@@ -1,4 +1,4 @@
-"""LangChain adapter: every tool of a `Pocket` as a LangChain `StructuredTool` (`pip install pocket-runner[langchain]`).
+"""LangChain adapter: every tool of a `Pocket` as a LangChain `StructuredTool` (extra: `langchain`).
 
     from runner import Pocket
     from runner.integrations.langchain import langchain_tools
