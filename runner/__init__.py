@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pocket": "runner.pocket",
-    "function_tool": "runner.function_tool",
-    "FunctionTool": "runner.function_tool",
+    "function_tool": "runner.function_tools",
+    "FunctionTool": "runner.function_tools",
     "Invocation": "runner.invocation",
     "Outcome": "runner.invocation",
     "Manifest": "runner.manifest",
@@ -48,7 +48,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from runner.errors import AuthRequiredError, ManifestError, PocketError, SettingsError, SourceError
-    from runner.function_tool import FunctionTool, function_tool
+    from runner.function_tools import FunctionTool, function_tool
     from runner.invocation import Invocation, Outcome
     from runner.manifest import Manifest, load_manifest
     from runner.pocket import Pocket

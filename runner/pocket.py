@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import AuthRequiredError, SourceError
-from runner.function_tool import FunctionTool, function_tool
+from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Invocation, Outcome, body_problems
 from runner.manifest import Manifest, load_manifest
 from runner.settings import Settings, load_settings

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from runner.function_tool import function_tool
+from runner.function_tools import function_tool
 from runner.pocket import Pocket
 from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, FakeAuthenticator, settings, with_auth
 

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.function_tool import function_tool
+from runner.function_tools import function_tool
 from runner.pocket import Pocket
 from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, FakeAuthenticator, settings, with_auth
 
@@ -129,7 +129,7 @@ SERVER_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 import tests.agents_support  # registers a stand-in runner.sources until the real one is merged
-from runner.function_tool import function_tool
+from runner.function_tools import function_tool
 from runner.mcp_server import serve
 from runner.pocket import Pocket
 

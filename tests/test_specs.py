@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import TypeAdapter
 
-from runner.function_tool import function_tool
+from runner.function_tools import function_tool
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.specs import SpecFormat, ToolResult, parse_tool_call, strict_problems, tool_spec, tool_specs

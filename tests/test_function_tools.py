@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from runner.errors import SourceError
-from runner.function_tool import FunctionTool, function_tool
+from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Outcome, body_problems
 from runner.pocket import Pocket
 from tests.agents_support import HELLO, FakeAuthenticator, RecordingSandbox, settings, with_auth
@@ -334,7 +334,7 @@ def test_duplicate_names_across_kinds_are_an_error(tmp_path):
         return name
 
     with pytest.raises(
-        SourceError, match=r"two tools are named 'hello': .*pocket\.json and function .*test_function_tool"
+        SourceError, match=r"two tools are named 'hello': .*pocket\.json and function .*test_function_tools"
     ):
         Pocket([HELLO, hello], settings=settings(tmp_path))
     with pytest.raises(SourceError, match="two tools are named 'add'"):
@@ -357,6 +357,16 @@ def test_bad_entries(tmp_path, entry, message):
 def test_a_single_source_must_be_in_a_list(tmp_path):
     with pytest.raises(TypeError, match="must be a list"):
         Pocket(add, settings=settings(tmp_path))
+
+
+def test_the_package_exports_the_decorator_even_after_the_modules_load():
+    import runner
+    from runner import function_tool as exported
+    from runner.pocket import Pocket as _  # noqa: F401  (loads runner.function_tools)
+
+    assert exported is function_tool
+    assert runner.function_tool is function_tool
+    assert runner.FunctionTool is FunctionTool
 
 
 def test_import_runner_stays_light():
