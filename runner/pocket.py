@@ -11,7 +11,7 @@ import concurrent.futures
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from runner.errors import AuthRequiredError, SourceError
 from runner.function_tools import FunctionTool, function_tool
@@ -22,6 +22,7 @@ from runner.settings import Settings, load_settings
 if TYPE_CHECKING:
     from runner.auth import Authenticator
     from runner.sandbox import Sandbox
+    from runner.specs import ToolResult
 
 ToolSource = str | Path
 # What `Pocket(tools=[...])` takes: a source, a function tool (or a plain function), or a source with
@@ -163,9 +164,29 @@ class Pocket:
 
         return tool_specs(self._tools.values(), format, strict=strict)
 
+    @overload
     def invoke(
         self,
-        tool: Any,
+        tool_name: str,
+        body: Any = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Invocation: ...
+    @overload
+    def invoke(
+        self,
+        tool_name: Mapping[str, Any] | Any,
+        body: None = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ToolResult: ...
+    def invoke(
+        self,
+        tool_name: Any,
         body: Any = None,
         *,
         user_id: str = "default",
@@ -174,23 +195,43 @@ class Pocket:
     ) -> Any:
         """Run one tool with `body` and return what happened; never raises for the agent's mistakes.
 
-        `tool` is a tool name (returns an `Invocation`), or an OpenAI tool call, an OpenAI Responses
+        `tool_name` is a tool name (returns an `Invocation`), or an OpenAI tool call, an OpenAI Responses
         function call or an Anthropic tool-use block, as a dict or an SDK object: then the body is in
         the call, and the result is the matching tool-result message (a dict whose `.invocation` is
         the `Invocation`).
         """
-        if isinstance(tool, str):
-            return self._invoke(tool, body, user_id=user_id, variables=variables, timeout=timeout)
-        call = self._tool_call(tool, body)
+        if isinstance(tool_name, str):
+            return self._invoke(tool_name, body, user_id=user_id, variables=variables, timeout=timeout)
+        call = self._tool_call(tool_name, body)
         if call.problem is not None:
             return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
         return call.result(
             self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
         )
 
+    @overload
     async def ainvoke(
         self,
-        tool: Any,
+        tool_name: str,
+        body: Any = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Invocation: ...
+    @overload
+    async def ainvoke(
+        self,
+        tool_name: Mapping[str, Any] | Any,
+        body: None = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ToolResult: ...
+    async def ainvoke(
+        self,
+        tool_name: Any,
         body: Any = None,
         *,
         user_id: str = "default",
@@ -202,9 +243,9 @@ class Pocket:
         Async function tools run on the loop itself; everything else on a worker thread.
         """
         options = {"user_id": user_id, "variables": variables, "timeout": timeout}
-        if isinstance(tool, str):
-            return await self._ainvoke(tool, body, **options)
-        call = self._tool_call(tool, body)
+        if isinstance(tool_name, str):
+            return await self._ainvoke(tool_name, body, **options)
+        call = self._tool_call(tool_name, body)
         if call.problem is not None:
             return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
         return call.result(await self._ainvoke(call.name, call.arguments, **options))
