@@ -317,7 +317,7 @@ class Pocket:
             return self._call_function(tool, body, secrets, timeout, started)
         environment = {
             **tool.variables,
-            **self.settings.variables.get(tool_name, {}),
+            **self.settings.variables.get(tool_name.lower(), {}),
             **self._variables.get(tool_name, {}),
             **(variables or {}),
             **secrets,

@@ -1,15 +1,8 @@
-"""Helpers of the agent-facing tests (function tools, specs, adapters, MCP).
-
-`runner.sources` lands on another branch; until it is merged here, a stand-in that knows local
-folders only is registered, so tool folders load. With the real module present this does nothing.
-"""
+"""Helpers of the agent-facing tests (function tools, specs, adapters, MCP)."""
 
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +12,6 @@ from runner.settings import Settings
 HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
 SANDBOX_AVAILABLE = importlib.util.find_spec("runner.sandbox") is not None
 NO_SANDBOX_REASON = "runner.sandbox is not on this branch yet (it lands with the sandbox branch)"
-
-
-def _install_sources_stand_in() -> None:
-    if importlib.util.find_spec("runner.sources") is not None:
-        return
-
-    @dataclass(frozen=True)
-    class ToolFolder:
-        path: Path
-        source: str
-        commit: str | None = None
-
-    def find_tool_folders(source: str, *, cache_dir: Path, progress: Any = None) -> list[ToolFolder]:
-        root = Path(source)
-        if (root / "pocket.json").is_file():
-            return [ToolFolder(root, source)]
-        return [ToolFolder(p.parent, source) for p in sorted(root.rglob("pocket.json"))]
-
-    module = types.ModuleType("runner.sources")
-    module.ToolFolder = ToolFolder  # type: ignore[attr-defined]
-    module.find_tool_folders = find_tool_folders  # type: ignore[attr-defined]
-    sys.modules["runner.sources"] = module
-
-
-_install_sources_stand_in()
 
 
 def settings(tmp_path: Path, **values: Any) -> Settings:

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import tests.agents_support  # noqa: F401  (registers a stand-in runner.sources until the real one is merged)
-
 DOC = Path(__file__).resolve().parent.parent / "docs" / "agents.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
 NEEDS_A_MODEL_API = ("from openai import", "import anthropic")

@@ -380,3 +380,16 @@ def test_import_runner_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert float(out[0]) < 0.3
     assert out[1].strip() == "[]"
+
+
+def test_function_tools_folders_and_git_repositories_together(tmp_path, tool_repo):
+    repository = f"file://{tool_repo.bare}@v1#tools"
+    pocket = Pocket([add, HELLO, (repository, {"REGION": "eu"})], settings=settings(tmp_path))
+    assert list(pocket.tools) == ["add", "hello", "alpha", "beta"]
+    sandbox = RecordingSandbox()
+    pocket._sandbox_for_calls = lambda: sandbox
+    body = {name: "x" for name in pocket.tools["alpha"].tool.input_schema.get("required", [])}
+    assert pocket.invoke("alpha", body).ok
+    assert sandbox.runs[-1][2]["REGION"] == "eu"
+    with pytest.raises(SourceError, match="two tools are named 'alpha'"):
+        Pocket([repository, f"file://{tool_repo.bare}@main#tools/alpha"], settings=settings(tmp_path))

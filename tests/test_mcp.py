@@ -128,7 +128,6 @@ def test_call_a_sandboxed_tool(pocket):
 SERVER_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
-import tests.agents_support  # registers a stand-in runner.sources until the real one is merged
 from runner.function_tools import function_tool
 from runner.mcp_server import serve
 from runner.pocket import Pocket
@@ -141,7 +140,7 @@ def add(a: int, b: int = 1) -> int:
 serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 """
 
-CLI = "import sys, tests.agents_support; from runner.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from runner.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _server_script(tmp_path: Path) -> str:
