@@ -9,7 +9,15 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, FakeAuthenticator, settings, with_auth
+from tests.agents_support import (
+    HELLO,
+    NO_SANDBOX_REASON,
+    SANDBOX_AVAILABLE,
+    FakeAuthenticator,
+    require_docker,
+    settings,
+    with_auth,
+)
 
 pytest.importorskip("langchain_core")
 
@@ -138,7 +146,8 @@ def test_langchain_create_agent(pocket):
 
 
 @pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
-def test_a_sandboxed_tool_through_the_adapter(tmp_path):
+def test_a_sandboxed_tool_through_the_adapter(tmp_path, request):
+    require_docker(request)
     with Pocket([HELLO, add], settings=settings(tmp_path)) as pocket:
         tool = langchain_tool(pocket, "hello")
         message = tool.invoke(_tool_call("hello", {"name": "Ada"}, "c1"))

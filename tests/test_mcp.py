@@ -16,7 +16,15 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, FakeAuthenticator, settings, with_auth
+from tests.agents_support import (
+    HELLO,
+    NO_SANDBOX_REASON,
+    SANDBOX_AVAILABLE,
+    FakeAuthenticator,
+    require_docker,
+    settings,
+    with_auth,
+)
 
 pytest.importorskip("mcp")
 
@@ -112,7 +120,9 @@ def test_a_tool_needing_authorization_answers_with_the_url(pocket):
 
 
 @pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
-def test_call_a_sandboxed_tool(pocket):
+def test_call_a_sandboxed_tool(pocket, request):
+    require_docker(request)
+
     async def scenario() -> Any:
         async with Client(build_server(pocket)) as client:
             return await client.call_tool("hello", {"name": "Ada"}), await client.call_tool("hello", {"name": ""})
