@@ -87,7 +87,8 @@ def hyperpocket_python() -> Path:
     if not python.exists():
         print(f"creating {HYPERPOCKET_VENV} with hyperpocket=={HYPERPOCKET_VERSION} ...", file=sys.stderr, flush=True)
         venv.create(HYPERPOCKET_VENV, with_pip=True)
-    check = subprocess.run([python, "-c", "import hyperpocket"], capture_output=True)
+    with tempfile.TemporaryDirectory() as scratch:  # importing hyperpocket creates .log/ in the working directory
+        check = subprocess.run([python, "-c", "import hyperpocket.tool"], capture_output=True, cwd=scratch)
     if check.returncode != 0:
         subprocess.run(
             [python, "-m", "pip", "install", "-q", f"hyperpocket=={HYPERPOCKET_VERSION}"],
