@@ -8,20 +8,23 @@ The model sees a name, a description and an input schema, exactly as for a pocke
   (`SLACK_BOT_TOKEN: str` for `auth_provider="slack"`), and never appears in the schema.
 
 Bodies are checked with the same JSON Schema validation as sandboxed tools (so the errors read the
-same), then converted to Python values by pydantic. The call itself is made by `Pocket`, which resolves
-the token and turns exceptions into an `Invocation`; `FunctionTool` stays a plain description of the
-function plus the fast path that binds a body to it.
+same) by `Pocket`, which also resolves the token; `FunctionTool.run`/`arun` then convert the body to
+Python values with pydantic, call the function and turn what happens into an `Invocation`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import inspect
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from runner.invocation import Invocation, Outcome
 from runner.manifest import AuthSpec, ToolSpec
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -193,12 +196,103 @@ class FunctionTool:
             arguments.update({k: v for k, v in secrets.items() if k in self.token_parameters})
         return arguments
 
+    def run(
+        self,
+        body: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        *,
+        timeout: float | None,
+        workers: Callable[[], concurrent.futures.ThreadPoolExecutor],
+        started: float,
+    ) -> Invocation:
+        """Call the function from sync code. With a timeout a sync function runs on a worker thread and
+        is waited for that long; an async one runs on its own event loop and is cancelled at the limit."""
+        arguments = self.arguments(body, secrets)
+        if isinstance(arguments, list):
+            return Invocation(self.name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(arguments))
+        try:
+            if self.is_async:
+                coroutine = self._bounded(arguments, timeout)
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:
+                    value = asyncio.run(coroutine)
+                else:  # this thread already runs a loop: use another thread's
+                    value = workers().submit(asyncio.run, coroutine).result()
+            elif timeout is None:
+                value = self.func(**arguments)
+            else:
+                future = workers().submit(self.func, **arguments)
+                try:
+                    value = future.result(timeout)
+                except concurrent.futures.TimeoutError:
+                    if not future.done():
+                        raise _TimedOut from None
+                    value = future.result()  # the function raised TimeoutError itself
+        except _TimedOut:
+            return self._timed_out(timeout, started)
+        except Exception as exc:
+            return self._failed(exc, started)
+        return Invocation(self.name, Outcome.OK, value=_jsonable(value), duration_seconds=time.perf_counter() - started)
+
+    async def arun(
+        self, body: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float | None, started: float
+    ) -> Invocation:
+        """Call an async function on the running event loop, cancelled at the timeout."""
+        arguments = self.arguments(body, secrets)
+        if isinstance(arguments, list):
+            return Invocation(self.name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(arguments))
+        try:
+            value = await self._bounded(arguments, timeout)
+        except _TimedOut:
+            return self._timed_out(timeout, started)
+        except Exception as exc:
+            return self._failed(exc, started)
+        return Invocation(self.name, Outcome.OK, value=_jsonable(value), duration_seconds=time.perf_counter() - started)
+
+    async def _bounded(self, arguments: dict[str, Any], timeout: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(self.func(**arguments), timeout)
+        except TimeoutError:
+            if timeout is None:  # raised by the function itself
+                raise
+            raise _TimedOut from None
+
+    def _failed(self, exc: Exception, started: float) -> Invocation:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Invocation(self.name, Outcome.TOOL_FAILED, error=message, duration_seconds=time.perf_counter() - started)
+
+    def _timed_out(self, timeout: float | None, started: float) -> Invocation:
+        note = "" if self.is_async else " (an in-process function cannot be stopped: it keeps running in its thread)"
+        return Invocation(
+            self.name,
+            Outcome.TOOL_FAILED,
+            error=f"timed out after {timeout:g} s{note}",
+            duration_seconds=time.perf_counter() - started,
+        )
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
     def __repr__(self) -> str:
         auth = f", auth_provider={self.auth.provider!r}" if self.auth else ""
         return f"FunctionTool({self.name!r}{auth})"
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _jsonable(value: Any) -> Any:
+    """A function's return value as JSON data (pydantic models, dataclasses, dates...); else its str()."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:
+        return str(value)
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature:

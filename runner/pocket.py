@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from runner.errors import AuthRequiredError, SourceError
 from runner.function_tools import FunctionTool, function_tool
-from runner.invocation import Invocation, Outcome, body_problems
+from runner.invocation import Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
 from runner.settings import Settings, load_settings
 
@@ -30,7 +30,6 @@ ToolSource = str | Path
 ToolEntry = ToolSource | FunctionTool | Callable[..., Any] | tuple[ToolSource, Mapping[str, str]]
 Tool = Manifest | FunctionTool
 Progress = Callable[[str], None]
-_REDACTED = "[redacted]"
 
 
 def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
@@ -61,38 +60,6 @@ def load_tools(sources: Iterable[ToolSource], settings: Settings, progress: Prog
         for manifest in _load_source(source, settings, progress):
             _add(manifests, manifest)
     return list(manifests.values())  # type: ignore[arg-type]
-
-
-def _redact(value: Any, secrets: Iterable[str]) -> Any:
-    """`value` with every secret replaced, in strings at any depth of lists and dicts."""
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return value
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, _REDACTED)
-        return value
-    if isinstance(value, list | tuple):
-        return [_redact(item, secrets) for item in value]
-    if isinstance(value, dict):
-        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """A function's return value as JSON data (pydantic models, dataclasses, dates...); else its str()."""
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    from pydantic_core import to_jsonable_python
-
-    try:
-        return to_jsonable_python(value)
-    except Exception:
-        return str(value)
-
-
-class _TimedOut(Exception):
-    pass
 
 
 class Pocket:
@@ -314,15 +281,17 @@ class Pocket:
             return prepared
         tool, secrets = prepared
         if isinstance(tool, FunctionTool):
-            return self._call_function(tool, body, secrets, timeout, started)
-        environment = {
-            **tool.variables,
-            **self.settings.variables.get(tool_name.lower(), {}),
-            **self._variables.get(tool_name, {}),
-            **(variables or {}),
-            **secrets,
-        }
-        return self._sandbox_for_calls().run(tool, body, environment, timeout=timeout)
+            result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
+        else:
+            environment = {
+                **tool.variables,
+                **self.settings.variables.get(tool_name.lower(), {}),
+                **self._variables.get(tool_name, {}),
+                **(variables or {}),
+                **secrets,
+            }
+            result = self._sandbox_for_calls().run(tool, body, environment, timeout=timeout)
+        return redact(result, secrets.values())
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
@@ -336,99 +305,13 @@ class Pocket:
         if isinstance(prepared, Invocation):
             return prepared
         _, secrets = prepared
-        arguments = tool.arguments(body, secrets)
-        if isinstance(arguments, list):
-            return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(arguments))
-        timeout = options["timeout"]
-        try:
-            value = await asyncio.wait_for(tool.func(**arguments), timeout)
-        except TimeoutError:
-            return self._timed_out(tool, timeout, started, cancelled=True)
-        except Exception as exc:
-            return self._failed(tool, exc, secrets, started)
-        return self._finished(tool, value, secrets, started)
-
-    def _call_function(
-        self, tool: FunctionTool, body: Any, secrets: dict[str, str], timeout: float | None, started: float
-    ) -> Invocation:
-        """Run a function tool in this thread (with a timeout: on a worker thread, waited for that long)."""
-        arguments = tool.arguments(body, secrets)
-        if isinstance(arguments, list):
-            return Invocation(tool.name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(arguments))
-        try:
-            if tool.is_async:
-                value = self._run_async(tool, arguments, timeout)
-            elif timeout is None:
-                value = tool.func(**arguments)
-            else:
-                value = self._run_bounded(tool, arguments, timeout)
-        except _TimedOut:
-            return self._timed_out(tool, timeout, started, cancelled=tool.is_async)
-        except Exception as exc:
-            return self._failed(tool, exc, secrets, started)
-        return self._finished(tool, value, secrets, started)
-
-    def _run_async(self, tool: FunctionTool, arguments: dict[str, Any], timeout: float | None) -> Any:
-        """An async function tool called from sync code: on a new event loop (another thread's when this
-        thread already runs one), cancelled at the timeout."""
-
-        async def bounded() -> Any:
-            try:
-                return await asyncio.wait_for(tool.func(**arguments), timeout)
-            except TimeoutError:
-                if timeout is None:
-                    raise
-                raise _TimedOut from None
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(bounded())
-        return self._workers().submit(asyncio.run, bounded()).result()
-
-    def _run_bounded(self, tool: FunctionTool, arguments: dict[str, Any], timeout: float) -> Any:
-        """A sync function tool on a worker thread, waited for at most `timeout` seconds."""
-        future = self._workers().submit(tool.func, **arguments)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            if future.done():  # the function raised TimeoutError itself
-                return future.result()
-            raise _TimedOut from None
+        result = await tool.arun(body, secrets, timeout=options["timeout"], started=started)
+        return redact(result, secrets.values())
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="pocket-function-tool")
         return self._executor
-
-    @staticmethod
-    def _finished(tool: FunctionTool, value: Any, secrets: dict[str, str], started: float) -> Invocation:
-        return Invocation(
-            tool.name,
-            Outcome.OK,
-            value=_redact(_jsonable(value), secrets.values()),
-            duration_seconds=time.perf_counter() - started,
-        )
-
-    @staticmethod
-    def _failed(tool: FunctionTool, exc: Exception, secrets: dict[str, str], started: float) -> Invocation:
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Invocation(
-            tool.name,
-            Outcome.TOOL_FAILED,
-            error=_redact(message, secrets.values()),
-            duration_seconds=time.perf_counter() - started,
-        )
-
-    @staticmethod
-    def _timed_out(tool: FunctionTool, timeout: float | None, started: float, *, cancelled: bool) -> Invocation:
-        note = "" if cancelled else " (an in-process function cannot be stopped: it keeps running in its thread)"
-        return Invocation(
-            tool.name,
-            Outcome.TOOL_FAILED,
-            error=f"timed out after {timeout:g} s{note}",
-            duration_seconds=time.perf_counter() - started,
-        )
 
     def _auth(self) -> Authenticator:
         if self._authenticator is None:
