@@ -1,4 +1,4 @@
-"""The `pocket` command: validate, list and invoke tools.
+"""The `pocket` command: validate, list, invoke and serve tools.
 
 Exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed.
 Errors are printed as sentences, never as tracebacks.
@@ -221,6 +221,30 @@ def _cmd_auth(args: argparse.Namespace) -> int:
         auth.close()
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from runner import mcp_server
+    except ImportError as exc:
+        raise PocketError(str(exc)) from None
+    from runner.pocket import Pocket
+
+    with Pocket(args.sources, settings=_settings(args), progress=_say) as pocket:
+        count = f"{len(pocket.tools)} tool{'s' if len(pocket.tools) != 1 else ''}"
+        if not args.http:
+            _say(f"serving {count} over MCP on stdio, calling as user {args.user!r}")
+            mcp_server.serve(pocket, transport="stdio", user_id=args.user)
+            return EXIT_OK
+        if args.host not in _LOOPBACK:
+            _say(f"warning: {args.host} is not loopback: anyone who reaches it can call these tools as {args.user!r}")
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        _say(f"serving {count} over MCP at http://{host}:{args.port}/mcp, calling as user {args.user!r} (Ctrl-C stops)")
+        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user)
+    return EXIT_OK
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -252,6 +276,15 @@ exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorizati
   pocket auth logout slack --user alice        # revokes at the provider where it can
 
 exit codes: 0 done, 2 bad input or settings, 3 authorization not granted""",
+    "serve": """examples:
+  pocket serve tools-example                            # MCP on stdio, for a client to launch
+  pocket serve ./tools https://github.com/OWNER/REPO@v1 --user alice
+  pocket serve tools-example --http --port 8765         # streamable HTTP at http://127.0.0.1:8765/mcp
+
+an MCP client config (stdio):
+  {"mcpServers": {"pocket": {"command": "pocket", "args": ["serve", "/path/to/tools"]}}}
+
+needs the mcp extra: pip install 'pocket-runner[mcp]'""",
 }
 
 
@@ -311,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (login, status, logout):
         sub.add_argument("--user", default="default", help="whose credentials (default: %(default)s)")
     auth.set_defaults(run=_cmd_auth)
+
+    serve = command("serve", "Serve every tool the sources provide over the Model Context Protocol (MCP).")
+    serve.add_argument("sources", nargs="+", metavar="SOURCE")
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on with --http (default: %(default)s)")
+    serve.add_argument("--user", default="default", help="whose credentials tool calls use (default: %(default)s)")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -97,7 +97,7 @@ class Settings(BaseModel):
     sandbox: SandboxSettings = SandboxSettings()
     auth: dict[str, ProviderSettings] = Field(default_factory=dict)
     credentials: CredentialSettings = CredentialSettings()
-    # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value"
+    # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("variables", mode="before")
@@ -129,16 +129,36 @@ def _without_dynaconf_switches() -> Iterator[None]:
             os.environ.update(hidden)
 
 
+def _env_path(name: str) -> str:
+    """POCKET_AUTH__SLACK__CLIENT_ID -> auth.slack.client_id; variable names keep their case.
+
+    [variables.TOOL] NAME: the tool name is lower-cased like every key, the variable name is not.
+    """
+    parts = name[len(ENV_PREFIX) + 1 :].split("__")
+    keep = 2 if parts[0].lower() == "variables" else len(parts)
+    return ".".join([p.lower() for p in parts[:keep]] + parts[keep:])
+
+
 def _lower_keys(value: Any) -> Any:
-    """dynaconf upper-cases keys that come from the environment; our keys are lower case."""
     if isinstance(value, Mapping):
         return {str(k).lower(): _lower_keys(v) for k, v in value.items()}
     return value
 
 
+def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
+    """dynaconf upper-cases top-level keys; ours are lower case. Variable names keep their case."""
+    normal = {}
+    for key, value in data.items():
+        key = str(key).lower()
+        if key == "variables" and isinstance(value, Mapping):
+            normal[key] = {str(tool).lower(): variables for tool, variables in value.items()}
+        else:
+            normal[key] = _lower_keys(value)
+    return normal
+
+
 def _read_layers(files: list[Path]) -> dict[str, Any]:
     from dynaconf import Dynaconf
-    from dynaconf.loaders import env_loader
 
     with _without_dynaconf_switches():
         raw = Dynaconf(
@@ -152,10 +172,14 @@ def _read_layers(files: list[Path]) -> dict[str, Any]:
             preload=[],
             secrets=None,
         )
-        env_loader.load_from_env(raw, prefix=ENV_PREFIX)
+        for name, value in os.environ.items():
+            if name.startswith(ENV_PREFIX + "_") and len(name) > len(ENV_PREFIX) + 1:
+                # Kept as the raw string (no TOML parsing: a secret like "0042" must stay "0042");
+                # pydantic converts where a number or a boolean is expected.
+                raw.set(_env_path(name), value, tomlfy=False)
         data = raw.as_dict()
     data.pop("LOAD_DOTENV", None)
-    return _lower_keys(data)
+    return _normalise(data)
 
 
 def load_settings(

@@ -1,10 +1,10 @@
-#!/bin/sh
-# Installs what the test suite needs beyond Python packages. Idempotent: does nothing that is done.
+#!/usr/bin/env bash
+# What the tests need beyond the Python packages. Idempotent; called by `setup.sh --test`.
 #   - Debian's chromium, for the auth pages checked in a real headless browser (tests/test_auth_browser.py)
 #   - node and npm (Debian's packages when missing), and the pinned node modules of the test
-#     authorization server (tests/oidc, `npm ci` from the committed package-lock.json)
-# Run as root (or with sudo) on Debian/Ubuntu. CI calls it before pytest.
-set -eu
+#     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
+# Run as root (or with sudo) on Debian/Ubuntu.
+set -euo pipefail
 
 cd "$(dirname "$0")/.."
 

