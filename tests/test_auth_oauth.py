@@ -196,39 +196,41 @@ def test_twenty_concurrent_calls_at_expiry_refresh_exactly_once(authenticator, p
 
 
 _CHILD = """
-import json, sys, threading
+import hashlib, json, sys, threading
 from runner.auth import Authenticator
 from runner.manifest import AuthSpec
 from runner.settings import Settings
-settings = Settings.model_validate(json.loads(sys.argv[1]))
-auth = Authenticator(settings)
-start = float(sys.argv[2])
-import time
-time.sleep(max(0.0, start - time.time()))
+auth = Authenticator(Settings.model_validate(json.loads(sys.argv[1])))
+spec = AuthSpec(auth_provider="testidp", scopes=["api:read"])
+print("ready", flush=True)
+sys.stdin.readline()  # every process starts calling at the same moment
 tokens = []
 def call():
-    tokens.append(auth.environment(AuthSpec(auth_provider="testidp", scopes=["api:read"]), "default")["TESTIDP_TOKEN"])
+    tokens.append(auth.environment(spec, "default")["TESTIDP_TOKEN"])
 threads = [threading.Thread(target=call) for _ in range(5)]
 [t.start() for t in threads]
 [t.join() for t in threads]
-import hashlib
 print(json.dumps(sorted({hashlib.sha256(t.encode()).hexdigest() for t in tokens})))
 """
 
 
 def test_processes_sharing_the_store_refresh_exactly_once(authenticator, person, oidc_server, auth_settings):
-    token = authorize(authenticator, person)
     dumped = auth_settings.model_dump(mode="json")
     dumped["auth"]["testidp"]["client_secret"] = auth_settings.auth["testidp"].client_secret.get_secret_value()
-    time.sleep(ACCESS_TOKEN_TTL - 1.4)
-    mark = oidc_server.mark()
-    start = time.time() + 0.8  # all processes call at the same moment, inside the margin
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", _CHILD, json.dumps(dumped), str(start)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _CHILD, json.dumps(dumped)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         for _ in range(3)
     ]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    token = authorize(authenticator, person)
+    time.sleep(ACCESS_TOKEN_TTL - 0.9)  # within the 1 s margin
+    mark = oidc_server.mark()
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
     outputs = [json.loads(child.communicate(timeout=60)[0]) for child in children]
     assert all(child.returncode == 0 for child in children)
     assert len({hash_ for output in outputs for hash_ in output}) == 1  # everyone got the same new token

@@ -131,3 +131,16 @@ def test_expiry_margin_never_exceeds_half_the_lifetime():
     assert short.expires_within(300, now=now + 31)
     long = Credential(user_id="u", provider="p", kind="oauth2", secrets={}, expires_at=now + 3600, obtained_at=now)
     assert not long.expires_within(300, now=now + 3000) and long.expires_within(300, now=now + 3301)
+
+
+def test_processes_creating_the_key_at_once_agree_on_it(tmp_path):
+    script = (
+        "import sys; from pydantic import SecretStr; from runner.auth.store import Credential, CredentialStore\n"
+        "s = CredentialStore(sys.argv[1]); s.put(Credential(user_id=sys.argv[2], provider='p', kind='token',"
+        " secrets={'token': SecretStr('t-' + sys.argv[2])}))\n"
+    )
+    children = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"u{i}"]) for i in range(6)]
+    assert all(child.wait(60) == 0 for child in children)
+    store = CredentialStore(tmp_path)
+    assert [store.get(f"u{i}", "p").value("token") for i in range(6)] == [f"t-u{i}" for i in range(6)]
+    assert sorted(p.name for p in (tmp_path / "credentials").iterdir() if p.name.startswith(".auth.key")) == []

@@ -120,23 +120,31 @@ def _load_key(data_dir: Path, configured: SecretStr | None) -> bytes:
         return key
     path = data_dir / KEY_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Written whole to a private temporary file, then linked into place: a process that loses the
+        # race reads the winner's complete key, never a half-written one.
+        temporary = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"{path}: the credential key file must be readable by its owner only (chmod 600 {path})")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SettingsError(
-                f"{path}: the credential key file must be readable by its owner only (chmod 600 {path})"
-            ) from None
-        key = base64.b64decode(path.read_bytes().strip())
-        if len(key) != 32:
-            raise SettingsError(f"{path}: not a credential key file (expected base64 of 32 bytes)") from None
-        return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as file:
-        file.write(base64.b64encode(key) + b"\n")
-        file.flush()
-        os.fsync(file.fileno())
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError(f"{path}: not a credential key file (expected base64 of 32 bytes)")
     return key
 
 
