@@ -462,3 +462,11 @@ def test_callback_server_refuses_other_hosts_and_expired_states(make_settings, s
     assert not [r for r in stand_in.requests if r.path == "/token"]
     assert auth.wait(timeout=0) == {"linear": "failed: the authorization request expired"}
     auth.close()
+
+
+def test_a_pasted_token_serves_an_oauth_only_provider(make_settings):
+    auth = Authenticator(make_settings())
+    auth.login_with("google", {"token": "ya29.pasted-token"}, user_id="u", kind="token")
+    spec = AuthSpec(auth_provider="google", scopes=["https://www.googleapis.com/auth/calendar"])
+    assert auth.environment(spec, "u") == {"GOOGLE_TOKEN": "ya29.pasted-token"}
+    auth.close()

@@ -174,7 +174,8 @@ class Authenticator:
         self._raise_required(provider, kind, user_id, spec.scopes, missing)
 
     def _usable(self, credential: Credential, provider: Provider, spec: AuthSpec, kind: str) -> bool:
-        if credential.status != ACTIVE or credential.kind not in provider.handlers:
+        offered = set(provider.handlers) | ({"token"} if "oauth2" in provider.handlers else set())
+        if credential.status != ACTIVE or credential.kind not in offered:
             return False
         # An OAuth token and a pasted token are interchangeable (same variable); basic and key pairs are not.
         interchangeable = {credential.kind, kind} <= {"oauth2", "token"}

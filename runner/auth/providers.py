@@ -91,6 +91,8 @@ class Provider:
 
     def env_templates(self, kind: str) -> dict[str, str]:
         templates = self.env.get(kind)
+        if not templates and kind in ("oauth2", "token"):  # an OAuth token and a pasted one go to the same place
+            templates = self.env.get("token" if kind == "oauth2" else "oauth2")
         if templates:
             return templates
         if kind == "keypair":
