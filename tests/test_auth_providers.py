@@ -470,3 +470,26 @@ def test_a_pasted_token_serves_an_oauth_only_provider(make_settings):
     spec = AuthSpec(auth_provider="google", scopes=["https://www.googleapis.com/auth/calendar"])
     assert auth.environment(spec, "u") == {"GOOGLE_TOKEN": "ya29.pasted-token"}
     auth.close()
+
+
+def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "linear")
+    spec = AuthSpec(auth_provider="linear")
+    url = start(auth, spec)
+    stand_in.json("POST /token", {"access_token": "lin_1", "refresh_token": "lin_r", "expires_in": 100})
+    assert complete(auth, url).status_code == 200
+    stored = auth.store.get("u", "linear")
+    # Inside the refresh margin but not expired: the provider is down, the current token is still used.
+    auth.store.put(replace(stored, obtained_at=time.time() - 95, expires_at=time.time() + 5))
+    stand_in.json("POST /token", {"error": "server_error"}, status=503)
+    auth._config = auth._config.model_copy(update={"refresh_margin_seconds": 60})
+    assert auth.environment(spec, "u") == {"LINEAR_TOKEN": "lin_1"}
+    expire(auth, "linear")
+    with pytest.raises(AuthRequiredError, match="server_error"):
+        auth.environment(spec, "u")
+    assert auth.store.get("u", "linear").status == "active"  # not the grant's fault: kept for the next try
+    auth.close()
+    without_client = Authenticator(make_settings({"linear": {"token_url": f"{stand_in.url}/token"}}))
+    with pytest.raises(AuthRequiredError, match="no OAuth client"):
+        without_client.environment(spec, "u")  # the expired token cannot be refreshed any more: said, no crash
+    without_client.close()

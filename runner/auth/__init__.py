@@ -253,6 +253,10 @@ class Authenticator:
                     f"{provider.title}: the token expired and refreshing it failed ({exc}); try again later",
                     provider=name,
                 ) from None
+            except SettingsError as exc:  # e.g. the OAuth client was removed from the settings since
+                if still_valid:
+                    return current
+                raise AuthRequiredError(f"{provider.title}: the token expired and {exc}", provider=name) from None
             refreshed = _from_tokens(user_id, name, tokens, previous=current)
             self.store.put(refreshed)  # a rotated refresh token is persisted before the new token is used
             return refreshed
