@@ -124,7 +124,10 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
     body = _read_body(args.body)
     variables = dict(_key_value(v) for v in args.var)
-    with Pocket([args.source], settings=_settings(args), progress=_say) as pocket:
+    settings = _settings(args)
+    # One call, then exit: a pool of started containers would only be started to be removed.
+    settings = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
+    with Pocket([args.source], settings=settings, progress=_say) as pocket:
         result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
         auth = pocket.tools[args.tool].auth if args.tool in pocket.tools else None
     if result.outcome is Outcome.AUTH_REQUIRED and result.auth_url and auth is not None:

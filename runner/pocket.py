@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -292,18 +293,21 @@ class Pocket:
                 **(variables or {}),
                 **secrets,
             }
-            result = self._sandbox_for_calls().run(tool, body, environment, timeout=timeout)
+            result = self._sandbox_for_calls().run(tool, body, environment, timeout=timeout, user_id=user_id)
         return redact(result, secrets.values())
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
+        loop = asyncio.get_running_loop()
         if not (isinstance(tool, FunctionTool) and tool.is_async):
-            return await asyncio.to_thread(self._invoke, tool_name, body, **options)
+            return await loop.run_in_executor(
+                self._workers(), functools.partial(self._invoke, tool_name, body, **options)
+            )
         started = time.perf_counter()
         if tool.auth is None:  # nothing that may block: stay on the loop
             prepared = self._prepare(tool_name, body, options["user_id"])
         else:  # fetching or refreshing a token may do I/O
-            prepared = await asyncio.to_thread(self._prepare, tool_name, body, options["user_id"])
+            prepared = await loop.run_in_executor(self._workers(), self._prepare, tool_name, body, options["user_id"])
         if isinstance(prepared, Invocation):
             return prepared
         _, secrets = prepared
@@ -311,8 +315,10 @@ class Pocket:
         return redact(result, secrets.values())
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
+        executor has only cpu_count + 4 of them (6 on 2 cores), too few for concurrent calls."""
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="pocket-function-tool")
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
         return self._executor
 
     def initialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:

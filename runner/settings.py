@@ -39,6 +39,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ToolLimits(_Section):
+    """`[sandbox.tools.NAME]`: whoever runs the agent overrides one tool's limits; wins over its manifest."""
+
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=16)
+    cpus: float | None = Field(default=None, gt=0)
+    pids: int | None = Field(default=None, ge=8)
+    output_limit_bytes: int | None = Field(default=None, ge=1024)
+    network: bool | None = None  # False: no network for this tool, whatever its manifest asks
+
+
 class SandboxSettings(_Section):
     """Defaults for every tool's container; a manifest's `sandbox` block may ask for other limits."""
 
@@ -53,6 +64,10 @@ class SandboxSettings(_Section):
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
     ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
     pip_index_url: str | None = None  # a PyPI mirror for `pip install` during builds
+    # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and
+    # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
+    warm_tools: tuple[str, ...] = ()
+    tools: dict[str, ToolLimits] = Field(default_factory=dict)  # per-tool overrides, by tool name
 
 
 class ProviderSettings(BaseModel):

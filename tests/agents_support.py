@@ -63,7 +63,9 @@ class RecordingSandbox:
     def __init__(self) -> None:
         self.runs: list[tuple[str, Any, dict[str, str]]] = []
 
-    def run(self, manifest: Any, body: Any, environment: dict[str, str], timeout: float | None = None) -> Any:
+    def run(
+        self, manifest: Any, body: Any, environment: dict[str, str], timeout: float | None = None, user_id: str = ""
+    ) -> Any:
         from runner.invocation import Invocation, Outcome
 
         self.runs.append((manifest.name, body, environment))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import threading
 from pathlib import Path
@@ -51,7 +50,7 @@ class FakeSandbox:
     def __init__(self) -> None:
         self.environments: list[dict[str, str]] = []
 
-    def run(self, manifest, body, environment, timeout=None) -> Invocation:
+    def run(self, manifest, body, environment, timeout=None, user_id="default") -> Invocation:
         self.environments.append(environment)
         token = environment.get(body.get("variable", "TESTIDP_TOKEN"), "")
         value = {"sha256": hashlib.sha256(token.encode()).hexdigest(), "echo": token if body.get("echo") else ""}
@@ -169,11 +168,9 @@ def test_redaction_masks_every_occurrence():
     assert clean.value == {"nested": ["Bearer [redacted]", {"k": "[redacted]"}]}
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("runner.sandbox") is None,
-    reason="runs once runner/sandbox.py (the container sandbox, another branch) is merged",
-)
-def test_a_sandboxed_tool_receives_the_right_token(tmp_path, make_settings, oidc_server, person):
+@pytest.mark.docker
+def test_a_sandboxed_tool_receives_the_right_token(docker_api, tmp_path, make_settings, oidc_server, person):
+    """In a real container: the tool prints a hash of the token it got, and the token itself comes back masked."""
     tool = make_tool(tmp_path, "whoami", "testidp", ["api:read"])
     with Pocket([str(tool)], settings=make_settings({"testidp": idp_entry(oidc_server.issuer)})) as pocket:
         person.visit(person.authorize(pocket.initialize_tool_auth()["testidp"]))

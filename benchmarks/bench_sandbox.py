@@ -1,0 +1,246 @@
+"""Side by side, in one run, on tools-example/hello: how long one tool call takes.
+
+    .venv/bin/python benchmarks/bench_sandbox.py [--calls 30] [--pause 0.0] [--no-hyperpocket]
+
+Modes, each measured over N sequential calls (p50, p95):
+  docker-run   plain `docker run --rm -i --network none IMAGE sh -c RUN` of the tool's command (the baseline)
+  default      pocket-runner, a fresh pre-started container per call (the pool)
+  warm         pocket-runner warm mode: the handler loaded once, called per request
+  hyperpocket  hyperpocket 0.5.7 + hyperdock-container, its baseImage pointed at the same local image
+                (installed in benchmarks/.venv-hyperpocket on first run)
+Then 8 concurrent calls against 1 (default and warm mode). Prints a table and the ratios against the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+HELLO = ROOT / "tools-example" / "hello"
+HP_VENV = ROOT / "benchmarks" / ".venv-hyperpocket"
+BODY = {"name": "Ada"}
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def timed(call, n: int, pause: float) -> list[float]:
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+        if pause:
+            time.sleep(pause)
+    return samples
+
+
+def bench_docker_run(image: str, run: str, n: int, pause: float) -> list[float]:
+    body = json.dumps(BODY).encode()
+    command = ["docker", "run", "--rm", "-i", "--network", "none", image, "/bin/sh", "-c", run]
+
+    def call() -> None:
+        out = subprocess.run(command, input=body, capture_output=True, check=True)
+        assert json.loads(out.stdout) == {"greeting": "Hello, Ada!"}, out
+
+    call()  # warm the engine's caches like every other mode gets
+    return timed(call, n, pause)
+
+
+def bench_pocket(settings, n: int, pause: float) -> tuple[list[float], float, float]:
+    from runner.pocket import Pocket
+
+    with Pocket(tools=[HELLO], settings=settings) as pocket:
+        pocket._sandbox_for_calls().prepare(pocket.tools["hello"])
+
+        def call() -> None:
+            result = pocket.invoke("hello", BODY)
+            assert result.ok and result.value == {"greeting": "Hello, Ada!"}, result
+
+        call()
+        time.sleep(1.0)  # let the pool fill
+        samples = timed(call, n, pause)
+        one, eight = concurrent(pocket)
+    return samples, one, eight
+
+
+def concurrent(pocket) -> tuple[float, float]:
+    """Median wall time of 1 call and of 8 concurrent calls (ainvoke), 3 rounds each, pool refilled between."""
+
+    async def batch(k: int) -> float:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(pocket.ainvoke("hello", BODY) for _ in range(k)))
+        assert all(r.ok for r in results), results
+        return time.perf_counter() - started
+
+    ones, eights = [], []
+    for _ in range(3):
+        time.sleep(2.5)  # a full pool, as an agent's burst would find it
+        ones.append(asyncio.run(batch(1)))
+        time.sleep(2.5)
+        eights.append(asyncio.run(batch(8)))
+    return statistics.median(ones), statistics.median(eights)
+
+
+HP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    from hyperpocket import Pocket
+    tool_dir, n, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    pocket = Pocket(tools=[tool_dir])
+    body = {"name": "Ada"}
+    first = pocket.invoke("hello", body)
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = pocket.invoke("hello", body)
+        samples.append(time.perf_counter() - t)
+        if pause:
+            time.sleep(pause)
+    print("RESULT " + json.dumps({"samples": samples, "first": str(first), "last": str(out)}))
+    """
+)
+
+
+def ensure_hyperpocket() -> str | None:
+    """Path of the python of a venv with hyperpocket 0.5.7, installing it when missing; None and a reason if not."""
+    python = HP_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(HP_VENV)], check=True)
+    check = subprocess.run([str(python), "-c", "import hyperpocket, hyperdock_container"], capture_output=True)
+    if check.returncode != 0:
+        print("installing hyperpocket==0.5.7 and hyperdock-container into", HP_VENV, file=sys.stderr)
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "hyperpocket==0.5.7", "hyperdock-container"],
+            capture_output=True,
+            text=True,
+        )
+        if install.returncode != 0:
+            return None
+    return str(python)
+
+
+def bench_hyperpocket(image: str, n: int, pause: float) -> tuple[list[float] | None, str]:
+    python = ensure_hyperpocket()
+    if python is None:
+        return None, "pip install hyperpocket==0.5.7 hyperdock-container failed"
+    with tempfile.TemporaryDirectory() as tmp:
+        tool = HP_VENV / "tool" / "hello"  # a fixed path: hyperpocket names its image after it, so it is reused
+        shutil.rmtree(tool, ignore_errors=True)
+        shutil.copytree(HELLO, tool)
+        manifest = json.loads((tool / "pocket.json").read_text())
+        manifest.pop("language", None)
+        manifest["baseImage"] = image  # the same local python:3.11-slim image: no registry here
+        manifest["entrypoint"].pop("handler", None)
+        (tool / "pocket.json").write_text(json.dumps(manifest))
+        proc = subprocess.run(
+            [python, "-c", HP_SCRIPT, str(tool), str(n), str(pause)],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            timeout=900,
+        )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            data = json.loads(line[7:])
+            if "Hello, Ada!" not in data["last"]:
+                return None, f"hyperpocket ran but returned {data['last'][:200]!r}"
+            return data["samples"], ""
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+    return None, "hyperpocket failed: " + " | ".join(tail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between sequential calls")
+    parser.add_argument("--pool", type=int, default=8, help="sandbox.pool_size for the default mode")
+    parser.add_argument("--no-hyperpocket", action="store_true")
+    args = parser.parse_args()
+
+    from runner.manifest import load_manifest
+    from runner.sandbox import Sandbox
+    from runner.settings import SandboxSettings, Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="pocket-bench-"))
+    base = SandboxSettings()
+    manifest = load_manifest(HELLO)
+    with Sandbox(base) as box:
+        image = box.image(manifest)
+        base_image = box.base_image(manifest)
+    print(
+        f"tool image {image} (base {base_image}), {args.calls} calls per mode, pause {args.pause}s, "
+        f"pool_size {args.pool}, {os.cpu_count()} cpus",
+        file=sys.stderr,
+    )
+
+    rows: dict[str, list[float] | None] = {}
+    notes: dict[str, str] = {}
+    rows["docker-run"] = bench_docker_run(image, manifest.entrypoint.run, args.calls, args.pause)
+    default_settings = Settings(
+        cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"pool_size": args.pool})
+    )
+    rows["default"], one_default, eight_default = bench_pocket(default_settings, args.calls, args.pause)
+    warm_settings = Settings(
+        cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"warm_tools": ("hello",)})
+    )
+    rows["warm"], one_warm, eight_warm = bench_pocket(warm_settings, args.calls, args.pause)
+    if args.no_hyperpocket:
+        rows["hyperpocket"], notes["hyperpocket"] = None, "skipped (--no-hyperpocket)"
+    else:
+        rows["hyperpocket"], notes["hyperpocket"] = bench_hyperpocket(base_image, args.calls, args.pause)
+
+    print()
+    print(f"{'mode':<12} {'p50 ms':>9} {'p95 ms':>9}")
+    stats = {}
+    for mode, samples in rows.items():
+        if samples is None:
+            print(f"{mode:<12} {'-':>9} {'-':>9}   {notes.get(mode, '')}")
+            continue
+        stats[mode] = (pct(samples, 0.5) * 1000, pct(samples, 0.95) * 1000)
+        print(f"{mode:<12} {stats[mode][0]:>9.1f} {stats[mode][1]:>9.1f}")
+    print()
+    print(f"{'concurrency':<12} {'1 call ms':>9} {'8 calls ms':>10} {'ratio':>6}")
+    for mode, one, eight in (("default", one_default, eight_default), ("warm", one_warm, eight_warm)):
+        print(f"{mode:<12} {one * 1000:>9.1f} {eight * 1000:>10.1f} {eight / one:>6.2f}")
+    print()
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    p50 = {mode: s[0] for mode, s in stats.items()}
+    ratio = p50["default"] / p50["docker-run"]
+    print(f"default p50 / docker-run p50 = {ratio:.3f}   (target <= 0.3)  {verdict(ratio <= 0.3)}")
+    print(f"warm p50 = {p50['warm']:.2f} ms            (target < 10 ms)  {verdict(p50['warm'] < 10)}")
+    if "hyperpocket" in p50:
+        speedup = p50["hyperpocket"] / p50["default"]
+        print(f"hyperpocket p50 / default p50 = {speedup:.1f}x   (target >= 4x)  {verdict(speedup >= 4)}")
+        print(f"hyperpocket p50 / warm p50 = {p50['hyperpocket'] / p50['warm']:.0f}x")
+    else:
+        print(f"hyperpocket: not measured: {notes['hyperpocket']}")
+    c = eight_default / one_default
+    print(f"8 concurrent / 1 call, default = {c:.2f}x   (target <= 2.5x)  {verdict(c <= 2.5)}")
+    print(f"8 concurrent / 1 call, warm = {eight_warm / one_warm:.2f}x")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+# pocket-runner launcher: POSIX sh, so it runs in any image that has /bin/sh (python, node, golang...).
+#
+# The container starts with this script waiting on stdin, before any call exists (the runner keeps a
+# few such containers ready). For a call, the runner writes `export NAME='value'` lines (values
+# shell-quoted by the runner, no newlines), then the sentinel line, then the request body. `read`
+# takes stdin one byte at a time on a pipe, so everything after the sentinel is left unread for the
+# tool, which gets the body as its stdin, exactly like hyperpocket's `/bin/sh -c RUN`. The first line
+# sets `pocket_nonce` (not exported: the tool never sees it).
+while IFS= read -r pocket_line; do
+  if [ "$pocket_line" = "__pocket_body_follows__" ]; then
+    unset pocket_line
+    /bin/sh /pocket/entry.sh
+    pocket_status=$?
+    # The exit status, on both streams after everything the tool wrote to them (each stream keeps its
+    # order), marked with the call's nonce: the runner answers now instead of waiting ~25 ms for the
+    # engine to notice the container's exit and report it.
+    printf '\036%s %s\n' "$pocket_nonce" "$pocket_status"
+    printf '\036%s %s\n' "$pocket_nonce" "$pocket_status" >&2
+    exit "$pocket_status"
+  fi
+  eval "$pocket_line"
+done
+echo "pocket launcher: stdin closed before the body" >&2
+exit 125

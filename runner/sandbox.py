@@ -1,0 +1,1127 @@
+"""The sandbox: every tool call runs in its own hardened Docker container, through the docker SDK.
+
+Images. Each tool gets an image `pocket-tool/<name>:<hash16>`: its base image, the tool's files in
+/tool, its `entrypoint.build` run once, and our launcher in /pocket. The tag is a hash of everything
+that goes in (base image id, tool files, launcher), so an edited tool is rebuilt and an unchanged one
+never is. Builds reach package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and
+`sandbox.pip_index_url`, given to the build step only.
+
+Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
+runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
+`exec`s the tool's `entrypoint.run` with the body left on its stdin. Because nothing about a call is
+known when the container starts, the runner keeps a small pool of them started per tool image and
+limits, so a call skips the ~0.4 s container start. Each container serves exactly one call and is
+removed after the result is returned.
+
+Warm mode (opt-in per tool in settings, `sandbox.warm_tools`): for tools with an
+`entrypoint.handler` (`module:function`), one container per tool and user runs `/pocket/warm.py`,
+which imports the handler once and serves calls as JSON lines.
+
+Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a
+small /tmp tmpfs, pids/memory/CPU limits, no network unless the manifest asks, no logs kept by the
+engine, never a bind mount or the Docker socket. stdout and stderr are read from the attach stream
+with byte caps, so the runner's memory stays bounded; a monotonic deadline kills the container.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import select
+import shlex
+import socket
+import ssl
+import struct
+import tarfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runner.errors import PocketError, ToolFailedError
+from runner.invocation import Invocation, Outcome, parse_output
+from runner.manifest import Manifest
+from runner.settings import SandboxSettings, Settings, ToolLimits
+
+Progress = Callable[[str], None]
+
+FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
+LABEL = "pocket-runner"  # every container and image we create carries `pocket-runner=1`
+LABEL_OWNER = "pocket-runner.owner"  # hostname:pid:process-start-ticks of the runner that created it
+LABEL_SANDBOX = "pocket-runner.sandbox"  # which Sandbox object (one process may hold several)
+LABEL_TOOL = "pocket-runner.tool"
+LABEL_MODE = "pocket-runner.mode"
+SENTINEL = "__pocket_body_follows__"
+USER = "65534:65534"  # nobody:nogroup
+TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the container's own /tmp
+STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
+# Background work (refilling pools, removing used containers) waits until no call is running, so it
+# never takes CPU from a call, for at most this long (then it runs anyway: a busy runner still refills).
+QUIET_START = 0.5
+QUIET_REMOVE = 3.0
+DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
+EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_RESERVED_ENV = {"HOME"}  # the runtime's own; a tool's variable may not replace it
+
+
+class SandboxError(ToolFailedError):
+    """The sandbox could not run the tool: no Docker engine, a missing base image, a failed build."""
+
+
+class BuildError(SandboxError):
+    """A tool image failed to build; the message carries the tail of the build log."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one call's container may use, after settings, manifest and call options are combined."""
+
+    timeout: float
+    memory_mb: int
+    cpus: float
+    pids: int
+    output_limit: int
+    network: bool
+
+    @property
+    def container_key(self) -> tuple[Any, ...]:
+        """The limits that are fixed when a container is created (pools are keyed by them)."""
+        return (self.memory_mb, self.cpus, self.pids, self.network)
+
+
+def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float | None = None) -> Limits:
+    """The call's timeout wins, then `[sandbox.tools.NAME]` in settings, then the manifest's `sandbox` block,
+    then the settings' defaults.
+
+    A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
+    tool's settings say `network = false`. A list of hosts is granted as network access: the
+    allow-list itself is not enforced yet (the caller is warned).
+    """
+    spec = manifest.sandbox
+    override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
+    wants_network = bool(spec.network)
+    if wants_network and (not settings.allow_network or override.network is False):
+        where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
+        raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
+
+    def pick(name: str) -> Any:
+        return getattr(override, name) or getattr(spec, name) or getattr(settings, name)
+
+    return Limits(
+        timeout=float(timeout or pick("timeout_seconds")),
+        memory_mb=pick("memory_mb"),
+        cpus=pick("cpus"),
+        pids=pick("pids"),
+        output_limit=pick("output_limit_bytes"),
+        network=wants_network,
+    )
+
+
+def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
+    """The nonce, the `export` lines and the sentinel the launcher reads before running the tool.
+
+    Names must be shell identifiers; values may hold anything but NUL and newlines (the launcher reads
+    one line per variable). Errors name the variable, never its value.
+    """
+    lines = [f"pocket_nonce={nonce}\n"] if nonce else []
+    for name, value in environment.items():
+        if not _ENV_NAME.match(name) or name.startswith("pocket_"):
+            raise PocketError(f"variable name {name!r} is not a valid environment variable name")
+        if name in _RESERVED_ENV:
+            raise PocketError(f"variable {name!r} is reserved for the sandbox")
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise PocketError(f"variable {name!r} contains a newline or NUL byte, which the sandbox cannot pass")
+        lines.append(f"export {name}={shlex.quote(value)}\n")
+    lines.append(SENTINEL + "\n")
+    return "".join(lines).encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# Images
+
+
+def _package_file(name: str) -> bytes:
+    return resources.files("runner").joinpath(name).read_bytes()
+
+
+def _tool_files(folder: Path) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of every file and symlink of the tool, minus caches and VCS data."""
+    found: list[tuple[str, Path]] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED and not os.path.islink(os.path.join(root, d)))
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            path = Path(root, name)
+            found.append((path.relative_to(folder).as_posix(), path))
+        for name in sorted(os.listdir(root)):  # symlinked directories: kept as links, never followed
+            path = Path(root, name)
+            if name not in EXCLUDED and path.is_symlink() and path.is_dir():
+                found.append((path.relative_to(folder).as_posix(), path))
+    return sorted(found)
+
+
+def _default_ca_bundle() -> Path | None:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def image_repository(tool_name: str) -> str:
+    """A Docker repository name for a tool: lower case, [a-z0-9] separated by single `-`."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", tool_name.lower()).strip("-") or "tool"
+    return f"pocket-tool/{cleaned[:100]}"
+
+
+@dataclass
+class _Context:
+    """The build context of one tool image and the hash that names it."""
+
+    digest: str
+    files: list[tuple[str, Path]]
+    dockerfile: str
+    build_script: bytes | None
+    ca_bundle: bytes | None
+
+
+def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
+    lines = [
+        f"FROM {base_id}",
+        "COPY pocket/ /pocket/",
+        "COPY tool/ /tool/",
+        "WORKDIR /tool",
+    ]
+    if has_build:
+        lines += [
+            "COPY pocket-build/ /pocket-build/",
+            "ARG POCKET_PIP_INDEX_URL",
+            "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build",
+        ]
+    lines.append("USER 65534:65534")
+    return "\n".join(lines) + "\n"
+
+
+def _build_script(build: str, ca: bool) -> bytes:
+    script = ["set -e", "cd /tool"]
+    if ca:
+        cert = "/pocket-build/ca.crt"
+        script.append(
+            f"export PIP_CERT={cert} SSL_CERT_FILE={cert} REQUESTS_CA_BUNDLE={cert} NODE_EXTRA_CA_CERTS={cert}"
+            f" npm_config_cafile={cert}"
+        )
+    script += [
+        'if [ -n "$POCKET_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$POCKET_PIP_INDEX_URL"; fi',
+        "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore HOME=/root",
+        f"/bin/sh -c {shlex.quote(build)}",
+    ]
+    return ("\n".join(script) + "\n").encode()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(tar: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+    tar.addfile(info)
+
+
+# --------------------------------------------------------------------------------------------------
+# The attach stream: docker's multiplexed frames, read with caps and a deadline
+
+
+class _Stream:
+    """One attached container connection: writes stdin, demultiplexes stdout/stderr frames."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw  # keeps the HTTP response (and so the connection) alive
+        self.sock: socket.socket = raw._sock if hasattr(raw, "_sock") else raw
+        self.sock.setblocking(False)
+        self.pending = bytearray()  # bytes read but not parsed yet
+        self.eof = False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(Exception):
+            self.raw.close()
+
+    def send(self, data: bytes, deadline: float, on_frame: Callable[[int, bytes], bool] | None = None) -> bool:
+        """Write all of `data`, reading output meanwhile (a tool may answer before it reads all its stdin)."""
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, writable, _ = select.select([self.sock], [self.sock], [], left)
+            if readable and not self.eof:
+                if not self._read_once(on_frame) and self.eof:
+                    return True  # the tool is gone; what it did not read does not matter
+            if writable:
+                try:
+                    sent = self.sock.send(view[:65536])
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    return True  # the container closed its stdin: it exited or does not read
+                view = view[sent:]
+        return True
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)
+
+    def _read_once(self, on_frame: Callable[[int, bytes], bool] | None) -> bool:
+        try:
+            chunk = self.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.pending += chunk
+        return self._parse(on_frame)
+
+    def _parse(self, on_frame: Callable[[int, bytes], bool] | None) -> bool:
+        """Hand complete frames to `on_frame`; False when it asks to stop."""
+        pending = self.pending
+        offset = 0
+        keep_going = True
+        while len(pending) - offset >= 8:
+            kind, size = struct.unpack_from(">BxxxL", pending, offset)
+            if len(pending) - offset - 8 < size:
+                break
+            payload = bytes(pending[offset + 8 : offset + 8 + size])
+            offset += 8 + size
+            if on_frame is not None and not on_frame(kind, payload):
+                keep_going = False
+                break
+        del pending[:offset]
+        return keep_going
+
+    def read_until(self, deadline: float, on_frame: Callable[[int, bytes], bool]) -> str:
+        """Read frames until EOF ("eof"), `on_frame` returns False ("stop") or the deadline ("timeout")."""
+        if self.pending and not self._parse(on_frame):
+            return "stop"
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            readable, _, _ = select.select([self.sock], [], [], left)
+            if readable and not self._read_once(on_frame):
+                if self.eof:
+                    break
+                return "stop"
+        return "eof"
+
+
+class _Output:
+    """stdout kept up to a cap (the rest counted and dropped), stderr's tail kept.
+
+    With a nonce, it also watches both streams for the launcher's closing line (`\\x1e<nonce> <status>`),
+    which carries the tool's exit status: `finished` once both streams delivered it.
+    """
+
+    def __init__(self, cap: int, nonce: str = ""):
+        self.cap = cap
+        self.stdout = bytearray()
+        self.stderr = bytearray()
+        self.dropped = 0
+        self.trailer = re.compile(b"\x1e" + re.escape(nonce.encode()) + b" ([0-9]{1,3})\n$") if nonce else None
+        self.tails = {1: bytearray(), 2: bytearray()}
+        self.statuses: dict[int, int] = {}
+
+    @property
+    def finished(self) -> bool:
+        return len(self.statuses) == 2
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.statuses.get(1)
+
+    def on_frame(self, kind: int, payload: bytes) -> bool:
+        if kind not in (1, 2) or kind in self.statuses:
+            return True  # stdin echo, or output after the closing line: not the tool's result
+        if kind == 2:
+            self.stderr += payload
+            if len(self.stderr) > 2 * STDERR_KEEP:
+                del self.stderr[:-STDERR_KEEP]
+        else:
+            room = self.cap - len(self.stdout)
+            if room > 0:
+                self.stdout += payload[:room]
+            self.dropped += max(0, len(payload) - max(room, 0))
+        if self.trailer is not None:
+            tail = self.tails[kind]
+            tail += payload[-64:]
+            del tail[:-64]
+            match = self.trailer.search(tail)
+            if match:
+                self.statuses[kind] = int(match.group(1))
+                self._strip(kind, len(match.group(0)))
+                return not self.finished
+        return kind == 2 or self.dropped <= DRAIN_FACTOR * self.cap
+
+    def _strip(self, kind: int, size: int) -> None:
+        if kind == 2:
+            del self.stderr[len(self.stderr) - size :]
+            return
+        total = len(self.stdout) + self.dropped - size
+        if total <= len(self.stdout):
+            del self.stdout[total:]
+            self.dropped = 0
+        else:
+            self.dropped = total - len(self.stdout)
+
+    def stderr_text(self) -> str:
+        return bytes(self.stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------------
+# Containers
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a container of one pool is created from."""
+
+    image: str
+    tool: str
+    limits_key: tuple[Any, ...]
+    command: tuple[str, ...]
+    mode: str  # "call" or "warm"
+
+
+@dataclass
+class _Started:
+    """A started container with its attached stream, waiting for a call."""
+
+    id: str
+    stream: _Stream
+    started: float = field(default_factory=time.monotonic)
+
+
+def _process_start_ticks(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def owner_label() -> str:
+    """hostname:pid:start — enough to tell later whether the runner that made a container still lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start_ticks(os.getpid()) or 0}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another machine's (or an unreadable) label: never ours to judge
+    ticks = _process_start_ticks(int(pid_text))
+    return ticks is not None and (start in ("0", "") or ticks == start)
+
+
+class _Pool:
+    """Started containers of one spec, waiting for calls; refilled in the background."""
+
+    def __init__(self, sandbox: Sandbox, spec: _Spec, size: int):
+        self.sandbox, self.spec, self.size = sandbox, spec, size
+        self.idle: deque[_Started] = deque()
+        self.starting = 0
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def take(self) -> _Started:
+        with self.lock:
+            started = self.idle.popleft() if self.idle else None
+        self.refill()
+        return started if started is not None else self.sandbox._start(self.spec)
+
+    def refill(self) -> None:
+        with self.lock:
+            wanted = self.size - len(self.idle) - self.starting
+            if self.closed or wanted <= 0:
+                return
+            self.starting += wanted
+        for _ in range(wanted):
+            self.sandbox._background(self._start_one)
+
+    def _start_one(self) -> None:
+        self.sandbox._wait_quiet(QUIET_START)
+        try:
+            started = None if self.closed else self.sandbox._start(self.spec)
+        except Exception:  # the next call starts its own container and reports the error
+            started = None
+        with self.lock:
+            self.starting -= 1
+            if started is not None and not self.closed:
+                self.idle.append(started)
+                started = None
+        if started is not None:
+            self.sandbox._discard(started)
+
+    def close(self) -> list[_Started]:
+        with self.lock:
+            self.closed = True
+            idle, self.idle = list(self.idle), deque()
+        return idle
+
+
+class _WarmWorker:
+    """A warm container serving one call at a time through JSON lines."""
+
+    def __init__(self, started: _Started):
+        self.started = started
+        self.line = bytearray()
+        self.stderr = bytearray()
+        self.broken = False
+
+    def call(self, environment: Mapping[str, str], body: Any, limits: Limits) -> tuple[str, Any, str]:
+        """("ok"|"error"|"timeout"|"exited"|"too_big", value or error, stderr tail)."""
+        self.stderr.clear()
+        request = json.dumps({"env": dict(environment), "body": body}).encode() + b"\n"
+        deadline = time.monotonic() + limits.timeout
+        reply: list[bytes] = []
+        too_big = False
+
+        def on_frame(kind: int, payload: bytes) -> bool:
+            nonlocal too_big
+            if kind == 2:
+                self.stderr += payload
+                if len(self.stderr) > 2 * STDERR_KEEP:
+                    del self.stderr[:-STDERR_KEEP]
+                return True
+            newline = payload.find(b"\n")
+            if newline < 0:
+                self.line += payload
+                if len(self.line) > limits.output_limit:
+                    too_big = True
+                    return False
+                return True
+            reply.append(bytes(self.line + payload[:newline]))
+            self.line = bytearray(payload[newline + 1 :])
+            return False
+
+        stream = self.started.stream
+        if not stream.send(request, deadline, on_frame):
+            return "timeout", None, self._stderr()
+        state = "stop" if reply else stream.read_until(deadline, on_frame)
+        if reply:
+            answer = json.loads(reply[0])
+            if answer.get("ok"):
+                return "ok", answer.get("value"), self._stderr()
+            return "error", answer.get("error") or "the handler failed", self._stderr()
+        self.broken = True
+        if too_big:
+            return "too_big", None, self._stderr()
+        return ("timeout" if state == "timeout" else "exited"), None, self._stderr()
+
+    def _stderr(self) -> str:
+        return bytes(self.stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------------
+# The sandbox
+
+
+class Sandbox:
+    """Runs tools in containers. Thread-safe: `Pocket.ainvoke` calls `run` from worker threads.
+
+    `run(manifest, body, environment, timeout=None, user_id="default")` returns an `Invocation`;
+    `prepare(manifest)` builds the image and fills the pool ahead of the first call; `close()`
+    removes every container this sandbox created; `cleanup_stale()` removes containers left by
+    runners that are gone (it runs once when the engine is first used).
+    """
+
+    def __init__(self, settings: Settings | SandboxSettings | None = None, *, progress: Progress | None = None):
+        if isinstance(settings, Settings):
+            settings = settings.sandbox
+        self.settings: SandboxSettings = settings if settings is not None else SandboxSettings()
+        self._progress = progress
+        self._owner = owner_label()
+        self.id = uuid.uuid4().hex[:12]
+        self._stale_removed: list[str] = []
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+        self._api: Any = None
+        self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._pools: dict[_Spec, _Pool] = {}
+        self._warm: dict[tuple[_Spec, str], list[_WarmWorker]] = {}
+        self._warm_busy: set[int] = set()
+        self._live: set[str] = set()  # every container id created and not yet removed
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pocket-sandbox")
+        self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pocket-reaper")
+        self._closed = False
+        self._active = 0  # calls running now
+        self._quiet = threading.Condition()
+
+    # -- engine ------------------------------------------------------------------------------------
+
+    @property
+    def api(self) -> Any:
+        """The docker SDK's low-level client, created (and stale containers cleaned) on first use."""
+        if self._api is None:
+            with self._lock:
+                if self._api is None:
+                    import docker
+
+                    try:
+                        api = docker.APIClient(
+                            base_url=os.environ.get("DOCKER_HOST") or None, version="auto", timeout=120,
+                            max_pool_size=32,
+                        )  # fmt: skip
+                        api.ping()
+                    except Exception as exc:
+                        raise SandboxError(
+                            f"cannot reach the Docker engine ({exc}); is dockerd running and may this user use it?"
+                        ) from None
+                    self._api = api
+                    self._stale_removed = self._cleanup_stale(api)
+        return self._api
+
+    def cleanup_stale(self) -> list[str]:
+        """Remove containers whose owner label names a runner process on this host that no longer runs.
+
+        Runs once by itself when the engine is first used; returns every container id removed so far.
+        """
+        first_use = self._api is None
+        api = self.api
+        if not first_use:
+            self._stale_removed += self._cleanup_stale(api)
+        return list(self._stale_removed)
+
+    def _cleanup_stale(self, api: Any) -> list[str]:
+        removed = []
+        with contextlib.suppress(Exception):
+            for container in api.containers(all=True, filters={"label": LABEL_OWNER}):
+                owner = (container.get("Labels") or {}).get(LABEL_OWNER, "")
+                if owner and owner != self._owner and not _owner_alive(owner):
+                    with contextlib.suppress(Exception):
+                        api.remove_container(container["Id"], force=True)
+                        removed.append(container["Id"])
+        return removed
+
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    def _wait_quiet(self, limit: float) -> None:
+        """Block until no call runs (or `limit` seconds passed, or the sandbox closes)."""
+        deadline = time.monotonic() + limit
+        with self._quiet:
+            while self._active and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._quiet.wait(left)
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        with self._quiet:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._quiet:
+                self._active -= 1
+                if not self._active:
+                    self._quiet.notify_all()
+
+    def _background(self, function: Callable[[], None]) -> None:
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._executor.submit(function)
+
+    # -- images ------------------------------------------------------------------------------------
+
+    def base_image(self, manifest: Manifest) -> str:
+        if manifest.base_image:
+            return manifest.base_image
+        if (manifest.language or "python") == "node":
+            return self.settings.node_image
+        return self.settings.python_image
+
+    def _base_id(self, base: str) -> str:
+        import docker.errors
+
+        try:
+            return self.api.inspect_image(base)["Id"]
+        except docker.errors.ImageNotFound:
+            pass
+        self._say(f"pulling base image {base}")
+        try:
+            self.api.pull(base)
+            return self.api.inspect_image(base)["Id"]
+        except docker.errors.APIError as exc:
+            raise SandboxError(
+                f"base image {base!r} is not on this machine and cannot be pulled ({exc.explanation or exc}); "
+                f"build or load it, or point the tool's baseImage (or sandbox.python_image) at a local image"
+            ) from None
+
+    def _context(self, manifest: Manifest, base_id: str) -> _Context:
+        files = _tool_files(manifest.folder)
+        ca_path = self.settings.ca_bundle or _default_ca_bundle()
+        build = manifest.entrypoint.build
+        ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
+        dockerfile = _dockerfile(base_id, bool(build), ca is not None)
+        h = hashlib.sha256()
+        for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run, build or ""):
+            h.update(part.encode() + b"\0")
+        for name in ("launcher.sh", "warm.py"):
+            h.update(_package_file(name) + b"\0")
+        for rel, path in files:
+            h.update(rel.encode() + b"\0")
+            if path.is_symlink():
+                h.update(b"link:" + os.readlink(path).encode() + b"\0")
+            else:
+                h.update(b"x" if os.access(path, os.X_OK) else b"-")
+                h.update(path.read_bytes() + b"\0")
+        script = _build_script(build, ca is not None) if build else None
+        return _Context(h.hexdigest()[:16], files, dockerfile, script, ca)
+
+    def _tar(self, manifest: Manifest, context: _Context) -> io.BytesIO:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            _add(tar, "Dockerfile", context.dockerfile.encode())
+            _add_dir(tar, "pocket")
+            _add(tar, "pocket/launch.sh", _package_file("launcher.sh"), 0o755)
+            _add(tar, "pocket/warm.py", _package_file("warm.py"))
+            _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
+            _add_dir(tar, "tool")
+            for rel, path in context.files:
+                info = tar.gettarinfo(str(path), arcname=f"tool/{rel}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                if info.isdir() or info.issym():
+                    tar.addfile(info)
+                    continue
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+            if context.build_script is not None:
+                _add_dir(tar, "pocket-build")
+                _add(tar, "pocket-build/build.sh", context.build_script, 0o755)
+                if context.ca_bundle is not None:
+                    _add(tar, "pocket-build/ca.crt", context.ca_bundle)
+        buffer.seek(0)
+        return buffer
+
+    def _stat_key(self, manifest: Manifest, base: str) -> tuple[Any, ...]:
+        stats = []
+        for rel, path in _tool_files(manifest.folder):
+            st = path.lstat()
+            stats.append((rel, st.st_size, st.st_mtime_ns, st.st_mode))
+        return (str(manifest.folder), manifest.entrypoint, base, tuple(stats))
+
+    def image(self, manifest: Manifest) -> str:
+        """The tag of the tool's image, built first when no image holds exactly these contents."""
+        base = self.base_image(manifest)
+        key = self._stat_key(manifest, base)
+        tag = self._images.get(key)
+        if tag is not None:
+            return tag
+        context = self._context(manifest, self._base_id(base))
+        tag = f"{image_repository(manifest.name)}:{context.digest}"
+        with self._lock:
+            lock = self._build_locks.setdefault(tag, threading.Lock())
+        with lock:
+            if not self._image_exists(tag):
+                self._build(manifest, context, tag)
+        self._images[key] = tag
+        return tag
+
+    def _image_exists(self, tag: str) -> bool:
+        import docker.errors
+
+        try:
+            self.api.inspect_image(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    def _build(self, manifest: Manifest, context: _Context, tag: str) -> None:
+        self._say(f"building image {tag} for tool {manifest.name!r}")
+        tail: deque[str] = deque(maxlen=40)
+        buildargs = {"POCKET_PIP_INDEX_URL": self.settings.pip_index_url} if self.settings.pip_index_url else {}
+        error = None
+        try:
+            stream = self.api.build(
+                fileobj=self._tar(manifest, context),
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+                buildargs=buildargs,
+                labels={LABEL: "1", LABEL_TOOL: manifest.name},
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    error = chunk.get("error") or "unknown error"
+                    tail.append(error.rstrip())
+                    break
+                for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                    if line.strip():
+                        tail.append(line)
+                        self._say(f"build {manifest.name}: {line}")
+        except Exception as exc:
+            error = str(exc)
+        if error is not None or not self._image_exists(tag):
+            log = "\n".join(tail)
+            raise BuildError(
+                f"building the image of tool {manifest.name!r} failed: {error}\n--- build log (tail) ---\n{log}"
+            )
+        self._say(f"built {tag}")
+
+    # -- containers --------------------------------------------------------------------------------
+
+    def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> _Spec:
+        image = self.image(manifest)
+        if mode == "warm":
+            command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
+        else:
+            command = ("/bin/sh", "/pocket/launch.sh")
+        limits_key = (limits.memory_mb, limits.cpus, limits.pids, limits.network)
+        return _Spec(image, manifest.name, limits_key, command, mode)
+
+    def _start(self, spec: _Spec) -> _Started:
+        """Create, attach and start one container of `spec` (about 0.3-0.4 s)."""
+        import docker.types
+
+        memory_mb, cpus, pids, network = spec.limits_key
+        api = self.api
+        host_config = api.create_host_config(
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs=TMPFS,
+            pids_limit=pids,
+            mem_limit=f"{memory_mb}m",
+            memswap_limit=f"{memory_mb}m",
+            nano_cpus=int(cpus * 1e9),
+            network_mode="bridge" if network else "none",
+            log_config=docker.types.LogConfig(type="none"),
+            ipc_mode="private",
+        )
+        name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
+        container = api.create_container(
+            spec.image,
+            command=list(spec.command),
+            user=USER,
+            hostname="pocket-sandbox",
+            working_dir="/tool",
+            environment={"HOME": "/tmp"},  # noqa: S108
+            stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
+            tty=False,
+            network_disabled=not network,
+            labels={
+                LABEL: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_SANDBOX: self.id,
+                LABEL_TOOL: spec.tool,
+                LABEL_MODE: spec.mode,
+            },
+            host_config=host_config,
+            name=name,
+        )
+        cid = container["Id"]
+        with self._lock:
+            self._live.add(cid)
+        try:
+            raw = api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            stream = _Stream(raw)
+            api.start(cid)
+        except Exception:
+            self._remove(cid)
+            raise
+        if self._closed:
+            self._discard(_Started(cid, stream))
+            raise SandboxError("the sandbox is closed")
+        return _Started(cid, stream)
+
+    def _discard(self, started: _Started) -> None:
+        """Close the stream and remove the container, in the background."""
+        started.stream.close()
+        try:
+            self._reaper.submit(self._remove_later, started.id)
+        except RuntimeError:  # the reaper is shut down: remove now
+            self._remove(started.id)
+
+    def _remove_later(self, cid: str) -> None:
+        self._wait_quiet(QUIET_REMOVE)
+        self._remove(cid)
+
+    def _remove(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.api.remove_container(cid, force=True)
+        with self._lock:
+            self._live.discard(cid)
+
+    def _pool(self, spec: _Spec) -> _Pool:
+        stale: list[_Spec] = []
+        with self._lock:
+            pool = self._pools.get(spec)
+            if pool is None:
+                stale = [s for s in self._pools if s.tool == spec.tool and s.image != spec.image]
+                pool = self._pools[spec] = _Pool(self, spec, self.settings.pool_size)
+            old_pools = [self._pools.pop(s) for s in stale]
+        for old in old_pools:  # the tool was edited: its old containers are of no use any more
+            for started in old.close():
+                self._discard(started)
+        return pool
+
+    def prepare(self, manifest: Manifest) -> str:
+        """Build the tool's image and start its pool now, so the first call does not wait. Returns the tag."""
+        limits = resolve_limits(self.settings, manifest)
+        spec = self._spec(manifest, limits, "call")
+        if self.settings.pool_size:
+            self._pool(spec).refill()
+        return spec.image
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        manifest: Manifest,
+        body: Any,
+        environment: Mapping[str, str],
+        *,
+        timeout: float | None = None,
+        user_id: str = "default",
+        warm: bool | None = None,
+    ) -> Invocation:
+        """Run one call of `manifest`'s tool with `body` on stdin and exactly `environment` (plus HOME, PATH).
+
+        Never raises for what the tool does: failures, timeouts, memory kills and build failures come
+        back as an `Invocation` with outcome TOOL_FAILED; a manifest or environment the sandbox refuses
+        comes back as BAD_INPUT.
+        """
+        started_at = time.perf_counter()
+        name = manifest.name
+
+        def failed(outcome: Outcome, error: str, **extra: Any) -> Invocation:
+            return Invocation(name, outcome, error=error, duration_seconds=time.perf_counter() - started_at, **extra)
+
+        if self._closed:
+            return failed(Outcome.TOOL_FAILED, "the sandbox is closed")
+        try:
+            limits = resolve_limits(self.settings, manifest, timeout)
+            nonce = uuid.uuid4().hex
+            payload = launcher_lines(environment, nonce)
+            stdin = payload + json.dumps(body).encode()
+        except PocketError as exc:
+            return failed(Outcome.BAD_INPUT, str(exc))
+        if isinstance(manifest.sandbox.network, tuple) and name not in self._warned:
+            self._warned.add(name)
+            self._say(
+                f"tool {name!r} names the hosts it needs ({', '.join(manifest.sandbox.network)}); the allow-list "
+                "is not enforced yet, so it gets full outbound network access"
+            )
+        if warm is None:
+            warm = name in self.settings.warm_tools or "*" in self.settings.warm_tools
+        try:
+            if warm and manifest.entrypoint.handler:
+                return self._run_warm(manifest, body, environment, limits, user_id, started_at)
+            spec = self._spec(manifest, limits, "call")
+            started = self._pool(spec).take() if self.settings.pool_size else self._start(spec)
+        except SandboxError as exc:
+            return failed(Outcome.TOOL_FAILED, str(exc))
+        try:
+            with self._running():
+                return self._call(name, started, stdin, nonce, limits, started_at)
+        finally:
+            self._discard(started)
+
+    def _call(
+        self, name: str, started: _Started, stdin: bytes, nonce: str, limits: Limits, started_at: float
+    ) -> Invocation:
+        deadline = time.monotonic() + limits.timeout
+        output = _Output(limits.output_limit, nonce)
+        stream = started.stream
+        state = "timeout"
+        if stream.send(stdin, deadline, output.on_frame):
+            stream.close_stdin()
+            if not output.finished:
+                state = stream.read_until(deadline, output.on_frame)
+        if output.finished:
+            state = "eof"
+        elif state != "eof":
+            stream.close()  # first: dockerd blocks a kill while a stream it copies to is not read
+            self._kill(started.id)
+        exit_code = output.exit_code
+        if exit_code is None and state != "timeout":
+            exit_code = self._exit_code(started.id)
+        duration = time.perf_counter() - started_at
+        truncated = output.dropped > 0
+        stdout = bytes(output.stdout).decode("utf-8", "replace")
+        stderr = output.stderr_text()
+        common: dict[str, Any] = {"stderr": stderr, "duration_seconds": duration, "truncated": truncated}
+        if state == "timeout":
+            return Invocation(name, Outcome.TOOL_FAILED, error=f"timed out after {limits.timeout:g} s", **common)
+        if state == "stop":
+            return Invocation(
+                name, Outcome.TOOL_FAILED, value=stdout, exit_code=exit_code,
+                error=f"the tool printed more than {DRAIN_FACTOR + 1} times the output limit "
+                f"({limits.output_limit} bytes) and was stopped",
+                **common,
+            )  # fmt: skip
+        if exit_code == 0:
+            value = parse_output(stdout) if not truncated else stdout
+            return Invocation(name, Outcome.OK, value=value, exit_code=0, **common)
+        if exit_code == 137 and self._oom_killed(started.id, wait=True):
+            error = f"killed: out of memory (limit {limits.memory_mb} MiB)"
+        elif exit_code is None:
+            error = "the container vanished before its exit code could be read"
+        else:
+            tail = stderr.strip().splitlines()[-5:]
+            error = f"the tool exited with code {exit_code}" + (": " + "\n".join(tail) if tail else "")
+        return Invocation(name, Outcome.TOOL_FAILED, value=None, exit_code=exit_code, error=error, **common)
+
+    def _kill(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.api.kill(cid)
+
+    def _exit_code(self, cid: str) -> int | None:
+        try:
+            return int(self.api.wait(cid, timeout=10)["StatusCode"])
+        except Exception:
+            return None
+
+    def _oom_killed(self, cid: str, wait: bool = False) -> bool:
+        if wait:  # the engine records the OOM kill when the container exits
+            self._exit_code(cid)
+        try:
+            return bool(self.api.inspect_container(cid)["State"].get("OOMKilled"))
+        except Exception:
+            return False
+
+    # -- warm mode ---------------------------------------------------------------------------------
+
+    def _run_warm(
+        self,
+        manifest: Manifest,
+        body: Any,
+        environment: Mapping[str, str],
+        limits: Limits,
+        user_id: str,
+        started_at: float,
+    ) -> Invocation:
+        spec = self._spec(manifest, limits, "warm")
+        key = (spec, user_id)
+        worker = None
+        with self._lock:
+            for candidate in self._warm.setdefault(key, []):
+                if id(candidate) not in self._warm_busy:
+                    worker = candidate
+                    break
+            if worker is not None:
+                self._warm_busy.add(id(worker))
+        if worker is None:
+            worker = _WarmWorker(self._start(spec))
+            with self._lock:
+                self._warm[key].append(worker)
+                self._warm_busy.add(id(worker))
+        try:
+            with self._running():
+                state, value, stderr = worker.call(environment, body, limits)
+        finally:
+            with self._lock:
+                self._warm_busy.discard(id(worker))
+                if worker.broken:
+                    with contextlib.suppress(ValueError):
+                        self._warm[key].remove(worker)
+        if worker.broken:
+            worker.started.stream.close()
+            self._kill(worker.started.id)
+            self._discard(worker.started)
+        duration = time.perf_counter() - started_at
+        common: dict[str, Any] = {"stderr": stderr, "duration_seconds": duration}
+        if state == "ok":
+            return Invocation(manifest.name, Outcome.OK, value=value, **common)
+        if state == "error":
+            return Invocation(manifest.name, Outcome.TOOL_FAILED, error=str(value), **common)
+        if state == "timeout":
+            error = f"timed out after {limits.timeout:g} s"
+            return Invocation(manifest.name, Outcome.TOOL_FAILED, error=error, **common)
+        if state == "too_big":
+            return Invocation(
+                manifest.name, Outcome.TOOL_FAILED, truncated=True,
+                error=f"the handler's result is over the output limit ({limits.output_limit} bytes)", **common,
+            )  # fmt: skip
+        code = self._exit_code(worker.started.id)
+        if code == 137 and self._oom_killed(worker.started.id):
+            return Invocation(
+                manifest.name, Outcome.TOOL_FAILED, error=f"killed: out of memory (limit {limits.memory_mb} MiB)",
+                **common,
+            )  # fmt: skip
+        return Invocation(manifest.name, Outcome.TOOL_FAILED, error=f"the warm server exited (code {code})", **common)
+
+    # -- lifetime ----------------------------------------------------------------------------------
+
+    def containers(self) -> set[str]:
+        """Ids of the containers this sandbox created and has not removed yet."""
+        with self._lock:
+            return set(self._live)
+
+    def close(self) -> None:
+        """Remove every container this sandbox created (waiting for the removals) and stop its threads."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._quiet:
+            self._quiet.notify_all()
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+            warm, self._warm = [w for workers in self._warm.values() for w in workers], {}
+        for pool in pools:
+            for started in pool.close():
+                started.stream.close()
+        for worker in warm:
+            worker.started.stream.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._reaper.shutdown(wait=True)
+        if self._api is not None:
+            for cid in self.containers():
+                self._remove(cid)
+            with contextlib.suppress(Exception):
+                self._api.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def iter_owned_containers(api: Any) -> Iterator[dict[str, Any]]:
+    """Every container any pocket runner created (for tests and tooling)."""
+    yield from api.containers(all=True, filters={"label": LABEL})

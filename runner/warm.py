@@ -1,0 +1,49 @@
+"""pocket-runner warm server: loads a tool's `module:function` handler once, then serves calls.
+
+Runs inside the tool's container (stdlib only, any Python 3.8+). Protocol, one JSON document per line:
+stdin  {"env": {NAME: value}, "body": {...}}
+stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}
+Anything the handler prints goes to stderr, so it can never corrupt the protocol. The environment
+is reset to the container's own plus the request's `env` before every call.
+"""
+
+import importlib
+import json
+import os
+import sys
+import traceback
+
+
+def main() -> None:
+    module_name, _, function_name = sys.argv[1].partition(":")
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # fd 1 (and so subprocesses' stdout) now goes to stderr
+    sys.stdout = sys.stderr
+    sys.path.insert(0, os.getcwd())
+    baseline = dict(os.environ)
+    handler, load_error = None, None
+    try:
+        handler = getattr(importlib.import_module(module_name), function_name)
+    except BaseException:
+        load_error = "cannot load the handler " + sys.argv[1] + ":\n" + traceback.format_exc(limit=-3)
+
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            os.environ.clear()
+            os.environ.update(baseline)
+            os.environ.update(request.get("env") or {})
+            if handler is None:
+                reply = {"ok": False, "error": load_error}
+            else:
+                reply = {"ok": True, "value": handler(request.get("body"))}
+            text = json.dumps(reply, default=str)
+        except BaseException:
+            text = json.dumps({"ok": False, "error": traceback.format_exc(limit=-3)})
+        sys.stderr.flush()
+        protocol.write(text + "\n")
+        protocol.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Fixtures for tests that need the real Docker engine.
+
+A missing engine or base image fails these tests loudly: a silent skip would hide a broken CI.
+Set POCKET_TESTS_NO_DOCKER=1 to skip them on purpose (a machine without Docker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parent / "tools"
+HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "docker: needs the Docker engine (fails without it unless POCKET_TESTS_NO_DOCKER=1)"
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> Iterator[object]:
+    """The low-level docker client; fails (never skips) when there is no engine, unless told to skip."""
+    if os.environ.get("POCKET_TESTS_NO_DOCKER") == "1":
+        pytest.skip("POCKET_TESTS_NO_DOCKER=1")
+    import docker
+
+    from runner.settings import SandboxSettings
+
+    try:
+        api = docker.APIClient(version="auto")
+        api.ping()
+    except Exception as exc:
+        pytest.fail(f"the Docker engine is not reachable ({exc}); start dockerd or set POCKET_TESTS_NO_DOCKER=1")
+    base = SandboxSettings().python_image
+    try:
+        api.inspect_image(base)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"the base image {base} is missing; build it first (see scripts/ or the README)")
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox(docker_api: object) -> Iterator[object]:
+    """One sandbox for the whole session (images are built once), with a pool of one container per tool."""
+    from runner.sandbox import Sandbox
+    from runner.settings import SandboxSettings
+
+    box = Sandbox(SandboxSettings(pool_size=1))
+    yield box
+    box.close()
+
+
+@pytest.fixture(scope="session")
+def tool():
+    """`tool("name")` -> the validated Manifest of tests/tools/name (or `hello` from tools-example)."""
+    from runner.manifest import load_manifest
+
+    def load(name: str):
+        return load_manifest(HELLO if name == "hello" else TOOLS / name)
+
+    return load
+
+
+@pytest.fixture
+def tool_copy(tmp_path: Path):
+    """`tool_copy("name")` -> a writable copy of a test tool's folder, for tests that edit it."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / name
+        shutil.copytree(HELLO if name == "hello" else TOOLS / name, target)
+        return target
+
+    return copy

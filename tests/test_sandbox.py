@@ -1,0 +1,476 @@
+"""The sandbox against the real Docker engine: results, failures, hostile tools, limits, cleanup, rebuilds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.invocation import Outcome
+from runner.manifest import load_manifest
+from runner.sandbox import (
+    Sandbox,
+    _Output,
+    image_repository,
+    launcher_lines,
+    owner_label,
+    resolve_limits,
+)
+from runner.settings import SandboxSettings
+
+docker = pytest.mark.docker
+
+
+def _write_tool(folder: Path, name: str, run: str, **extra: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "tool": {"name": name, "description": "a test tool", "inputSchema": {"type": "object"}},
+        "language": "python",
+        "entrypoint": {"run": run},
+        **extra,
+    }
+    (folder / "pocket.json").write_text(json.dumps(manifest))
+    return folder
+
+
+# -- no engine needed ----------------------------------------------------------------------------------
+
+
+def test_launcher_lines_quote_values_and_end_with_the_sentinel():
+    text = launcher_lines({"A": "it's $(rm -rf /) `x`", "B_2": ""}).decode()
+    assert text.splitlines() == ["export A='it'\"'\"'s $(rm -rf /) `x`'", "export B_2=''", "__pocket_body_follows__"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BAD-NAME", "x", "not a valid environment variable name"),
+        ("A;rm", "x", "not a valid environment variable name"),
+        ("TOKEN", "line1\nline2", "newline or NUL"),
+        ("TOKEN", "nul\0byte", "newline or NUL"),
+        ("HOME", "/root", "reserved"),
+    ],
+)
+def test_launcher_lines_refuse_what_the_launcher_cannot_pass(name, value, message):
+    from runner.errors import PocketError
+
+    with pytest.raises(PocketError, match=message) as caught:
+        launcher_lines({name: value})
+    assert value not in str(caught.value) or value == "x"
+
+
+def test_limits_come_from_settings_then_manifest_then_call(tmp_path):
+    manifest = load_manifest(_write_tool(tmp_path / "t", "t", "true", sandbox={"timeout_seconds": 3, "pids": 16}))
+    limits = resolve_limits(SandboxSettings(memory_mb=100), manifest)
+    assert (limits.timeout, limits.pids, limits.memory_mb, limits.network) == (3, 16, 100, False)
+    assert resolve_limits(SandboxSettings(), manifest, timeout=0.5).timeout == 0.5
+
+
+def test_network_is_refused_when_settings_forbid_it(tmp_path):
+    from runner.errors import PocketError
+
+    manifest = load_manifest(_write_tool(tmp_path / "n", "n", "true", sandbox={"network": ["api.example.com"]}))
+    assert resolve_limits(SandboxSettings(), manifest).network is True
+    with pytest.raises(PocketError, match="forbid"):
+        resolve_limits(SandboxSettings(allow_network=False), manifest)
+    result = Sandbox(SandboxSettings(allow_network=False)).run(manifest, {}, {})
+    assert result.outcome is Outcome.BAD_INPUT and "network" in result.error
+
+
+@docker
+def test_a_host_list_gets_network_and_a_warning_that_it_is_not_enforced(docker_api, tmp_path):
+    run = "python -c \"import os; print(sorted(os.listdir('/sys/class/net')))\""
+    manifest = load_manifest(_write_tool(tmp_path / "h", "h", run, sandbox={"network": ["api.example.com"]}))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        result = box.run(manifest, {}, {})
+    assert result.ok and "eth0" in result.value
+    assert any("not enforced yet" in m for m in messages)
+
+
+def test_settings_override_a_tools_limits_over_its_manifest(tmp_path):
+    from runner.errors import PocketError
+    from runner.settings import ToolLimits
+
+    manifest = load_manifest(_write_tool(tmp_path / "t", "t", "true", sandbox={"memory_mb": 2048, "network": True}))
+    settings = SandboxSettings(tools={"t": ToolLimits(memory_mb=256, timeout_seconds=9)})
+    limits = resolve_limits(settings, manifest)
+    assert (limits.memory_mb, limits.timeout, limits.network) == (256, 9, True)
+    with pytest.raises(PocketError, match=r"sandbox\.tools\.t"):
+        resolve_limits(SandboxSettings(tools={"t": ToolLimits(network=False)}), manifest)
+
+
+def test_the_launchers_closing_line_gives_the_exit_status_and_is_not_output():
+    output = _Output(cap=1024, nonce="n0nce")
+    for frame in (b"result", b"\x1en0n", b"ce 3\n"):  # split anywhere across frames
+        assert output.on_frame(1, frame)
+    assert not output.finished and output.exit_code == 3
+    assert output.on_frame(2, b"oops\n")
+    assert not output.on_frame(2, b"\x1en0nce 3\n")  # both streams closed: stop reading
+    assert output.finished and bytes(output.stdout) == b"result" and output.stderr_text() == "oops\n"
+
+
+def test_a_forged_closing_line_without_the_nonce_is_just_output():
+    output = _Output(cap=1024, nonce="secret")
+    assert output.on_frame(1, b"\x1eguess 0\n")
+    assert output.exit_code is None and bytes(output.stdout) == b"\x1eguess 0\n"
+
+
+def test_the_closing_line_past_the_cap_is_not_counted_as_dropped_output():
+    output = _Output(cap=4, nonce="n")
+    output.on_frame(1, b"abcdef\x1en 0\n")
+    assert bytes(output.stdout) == b"abcd" and output.dropped == 2 and output.exit_code == 0
+
+
+def test_output_keeps_the_head_of_stdout_and_the_tail_of_stderr():
+    output = _Output(cap=10)
+    assert output.on_frame(1, b"0123456789abc")
+    assert output.on_frame(2, b"e" * 200_000)
+    assert bytes(output.stdout) == b"0123456789" and output.dropped == 3
+    assert len(output.stderr_text()) == 64 * 1024
+    assert not output.on_frame(1, b"x" * 1000)  # past DRAIN_FACTOR caps: stop the tool
+
+
+def test_image_names_are_valid_docker_repositories():
+    assert image_repository("Slack_Get-Messages") == "pocket-tool/slack-get-messages"
+    assert image_repository("__") == "pocket-tool/tool"
+
+
+def test_owner_label_names_this_process():
+    _host, pid, start = owner_label().split(":")
+    assert pid == str(os.getpid()) and start != "0"
+
+
+# -- the real engine -----------------------------------------------------------------------------------
+
+
+@docker
+def test_hello_returns_its_json_result(sandbox, tool):
+    result = sandbox.run(tool("hello"), {"name": "Ada"}, {})
+    assert result.outcome is Outcome.OK, result
+    assert result.value == {"greeting": "Hello, Ada!"}
+    assert result.exit_code == 0 and result.duration_seconds > 0 and result.error is None
+
+
+@docker
+def test_stdout_is_the_result_and_stderr_is_kept_apart(sandbox, tool):
+    result = sandbox.run(tool("echo"), {"text": "é", "n": [1, 2]}, {"GREETING": "bonjour"})
+    assert result.ok, result
+    assert result.value == {"body": {"text": "é", "n": [1, 2]}, "greeting": "bonjour", "calls": 1}
+    assert result.stderr == "a line for stderr\n"
+
+
+@docker
+def test_a_failing_tool_reports_its_exit_code_and_stderr(sandbox, tool):
+    result = sandbox.run(tool("fail"), {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.exit_code == 3
+    assert "exited with code 3" in result.error and "something broke" in result.error
+    assert result.stderr == "something broke\n"
+
+
+@docker
+def test_a_big_body_to_a_tool_that_never_reads_it_does_not_hang(sandbox, tool):
+    started = time.monotonic()
+    result = sandbox.run(tool("fail"), {"blob": "x" * 2_000_000}, {})
+    assert result.exit_code == 3 and time.monotonic() - started < 5
+
+
+@docker
+def test_environment_is_exactly_the_tool_variables_plus_runtime_needs(sandbox, tool, monkeypatch):
+    monkeypatch.setenv("POCKET_HOST_SENTINEL", "must-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak-either")
+    environment = {"CHANNEL": "general", "SLACK_BOT_TOKEN": "xoxb-test-token"}
+    result = sandbox.run(tool("dumpenv"), {}, environment)
+    assert result.ok, result
+    env = result.value["env"]
+    assert {k: env[k] for k in environment} == environment
+    runtime = set(env) - set(environment)
+    assert runtime <= {"HOME", "PATH", "LANG", "PWD", "HOSTNAME", "SHLVL"}, runtime
+    assert env["HOME"] == "/tmp" and "must-not-leak" not in json.dumps(result.value)
+
+
+@docker
+def test_the_tool_runs_unprivileged(sandbox, tool):
+    value = sandbox.run(tool("dumpenv"), {}, {}).value
+    assert (value["uid"], value["gid"]) == (65534, 65534)
+    assert value["status"]["CapEff"] == value["status"]["CapBnd"] == "0000000000000000"
+    assert value["status"]["NoNewPrivs"] == "1" and value["cwd"] == "/tool"
+
+
+@docker
+def test_writes_outside_tmp_fail(sandbox, tool):
+    value = sandbox.run(tool("writer"), {}, {}).value
+    assert value.pop("/tmp/ok.txt") == "written"
+    assert all(outcome != "written" for outcome in value.values()), value
+
+
+@docker
+def test_no_network_by_default(sandbox, tool):
+    value = sandbox.run(tool("network"), {}, {}).value
+    assert value["interfaces"] == ["lo"]
+    assert value["resolved"] is not True
+
+
+@docker
+def test_no_docker_socket_inside(sandbox, tool):
+    value = sandbox.run(tool("dockersock"), {}, {}).value
+    assert value == {"sockets": [], "docker_in_mounts": False, "DOCKER_HOST": None}
+
+
+@docker
+def test_sleep_forever_is_killed_within_a_second_of_the_limit(sandbox, tool, docker_api):
+    started = time.monotonic()
+    result = sandbox.run(tool("sleeper"), {}, {})  # the manifest asks for 1 s
+    elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.TOOL_FAILED and result.error == "timed out after 1 s"
+    assert elapsed < 2.0, elapsed
+    result = sandbox.run(tool("sleeper"), {}, {}, timeout=0.5)  # the call's own timeout wins
+    assert result.error == "timed out after 0.5 s"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_containers_of(docker_api, sandbox, "sleeper")) > 1:
+        time.sleep(0.1)
+    assert len(_containers_of(docker_api, sandbox, "sleeper")) <= 1  # only the pool's next one, waiting
+
+
+def _containers_of(api, box: Sandbox, tool_name: str) -> list:
+    labels = [f"pocket-runner.sandbox={box.id}", f"pocket-runner.tool={tool_name}"]
+    return [c["Id"] for c in api.containers(all=True, filters={"label": labels})]
+
+
+@docker
+def test_a_fork_bomb_hits_the_pids_limit_and_the_runner_survives(sandbox, tool):
+    result = sandbox.run(tool("forkbomb"), {}, {})
+    assert result.ok, result
+    assert 0 < result.value["forked"] < 32 and "Resource temporarily unavailable" in result.value["error"]
+    assert sandbox.run(tool("hello"), {"name": "still here"}, {}).ok
+
+
+@docker
+def test_a_tool_killed_for_memory_says_so(sandbox, tool):
+    result = sandbox.run(tool("memhog"), {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.error == "killed: out of memory (limit 64 MiB)" and result.exit_code == 137
+
+
+def _reset_peak_rss() -> int:
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS")
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+@docker
+def test_100_mb_of_output_is_cut_and_memory_stays_bounded(sandbox, tool):
+    manifest = tool("printer")
+    sandbox.image(manifest)  # the build is not what we measure
+    rss_before = _reset_peak_rss()
+    started = time.monotonic()
+    result = sandbox.run(manifest, {}, {})
+    elapsed = time.monotonic() - started
+    peak_growth_mb = (_status_kb("VmHWM") - rss_before) / 1024
+    assert result.truncated and result.outcome is Outcome.TOOL_FAILED
+    assert "output limit" in result.error
+    assert len(result.value) == 4 * 1024 * 1024
+    assert peak_growth_mb < 40, peak_growth_mb
+    assert elapsed < 10
+
+
+@docker
+def test_output_over_the_cap_is_cut_and_reported(sandbox, tmp_path):
+    folder = _write_tool(
+        tmp_path / "chatty", "chatty", "python -c \"print('y' * 3000)\"", sandbox={"output_limit_bytes": 1024}
+    )
+    result = sandbox.run(load_manifest(folder), {}, {})
+    assert result.outcome is Outcome.OK and result.truncated
+    assert result.value == "y" * 1024
+
+
+@docker
+def test_every_call_gets_a_fresh_container(docker_api, tmp_path):
+    run = "python -c \"import os; print(os.path.exists('/tmp/used')); open('/tmp/used', 'w').close()\""
+    manifest = load_manifest(_write_tool(tmp_path / "fresh", "fresh", run))
+    with Sandbox(SandboxSettings(pool_size=2)) as box:
+        box.prepare(manifest)
+        values = [box.run(manifest, {}, {}).value for _ in range(4)]
+    assert values == ["False"] * 4
+
+
+@docker
+def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, tool):
+    manifest = tool("hello")
+    with Sandbox(SandboxSettings(pool_size=2)) as box:
+        box.prepare(manifest)
+        pool = next(iter(box._pools.values()))
+        deadline = time.monotonic() + 10
+        while len(pool.idle) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pool.idle) == 2
+        result = box.run(manifest, {"name": "Ada"}, {})
+        assert result.ok and result.duration_seconds < 0.35, result.duration_seconds
+
+
+@docker
+def test_concurrent_calls_run_in_parallel(docker_api, tool):
+    manifest = tool("hello")
+    with Sandbox(SandboxSettings(pool_size=8)) as box:
+        box.prepare(manifest)
+        pool = next(iter(box._pools.values()))
+        deadline = time.monotonic() + 20
+        while len(pool.idle) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        results: list = []
+        threads = [
+            threading.Thread(target=lambda i=i: results.append(box.run(manifest, {"name": f"n{i}"}, {})))
+            for i in range(8)
+        ]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.monotonic() - started
+    assert sorted(r.value["greeting"] for r in results) == sorted(f"Hello, n{i}!" for i in range(8))
+    assert wall < sum(r.duration_seconds for r in results), (wall, [r.duration_seconds for r in results])
+
+
+@docker
+def test_close_removes_every_container_it_created(docker_api, tool):
+    box = Sandbox(SandboxSettings(pool_size=2))
+    manifest = tool("hello")
+    assert box.run(manifest, {"name": "x"}, {}).ok
+    box.prepare(tool("echo"))
+    mine = {"label": f"pocket-runner.sandbox={box.id}"}
+    assert docker_api.containers(all=True, filters=mine)
+    box.close()
+    assert docker_api.containers(all=True, filters=mine) == []
+    assert box.run(manifest, {"name": "x"}, {}).error == "the sandbox is closed"
+
+
+@docker
+def test_a_new_runner_removes_what_a_dead_one_left_and_nothing_else(docker_api, sandbox, tool):
+    import socket
+
+    image = sandbox.image(tool("hello"))
+    dead = f"{socket.gethostname()}:999999999:12345"  # no such pid
+    recycled = f"{socket.gethostname()}:{os.getpid()}:1"  # our pid, but another process start time
+    elsewhere = "another-host:1:1"
+    ids = {}
+    for owner in (dead, recycled, elsewhere):
+        labels = {"pocket-runner.owner": owner, "pocket-runner": "1"}
+        ids[owner] = docker_api.create_container(image, command=["true"], labels=labels)["Id"]
+    try:
+        removed = Sandbox(SandboxSettings()).cleanup_stale()
+        assert set(removed) >= {ids[dead], ids[recycled]}
+        assert ids[elsewhere] not in removed
+        assert docker_api.containers(all=True, filters={"id": ids[elsewhere]})
+    finally:
+        for cid in ids.values():
+            with contextlib.suppress(Exception):
+                docker_api.remove_container(cid, force=True)
+
+
+@docker
+def test_an_edited_tool_is_rebuilt_and_an_unchanged_one_is_not(docker_api, tool_copy):
+    folder = tool_copy("hello")
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        first = box.image(load_manifest(folder))
+        assert box.run(load_manifest(folder), {"name": "Ada"}, {}).value == {"greeting": "Hello, Ada!"}
+        messages.clear()
+        assert box.image(load_manifest(folder)) == first and messages == []
+        script = folder / "hello.py"
+        word = f"Howdy{time.time_ns()}"  # never built before, on any run
+        script.write_text(script.read_text().replace("Hello", word))
+        result = box.run(load_manifest(folder), {"name": "Ada"}, {})
+        assert result.value == {"greeting": f"{word}, Ada!"}
+        assert box.image(load_manifest(folder)) != first
+        assert any("building image" in m for m in messages)
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:  # a new runner: no rebuild
+        messages.clear()
+        box.image(load_manifest(folder))
+        assert messages == []
+
+
+@docker
+def test_a_failed_build_is_a_clear_error_with_the_log_tail(sandbox, tool):
+    result = sandbox.run(tool("badbuild"), {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert "building the image of tool 'badbuild' failed" in result.error
+    assert "fatal: the thing is broken" in result.error and "\x1b[" not in result.error
+
+
+@docker
+def test_invalid_variables_are_bad_input_naming_the_variable(sandbox, tool):
+    result = sandbox.run(tool("hello"), {"name": "x"}, {"API_KEY": "secret\nvalue"})
+    assert result.outcome is Outcome.BAD_INPUT and "API_KEY" in result.error and "secret" not in result.error
+
+
+# -- warm mode -----------------------------------------------------------------------------------------
+
+
+@docker
+def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api, tool):
+    manifest = tool("echo")
+    with Sandbox(SandboxSettings(warm_tools=("echo",))) as box:
+        first = box.run(manifest, {"a": 1}, {"GREETING": "one"}, user_id="alice")
+        second = box.run(manifest, {"a": 2}, {}, user_id="alice")
+        other_user = box.run(manifest, {"a": 3}, {"GREETING": "three"}, user_id="bob")
+        timings = [box.run(manifest, {}, {}, user_id="alice").duration_seconds for _ in range(5)]
+    assert first.ok and first.value["body"] == {"a": 1} and first.value["greeting"] == "one"
+    assert first.stderr == "a line for stderr\n"
+    assert second.value["calls"] == 2 and second.value["greeting"] is None  # same process, fresh environment
+    assert other_user.value["calls"] == 1  # another user never shares a warm container
+    assert sorted(timings)[2] < 0.1, timings  # the benchmark measures it properly; this only guards the design
+
+
+@docker
+def test_warm_mode_is_opt_in_by_settings(sandbox, tool):
+    assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
+    assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
+
+
+@docker
+def test_warm_mode_is_hardened_too(docker_api, tool):
+    with Sandbox(SandboxSettings(warm_tools=("*",))) as box:
+        value = box.run(tool("dumpenv"), {}, {"SLACK_BOT_TOKEN": "xoxb"}).value
+    assert value["uid"] == 65534 and value["status"]["CapEff"] == "0000000000000000"
+    assert value["env"]["SLACK_BOT_TOKEN"] == "xoxb" and "POCKET_HOST_SENTINEL" not in value["env"]
+
+
+@docker
+def test_warm_mode_times_out_and_recovers(docker_api, tmp_path):
+    folder = _write_tool(tmp_path / "slow", "slow", "true")
+    manifest_path = folder / "pocket.json"
+    document = json.loads(manifest_path.read_text())
+    document["entrypoint"]["handler"] = "slow:handle"
+    manifest_path.write_text(json.dumps(document))
+    (folder / "slow.py").write_text("import time\n\ndef handle(body):\n    time.sleep(body['s'])\n    return 'done'\n")
+    manifest = load_manifest(folder)
+    with Sandbox(SandboxSettings(warm_tools=("slow",))) as box:
+        started = time.monotonic()
+        late = box.run(manifest, {"s": 30}, {}, timeout=1)
+        assert time.monotonic() - started < 2 and late.error == "timed out after 1 s"
+        assert box.run(manifest, {"s": 0}, {}).value == "done"
+
+
+# -- builds that reach the package index ---------------------------------------------------------------
+
+
+@docker
+def test_a_build_can_pip_install_the_tool(sandbox, tool):
+    """`pip install .` in the base image, as root at build time, fetching setuptools from the index."""
+    result = sandbox.run(tool("pipbuild"), {"q": 1}, {})
+    assert result.ok, result
+    assert result.value["body"] == {"q": 1}
+    assert "-packages/pipbuild_tool" in result.value["installed_at"]

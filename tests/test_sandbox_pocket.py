@@ -1,0 +1,101 @@
+"""The sandbox seen through `Pocket` and the `pocket` command, against the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from runner.invocation import Outcome
+from runner.pocket import Pocket
+from runner.settings import SandboxSettings, Settings
+from tests.fixtures_docker import HELLO, TOOLS
+from tests.test_cli import pocket
+
+docker = pytest.mark.docker
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data", sandbox=SandboxSettings(pool_size=1))
+
+
+@docker
+def test_pocket_invokes_through_the_sandbox_and_close_removes_its_containers(docker_api, settings):
+    with Pocket(tools=[HELLO, TOOLS / "echo"], settings=settings) as box:
+        assert box.invoke("hello", {"name": "Ada"}).value == {"greeting": "Hello, Ada!"}
+        echoed = box.invoke("echo", {"k": 1}, variables={"GREETING": "yo"})
+        assert echoed.value["greeting"] == "yo" and echoed.value["body"] == {"k": 1}
+        sandbox_id = box._sandbox.id
+    assert docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={sandbox_id}"}) == []
+
+
+@docker
+def test_a_bad_body_never_starts_a_container(docker_api, settings):
+    with Pocket(tools=[HELLO], settings=settings) as box:
+        result = box.invoke("hello", {"name": ""})
+        assert result.outcome is Outcome.BAD_INPUT and "/name" in result.error
+        assert box._sandbox is None
+
+
+@docker
+def test_ainvoke_runs_calls_in_parallel_without_blocking_the_loop(docker_api, tmp_path):
+    settings = Settings(cache_dir=tmp_path / "c", data_dir=tmp_path / "d", sandbox=SandboxSettings(pool_size=8))
+
+    async def main(box: Pocket) -> tuple[list, float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        results = await asyncio.gather(*(box.ainvoke("hello", {"name": f"n{i}"}) for i in range(8)))
+        wall = time.monotonic() - started
+        task.cancel()
+        return results, wall, ticks
+
+    with Pocket(tools=[HELLO], settings=settings) as box:
+        box._sandbox_for_calls().prepare(box.tools["hello"])
+        results, wall, ticks = asyncio.run(main(box))
+    assert all(r.ok for r in results), results
+    assert ticks >= wall / 0.01 * 0.5  # the loop kept running while the calls ran
+    assert wall < sum(r.duration_seconds for r in results)
+
+
+@docker
+def test_cli_invoke_prints_the_result_and_exits_0(docker_api):
+    result = pocket("invoke", str(HELLO), "hello", "--body", '{"name": "Ada"}')
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"greeting": "Hello, Ada!"}
+
+
+@docker
+def test_cli_invoke_of_a_failing_tool_exits_1_with_its_stderr(docker_api):
+    result = pocket("invoke", str(TOOLS / "fail"), "fail", "--body", "{}")
+    assert result.returncode == 1
+    assert "pocket: the tool exited with code 3: something broke" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@docker
+def test_cli_shows_build_progress(docker_api, tool_copy):
+    folder = tool_copy("hello")
+    (folder / "hello.py").write_text((folder / "hello.py").read_text() + f"\n# {time.time_ns()}\n")
+    result = pocket("invoke", str(folder), "hello", "--body", '{"name": "Ada"}')
+    assert result.returncode == 0, result.stderr
+    assert "pocket: building image pocket-tool/hello:" in result.stderr
+    assert "pocket: build hello: Step 1/" in result.stderr
+
+
+@docker
+def test_cli_timeout_exits_1_within_a_second_of_the_limit(docker_api):
+    started = time.monotonic()
+    result = pocket("invoke", str(TOOLS / "sleeper"), "sleeper", "--body", "{}", "--timeout", "0.5")
+    assert result.returncode == 1 and "timed out after 0.5 s" in result.stderr
+    assert time.monotonic() - started < 5
