@@ -64,6 +64,10 @@ const server = provider.listen(port, '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
 });
 
+// Stop at once on a signal: open keep-alive connections must not hold the test session up.
 for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => server.close(() => process.exit(0)));
+  process.on(signal, () => {
+    server.closeAllConnections();
+    process.exit(0);
+  });
 }
