@@ -84,3 +84,50 @@ def test_provider_without_device_endpoint_says_so(make_settings, oidc_server):
     with pytest.raises(Exception, match="does not offer the device authorization grant"):
         auth.start_device("slack")
     auth.close()
+
+
+def test_agent_on_a_headless_machine_is_authorized_from_a_phone(make_settings, oidc_server, person):
+    """With `device_flow`, an invocation's authorization URL is the device page plus a code, and the
+    runner polls in the background: no callback to this machine is needed."""
+    import threading
+
+    from runner.errors import AuthRequiredError
+    from tests.fixtures_oauth import idp_entry
+
+    auth = Authenticator(make_settings({"testidp": idp_entry(oidc_server.issuer)}, device_flow=True))
+    try:
+        with pytest.raises(AuthRequiredError) as caught:
+            auth.environment(SPEC, "phone-user")
+        url = caught.value.url
+        assert url.startswith(f"{oidc_server.issuer}/device?user_code=")
+        code = url.split("user_code=")[1]
+        assert f"enter the code {code}" in str(caught.value)
+        assert auth._server is None  # nothing listens on this machine
+        with pytest.raises(AuthRequiredError) as again:
+            auth.environment(SPEC, "phone-user")
+        assert again.value.url == url  # the same request while it is pending
+        phone = threading.Thread(target=lambda: person.approve_device(url))
+        phone.start()
+        assert auth.wait(timeout=30, user_id="phone-user") == {"testidp": "authorized"}
+        phone.join()
+        token = auth.environment(SPEC, "phone-user")["TESTIDP_TOKEN"]
+        assert oidc_server.introspect(token)["active"] is True
+    finally:
+        auth.close()
+
+
+def test_closing_stops_device_polling(make_settings, oidc_server):
+    import threading
+
+    from runner.errors import AuthRequiredError
+    from tests.fixtures_oauth import idp_entry
+
+    auth = Authenticator(make_settings({"testidp": idp_entry(oidc_server.issuer)}, device_flow=True))
+    with pytest.raises(AuthRequiredError):
+        auth.environment(SPEC, "u")
+    pollers = [t for t in threading.enumerate() if t.name == "pocket-auth-device"]
+    assert pollers
+    auth.close()
+    for poller in pollers:
+        poller.join(timeout=2)
+        assert not poller.is_alive()

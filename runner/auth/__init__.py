@@ -95,6 +95,7 @@ class Authenticator:
         self._changed = threading.Condition()
         self._server: CallbackServer | None = None
         self._setup_lock = threading.Lock()
+        self._closing = threading.Event()
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -196,6 +197,10 @@ class Authenticator:
                 provider=provider.name,
             ) from None
         what = "sign in and allow access" if self._kind_for_url(provider, kind) == "oauth2" else "enter the credential"
+        with self._changed:
+            code = next((p.user_code for p in self._pending.values() if p.url == url and p.user_code), None)
+        if code:
+            what = f"enter the code {code} (on any device) and allow access"
         raise AuthRequiredError(
             f"{provider.title} authorization is needed for user {user_id!r}{detail}: open {url} to {what}",
             provider=provider.name,
@@ -314,14 +319,19 @@ class Authenticator:
             wanted = tuple(sorted(set(scopes) | set(self.required_scopes(entry.name)) | set(granted)))
         else:
             wanted = ()
-        self._callback_server()  # callbacks must have somewhere to land before the URL is shown
+        device = kind == "oauth2" and self._config.device_flow and bool(entry.device_authorization_url)
+        mode = "device" if device else kind
+        if not device:
+            self._callback_server()  # callbacks must have somewhere to land before the URL is shown
         with self._changed:
             self._expire_pending()
             for pending in self._pending.values():
                 if (pending.user_id, pending.provider, pending.kind, pending.scopes) == (
-                    user_id, entry.name, kind, wanted
+                    user_id, entry.name, mode, wanted
                 ):  # fmt: skip
                     return pending.url
+        if device:
+            return self._start_device_pending(entry, user_id, wanted)
         state = new_state()
         pending = Pending(
             state=state,
@@ -594,10 +604,51 @@ class Authenticator:
             self.store.put(credential)
         return credential
 
+    def _start_device_pending(self, provider: Provider, user_id: str, scopes: tuple[str, ...]) -> str:
+        """Start a device grant for an agent's authorization request and poll for it in the background."""
+        device = self.start_device(provider.name, user_id=user_id, scopes=scopes)
+        pending = Pending(
+            state=new_state(),
+            user_id=user_id,
+            provider=provider.name,
+            kind="device",
+            scopes=scopes,
+            redirect_uri="",
+            ttl=max(0.0, device.expires_at - time.time()),
+            url=device.verification_uri_complete or device.verification_uri,
+            user_code=device.user_code,
+        )
+        with self._changed:
+            self._pending[pending.state] = pending
+            self._outcomes.pop((user_id, provider.name), None)
+        threading.Thread(
+            target=self._poll_device, args=(pending, device), name="pocket-auth-device", daemon=True
+        ).start()
+        return pending.url
+
+    def _poll_device(self, pending: Pending, device: DeviceAuthorization) -> None:
+        def sleep(seconds: float) -> None:
+            if self._closing.wait(seconds):
+                raise _Closed
+
+        try:
+            self.finish_device(device, sleep=sleep)
+        except _Closed:
+            return
+        except (OAuthError, SettingsError) as exc:
+            with self._changed:
+                self._pending.pop(pending.state, None)
+            self._finish(pending, False, str(exc))
+            return
+        with self._changed:
+            self._pending.pop(pending.state, None)
+        self._finish(pending, True, "authorized")
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the callback server and release connections. Pending authorizations are dropped."""
+        """Stop the callback server and device polling, release connections. Pending authorizations are dropped."""
+        self._closing.set()
         with self._setup_lock:
             server, self._server = self._server, None
         if server is not None:
@@ -610,6 +661,10 @@ class Authenticator:
 
     def __repr__(self) -> str:
         return f"Authenticator(data_dir={str(self._settings.data_dir)!r})"
+
+
+class _Closed(Exception):
+    """The Authenticator closed while a device grant was polling."""
 
 
 def _with(credential: Credential, **changes: Any) -> Credential:

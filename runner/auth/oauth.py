@@ -71,6 +71,7 @@ class Pending:
     created_at: float = field(default_factory=time.time)
     ttl: float = STATE_TTL_SECONDS
     url: str = ""
+    user_code: str | None = None  # device grant: the code the person enters at `url`
 
     @property
     def expired(self) -> bool:
