@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -400,6 +401,9 @@ class Browser:
         os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
         while True:
             while b"\0" not in self._buffer:
+                readable, _, _ = select.select([self._from_chrome], [], [], 30)
+                if not readable:
+                    raise AssertionError(f"chromium did not answer {method} within 30 s")
                 chunk = os.read(self._from_chrome, 1 << 16)
                 if not chunk:
                     raise AssertionError("chromium closed the DevTools pipe")

@@ -20,7 +20,7 @@ from runner.auth import Authenticator
 from runner.auth.store import EXPIRED
 from runner.errors import AuthRequiredError
 from runner.manifest import AuthSpec
-from tests.fixtures_oauth import ACCESS_TOKEN_TTL, CLIENT_ID, PUBLIC_CLIENT_ID, idp_entry
+from tests.fixtures_oauth import ACCESS_TOKEN_TTL, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID, idp_entry
 
 SPEC = AuthSpec(auth_provider="testidp", scopes=["api:read"])
 
@@ -55,6 +55,7 @@ def test_full_flow_with_pkce_exact_redirect_and_granted_scope(authenticator, per
     assert query["redirect_uri"] == [f"http://127.0.0.1:{callback_port}/auth/testidp/callback"]
     assert set(query["scope"][0].split()) == {"openid", "offline_access", "api:read"}
     assert url_from(authenticator) == url  # the same pending request while it waits
+    assert CLIENT_SECRET not in url and "code_verifier" not in url
 
     callback = person.authorize(url)
     page = person.visit(callback)
@@ -244,7 +245,6 @@ def test_invalid_grant_on_refresh_means_authorization_required(authenticator, pe
     # The grant is revoked behind our back (the person removed the app at the provider).
     import httpx
 
-    from tests.fixtures_oauth import CLIENT_SECRET
 
     httpx.post(
         f"{oidc_server.issuer}/token/revocation",
