@@ -245,7 +245,6 @@ def test_invalid_grant_on_refresh_means_authorization_required(authenticator, pe
     # The grant is revoked behind our back (the person removed the app at the provider).
     import httpx
 
-
     httpx.post(
         f"{oidc_server.issuer}/token/revocation",
         data={"token": stored.value("refresh_token"), "token_type_hint": "refresh_token"},
