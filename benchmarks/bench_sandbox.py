@@ -185,8 +185,11 @@ def main() -> int:
     with Sandbox(base) as box:
         image = box.image(manifest)
         base_image = box.base_image(manifest)
-    print(f"tool image {image} (base {base_image}), {args.calls} calls per mode, pause {args.pause}s, "
-          f"pool_size {args.pool}, {os.cpu_count()} cpus", file=sys.stderr)
+    print(
+        f"tool image {image} (base {base_image}), {args.calls} calls per mode, pause {args.pause}s, "
+        f"pool_size {args.pool}, {os.cpu_count()} cpus",
+        file=sys.stderr,
+    )
 
     rows: dict[str, list[float] | None] = {}
     notes: dict[str, str] = {}

@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pocket": "runner.pocket",
+    "function_tool": "runner.function_tools",
+    "FunctionTool": "runner.function_tools",
     "Invocation": "runner.invocation",
     "Outcome": "runner.invocation",
     "Manifest": "runner.manifest",
@@ -28,6 +30,7 @@ _EXPORTS = {
 
 __all__ = [
     "AuthRequiredError",
+    "FunctionTool",
     "Invocation",
     "Manifest",
     "ManifestError",
@@ -38,12 +41,14 @@ __all__ = [
     "SettingsError",
     "SourceError",
     "__version__",
+    "function_tool",
     "load_manifest",
     "load_settings",
 ]
 
 if TYPE_CHECKING:
     from runner.errors import AuthRequiredError, ManifestError, PocketError, SettingsError, SourceError
+    from runner.function_tools import FunctionTool, function_tool
     from runner.invocation import Invocation, Outcome
     from runner.manifest import Manifest, load_manifest
     from runner.pocket import Pocket

@@ -1,4 +1,4 @@
-"""The `pocket` command: validate, list and invoke tools.
+"""The `pocket` command: validate, list, invoke and serve tools.
 
 Exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed.
 Errors are printed as sentences, never as tracebacks.
@@ -129,6 +129,15 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
     with Pocket([args.source], settings=settings, progress=_say) as pocket:
         result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
+        auth = pocket.tools[args.tool].auth if args.tool in pocket.tools else None
+    if result.outcome is Outcome.AUTH_REQUIRED and result.auth_url and auth is not None:
+        # The URL in the result dies with this process (its callback server stops): log in on its own.
+        handler = f" --handler {auth.handler}" if auth.handler else ""
+        _say(
+            f"{auth.provider} authorization is needed for user {args.user!r}: run "
+            f"`pocket auth login {auth.provider}{handler} --user {args.user}`, then invoke again"
+        )
+        return EXIT_AUTH_REQUIRED
     if result.ok:
         print(result.text())
         if result.truncated:
@@ -140,6 +149,103 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     if result.stderr:
         print(result.stderr.rstrip("\n"), file=sys.stderr)
     return result.outcome.exit_code if result.outcome is not Outcome.OK else EXIT_TOOL_FAILED
+
+
+def _read_secret(prompt: str, *, secret: bool) -> str:
+    """One value from the terminal (no echo for secrets) or, when stdin is not a terminal, one line of it."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(prompt, stream=sys.stderr) if secret else input(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise PocketError(f"expected a value on stdin for {prompt.rstrip(': ')}")
+    return line.rstrip("\r\n")
+
+
+def _cmd_auth(args: argparse.Namespace) -> int:
+    import time
+
+    from runner.auth import Authenticator
+    from runner.auth.providers import FORM_FIELDS
+
+    auth = Authenticator(_settings(args))
+    try:
+        if args.auth_command == "status":
+            rows = auth.status(None if args.all_users else args.user, args.provider)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            elif not rows:
+                print("no stored credentials" + (f" for user {args.user!r}" if not args.all_users else ""))
+            for row in rows if not args.json else []:
+                expiry = row.get("expires_at")
+                when = "no expiry" if expiry is None else f"expires in {int(expiry - time.time())} s"
+                scopes = f" [{', '.join(row['scopes'])}]" if row.get("scopes") else ""
+                print(f"{row['provider']} ({row['user']}): {row['kind']}, {row['status']}{scopes}, {when}")
+            return EXIT_OK
+        if args.auth_command == "logout":
+            outcome = auth.logout(args.provider, user_id=args.user)
+            if not outcome["deleted"]:
+                _say(f"no stored {args.provider} credential for user {args.user!r}")
+                return EXIT_OK
+            _say(f"forgot the {args.provider} credential of user {args.user!r}" + (
+                "; revoked at the provider" if outcome["revoked"] else "; the provider was not asked to revoke it"
+            ))  # fmt: skip
+            return EXIT_OK
+        provider = auth.provider(args.provider)
+        kind = provider.kind_of(args.handler) if args.handler else None
+        if kind is None:
+            kind = "oauth2" if "oauth2" in provider.handlers and auth.client(provider) else None
+            kind = kind or next((k for k in provider.handlers if k != "oauth2"), "oauth2")
+        if kind in FORM_FIELDS:
+            values = {
+                name: _read_secret(f"{provider.title} {label.lower()}: ", secret=secret)
+                for name, label, secret in FORM_FIELDS[kind]
+            }
+            auth.login_with(provider.name, values, user_id=args.user, kind=kind)
+            _say(f"stored the {provider.title} {kind} credential of user {args.user!r} (encrypted)")
+            return EXIT_OK
+        if args.device:
+            device = auth.start_device(provider.name, user_id=args.user, scopes=args.scope)
+            _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
+            _say(f"and enter the code {device.user_code}")
+            auth.finish_device(device)
+        else:
+            url = auth.authorization_url(provider.name, user_id=args.user, kind="oauth2", scopes=args.scope)
+            _say(f"open this URL to authorize {provider.title} for user {args.user!r}:")
+            print(url, flush=True)
+            outcome = auth.wait(args.timeout, user_id=args.user).get(provider.name, "authorized")
+            if outcome != "authorized":
+                _say(f"{provider.title} was not authorized: {outcome}")
+                return EXIT_AUTH_REQUIRED
+        _say(f"{provider.title} is authorized for user {args.user!r}")
+        return EXIT_OK
+    finally:
+        auth.close()
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from runner import mcp_server
+    except ImportError as exc:
+        raise PocketError(str(exc)) from None
+    from runner.pocket import Pocket
+
+    with Pocket(args.sources, settings=_settings(args), progress=_say) as pocket:
+        count = f"{len(pocket.tools)} tool{'s' if len(pocket.tools) != 1 else ''}"
+        if not args.http:
+            _say(f"serving {count} over MCP on stdio, calling as user {args.user!r}")
+            mcp_server.serve(pocket, transport="stdio", user_id=args.user)
+            return EXIT_OK
+        if args.host not in _LOOPBACK:
+            _say(f"warning: {args.host} is not loopback: anyone who reaches it can call these tools as {args.user!r}")
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        _say(f"serving {count} over MCP at http://{host}:{args.port}/mcp, calling as user {args.user!r} (Ctrl-C stops)")
+        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user)
+    return EXIT_OK
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -164,6 +270,24 @@ EXAMPLES = {
   pocket invoke ./tools slack_get_messages --body '{"channel": "C1", "limit": 5}' --user alice
 
 exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed""",
+    "auth": """examples:
+  pocket auth login slack                      # OAuth in the browser (client id/secret in .secrets.toml)
+  pocket auth login github --device            # authorize from a phone (device grant)
+  pocket auth login serpapi --user alice       # prompts for the API key without echo
+  printf '%s\\n' "$KEY" | pocket auth login serpapi  # or reads it from stdin
+  pocket auth status --all-users
+  pocket auth logout slack --user alice        # revokes at the provider where it can
+
+exit codes: 0 done, 2 bad input or settings, 3 authorization not granted""",
+    "serve": """examples:
+  pocket serve tools-example                            # MCP on stdio, for a client to launch
+  pocket serve ./tools https://github.com/OWNER/REPO@v1 --user alice
+  pocket serve tools-example --http --port 8765         # streamable HTTP at http://127.0.0.1:8765/mcp
+
+an MCP client config (stdio):
+  {"mcpServers": {"pocket": {"command": "pocket", "args": ["serve", "/path/to/tools"]}}}
+
+needs the mcp extra: pip install 'pocket-runner[mcp]'""",
 }
 
 
@@ -204,6 +328,33 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
     invoke.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of this call")
     invoke.set_defaults(run=_cmd_invoke)
+
+    auth = command("auth", "Sign in to providers, show and remove stored credentials.")
+    auth_commands = auth.add_subparsers(dest="auth_command", metavar="ACTION", parser_class=_Parser)
+    auth_commands.required = True
+    login = auth_commands.add_parser("login", help="authorize PROVIDER (OAuth, device grant, or a token)")
+    login.add_argument("provider", metavar="PROVIDER")
+    login.add_argument("--handler", help="oauth2, token, basic, keypair (or hyperpocket's PROVIDER-KIND)")
+    login.add_argument("--scope", action="append", default=[], help="a scope to ask for (repeatable)")
+    login.add_argument("--device", action="store_true", help="use the device grant (no browser on this machine)")
+    login.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="how long to wait for consent")
+    status = auth_commands.add_parser("status", help="show stored credentials (never their values)")
+    status.add_argument("provider", metavar="PROVIDER", nargs="?")
+    status.add_argument("--all-users", action="store_true", help="every user, not only --user")
+    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    logout = auth_commands.add_parser("logout", help="revoke (where the provider allows) and forget a credential")
+    logout.add_argument("provider", metavar="PROVIDER")
+    for sub in (login, status, logout):
+        sub.add_argument("--user", default="default", help="whose credentials (default: %(default)s)")
+    auth.set_defaults(run=_cmd_auth)
+
+    serve = command("serve", "Serve every tool the sources provide over the Model Context Protocol (MCP).")
+    serve.add_argument("sources", nargs="+", metavar="SOURCE")
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on with --http (default: %(default)s)")
+    serve.add_argument("--user", default="default", help="whose credentials tool calls use (default: %(default)s)")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 

@@ -7,7 +7,9 @@ its `outcome` to an exit code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -54,6 +56,37 @@ class Invocation:
         if isinstance(self.value, str):
             return self.value
         return json.dumps(self.value, ensure_ascii=False)
+
+
+REDACTED = "[redacted]"
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list | tuple):
+        return [_scrub(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
+    return value
+
+
+def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
+    """The invocation with every secret value replaced in its value, error and stderr, at any depth.
+
+    A tool that prints the token it was given must not hand it to the agent (or its logs).
+    """
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial leftovers
+    if not secrets:
+        return invocation
+    return dataclasses.replace(
+        invocation,
+        value=_scrub(invocation.value, secrets),
+        error=_scrub(invocation.error, secrets),
+        stderr=_scrub(invocation.stderr, secrets),
+    )
 
 
 def parse_output(stdout: str) -> Any:

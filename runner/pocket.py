@@ -1,45 +1,67 @@
 """`Pocket`: the object agent code holds. Loads tools from their sources, then invokes them.
 
 The data flows one way: sources -> manifests -> (body check, credentials) -> sandbox -> Invocation.
+Function tools (`@function_tool`) take the same path up to the credentials, then run in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from runner.errors import AuthRequiredError, SourceError
-from runner.invocation import Invocation, Outcome, body_problems
+from runner.function_tools import FunctionTool, function_tool
+from runner.invocation import Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
 from runner.settings import Settings, load_settings
-from runner.sources import find_tool_folders
 
 if TYPE_CHECKING:
     from runner.auth import Authenticator
     from runner.sandbox import Sandbox
+    from runner.specs import ToolResult
 
 ToolSource = str | Path
+# What `Pocket(tools=[...])` takes: a source, a function tool (or a plain function), or a source with
+# variables for every tool it provides: `("./tools", {"REGION": "eu"})`.
+ToolEntry = ToolSource | FunctionTool | Callable[..., Any] | tuple[ToolSource, Mapping[str, str]]
+Tool = Manifest | FunctionTool
 Progress = Callable[[str], None]
+
+
+def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
+    from runner.sources import find_tool_folders
+
+    folders = find_tool_folders(str(source), cache_dir=settings.cache_dir, progress=progress)
+    return [load_manifest(folder.path) for folder in folders]
+
+
+def _place(tool: Tool) -> str:
+    return str(tool.path) if isinstance(tool, Manifest) else f"function {tool.where}"
+
+
+def _add(tools: dict[str, Tool], tool: Tool) -> None:
+    """Add one tool; a second tool of the same name is an error naming both places."""
+    if tool.name in tools:
+        raise SourceError(
+            f"two tools are named {tool.name!r}: {_place(tools[tool.name])} and {_place(tool)}; "
+            "tool names must be unique within one Pocket"
+        )
+    tools[tool.name] = tool
 
 
 def load_tools(sources: Iterable[ToolSource], settings: Settings, progress: Progress | None = None) -> list[Manifest]:
     """Every tool the sources provide, validated. Duplicate names are an error naming both places."""
-    manifests: dict[str, Manifest] = {}
+    manifests: dict[str, Tool] = {}
     for source in sources:
-        for folder in find_tool_folders(str(source), cache_dir=settings.cache_dir, progress=progress):
-            manifest = load_manifest(folder.path)
-            if manifest.name in manifests:
-                raise SourceError(
-                    f"two tools are named {manifest.name!r}: {manifests[manifest.name].path} and {manifest.path}; "
-                    "tool names must be unique within one Pocket"
-                )
-            manifests[manifest.name] = manifest
-    return list(manifests.values())
+        for manifest in _load_source(source, settings, progress):
+            _add(manifests, manifest)
+    return list(manifests.values())  # type: ignore[arg-type]
 
 
 class Pocket:
@@ -52,42 +74,192 @@ class Pocket:
 
     def __init__(
         self,
-        tools: Iterable[ToolSource],
+        tools: Iterable[ToolEntry],
         *,
         settings: Settings | None = None,
         progress: Progress | None = None,
     ):
+        if isinstance(tools, str | Path | FunctionTool):
+            raise TypeError("tools must be a list, e.g. Pocket(tools=[...])")
         self.settings = settings if settings is not None else load_settings()
         self._progress = progress
-        self._tools = {m.name: m for m in load_tools(tools, self.settings, progress)}
+        self._tools: dict[str, Tool] = {}
+        self._variables: dict[str, dict[str, str]] = {}  # per tool, from ("source", {...}) entries
+        for entry in tools:
+            self._load(entry)
         self._sandbox: Sandbox | None = None
         self._authenticator: Authenticator | None = None
-        self._calls: ThreadPoolExecutor | None = None
+        self._auth_lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _load(self, entry: Any) -> None:
+        variables: Mapping[str, str] | None = None
+        if isinstance(entry, tuple):
+            if len(entry) != 2 or not isinstance(entry[0], str | Path) or not isinstance(entry[1], Mapping):
+                raise TypeError(f"a tool entry tuple must be (source, {{'VARIABLE': 'value'}}), got {entry!r}")
+            entry, variables = entry
+            bad = [k for k, v in variables.items() if not isinstance(k, str) or not isinstance(v, str)]
+            if bad:
+                raise TypeError(f"variables of {entry} must map names to strings; not so for {bad}")
+        if isinstance(entry, str | Path):
+            for manifest in _load_source(entry, self.settings, self._progress):
+                _add(self._tools, manifest)
+                if variables:
+                    self._variables[manifest.name] = dict(variables)
+        elif isinstance(entry, FunctionTool):
+            _add(self._tools, entry)
+        elif callable(entry):
+            _add(self._tools, function_tool(entry))
+        else:
+            raise TypeError(
+                f"cannot load a tool from {type(entry).__name__}: give a path, a git URL, a @function_tool, "
+                "or (source, {'VARIABLE': 'value'})"
+            )
 
     @property
-    def tools(self) -> Mapping[str, Manifest]:
+    def tools(self) -> Mapping[str, Tool]:
+        """Every tool by name: a `Manifest` for sandboxed tools, a `FunctionTool` for in-process ones.
+
+        Both have `.name`, `.tool` (the `ToolSpec`: name, description, input schema) and `.auth`.
+        """
         return self._tools
 
+    def tool_specs(self, format: str = "openai", *, strict: bool = False) -> list[dict[str, Any]]:
+        """Every tool as the given API takes it: "openai" (Chat Completions), "openai-responses", "anthropic".
+
+        With `strict`, OpenAI specs ask for strict schema adherence; every schema must allow it (ValueError
+        naming what does not).
+        """
+        from runner.specs import tool_specs
+
+        return tool_specs(self._tools.values(), format, strict=strict)
+
+    @overload
     def invoke(
         self,
         tool_name: str,
-        body: Any,
+        body: Any = None,
         *,
         user_id: str = "default",
         variables: Mapping[str, str] | None = None,
         timeout: float | None = None,
-    ) -> Invocation:
-        """Run one tool with `body` and return what happened; never raises for the agent's mistakes."""
+    ) -> Invocation: ...
+    @overload
+    def invoke(
+        self,
+        tool_name: Mapping[str, Any] | Any,
+        body: None = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ToolResult: ...
+    def invoke(
+        self,
+        tool_name: Any,
+        body: Any = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run one tool with `body` and return what happened; never raises for the agent's mistakes.
+
+        `tool_name` is a tool name (returns an `Invocation`), or an OpenAI tool call, an OpenAI Responses
+        function call or an Anthropic tool-use block, as a dict or an SDK object: then the body is in
+        the call, and the result is the matching tool-result message (a dict whose `.invocation` is
+        the `Invocation`).
+        """
+        if isinstance(tool_name, str):
+            return self._invoke(tool_name, body, user_id=user_id, variables=variables, timeout=timeout)
+        call = self._tool_call(tool_name, body)
+        if call.problem is not None:
+            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
+        return call.result(
+            self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
+        )
+
+    @overload
+    async def ainvoke(
+        self,
+        tool_name: str,
+        body: Any = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Invocation: ...
+    @overload
+    async def ainvoke(
+        self,
+        tool_name: Mapping[str, Any] | Any,
+        body: None = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ToolResult: ...
+    async def ainvoke(
+        self,
+        tool_name: Any,
+        body: Any = None,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """`invoke` without blocking the event loop: calls run in parallel.
+
+        Async function tools run on the loop itself; everything else on a worker thread.
+        """
+        options = {"user_id": user_id, "variables": variables, "timeout": timeout}
+        if isinstance(tool_name, str):
+            return await self._ainvoke(tool_name, body, **options)
+        call = self._tool_call(tool_name, body)
+        if call.problem is not None:
+            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
+        return call.result(await self._ainvoke(call.name, call.arguments, **options))
+
+    def tool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
+        """Run every tool call in a model response; return the messages to append to the conversation.
+
+        `response` is an OpenAI ChatCompletion (or its message), a Responses response, or an Anthropic
+        Message, as SDK objects or dicts. Options are `invoke`'s. No tool calls: an empty list.
+        """
+        from runner.specs import answer_messages, tool_calls
+
+        calls = tool_calls(response)
+        return answer_messages(calls, [self.invoke(call, **options) for call in calls])
+
+    async def atool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
+        """`tool_results`, with the calls run concurrently."""
+        from runner.specs import answer_messages, tool_calls
+
+        calls = tool_calls(response)
+        return answer_messages(calls, list(await asyncio.gather(*(self.ainvoke(c, **options) for c in calls))))
+
+    @staticmethod
+    def _tool_call(tool: Any, body: Any) -> Any:
+        from runner.specs import parse_tool_call
+
+        if body is not None:
+            raise TypeError("give either a tool name and a body, or a tool call (whose arguments are the body)")
+        return parse_tool_call(tool)
+
+    def _prepare(self, tool_name: str, body: Any, user_id: str) -> Invocation | tuple[Tool, dict[str, str]]:
+        """The tool and its credentials, or the Invocation saying why the call cannot run."""
         started = time.perf_counter()
-        manifest = self._tools.get(tool_name)
-        if manifest is None:
+        tool = self._tools.get(tool_name)
+        if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
-        problems = body_problems(manifest.tool.input_schema, body)
+        problems = body_problems(tool.tool.input_schema, body)
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
+        if tool.auth is None:
+            return tool, {}
         try:
-            secrets = self._auth().environment(manifest.auth, user_id) if manifest.auth else {}
+            return tool, self._auth().environment(tool.auth, user_id)
         except AuthRequiredError as exc:
             return Invocation(
                 tool_name,
@@ -96,29 +268,91 @@ class Pocket:
                 auth_url=exc.url,
                 duration_seconds=time.perf_counter() - started,
             )
-        environment = {
-            **manifest.variables,
-            **self.settings.variables.get(tool_name.lower(), {}),
-            **(variables or {}),
-            **secrets,
-        }
-        return self._sandbox_for_calls().run(manifest, body, environment, timeout=timeout, user_id=user_id)
 
-    async def ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
-        """`invoke` on a worker thread, so the event loop never blocks and calls run in parallel."""
-        # Our own threads: asyncio's default executor has only cpu_count + 4 of them (6 on 2 cores).
-        if self._calls is None:
-            self._calls = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._calls, functools.partial(self.invoke, tool_name, body, **options)
-        )
+    def _invoke(
+        self,
+        tool_name: str,
+        body: Any,
+        *,
+        user_id: str = "default",
+        variables: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Invocation:
+        started = time.perf_counter()
+        prepared = self._prepare(tool_name, body, user_id)
+        if isinstance(prepared, Invocation):
+            return prepared
+        tool, secrets = prepared
+        if isinstance(tool, FunctionTool):
+            result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
+        else:
+            environment = {
+                **tool.variables,
+                **self.settings.variables.get(tool_name.lower(), {}),
+                **self._variables.get(tool_name, {}),
+                **(variables or {}),
+                **secrets,
+            }
+            result = self._sandbox_for_calls().run(tool, body, environment, timeout=timeout, user_id=user_id)
+        return redact(result, secrets.values())
+
+    async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
+        tool = self._tools.get(tool_name)
+        loop = asyncio.get_running_loop()
+        if not (isinstance(tool, FunctionTool) and tool.is_async):
+            return await loop.run_in_executor(
+                self._workers(), functools.partial(self._invoke, tool_name, body, **options)
+            )
+        started = time.perf_counter()
+        if tool.auth is None:  # nothing that may block: stay on the loop
+            prepared = self._prepare(tool_name, body, options["user_id"])
+        else:  # fetching or refreshing a token may do I/O
+            prepared = await loop.run_in_executor(self._workers(), self._prepare, tool_name, body, options["user_id"])
+        if isinstance(prepared, Invocation):
+            return prepared
+        _, secrets = prepared
+        result = await tool.arun(body, secrets, timeout=options["timeout"], started=started)
+        return redact(result, secrets.values())
+
+    def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
+        executor has only cpu_count + 4 of them (6 on 2 cores), too few for concurrent calls."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
+        return self._executor
+
+    def initialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
+        """For every provider the loaded tools need and `user_id` has not authorized yet: the URL to show
+        the person (an OAuth consent page, or the local form to enter a token). Empty when all is set."""
+        return self._auth().initialize([t.auth for t in self._tools.values() if t.auth], user_id)
+
+    def wait_tool_auth(self, timeout: float | None = None, user_id: str = "default") -> bool:
+        """Wait until the person has answered every authorization started for `user_id`, or `timeout`
+        passes. True when every one was granted."""
+        outcome = self._auth().wait(timeout, user_id=user_id)
+        return all(state == "authorized" for state in outcome.values())
+
+    async def ainitialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
+        return await asyncio.to_thread(self.initialize_tool_auth, user_id)
+
+    async def await_tool_auth(self, timeout: float | None = None, user_id: str = "default") -> bool:
+        return await asyncio.to_thread(self.wait_tool_auth, timeout, user_id)
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._auth()
 
     def _auth(self) -> Authenticator:
-        if self._authenticator is None:
-            from runner.auth import Authenticator
+        with self._auth_lock:
+            if self._authenticator is None:
+                from runner.auth import Authenticator
 
-            self._authenticator = Authenticator(self.settings)
-        return self._authenticator
+                authenticator = Authenticator(self.settings)
+                for tool in self._tools.values():
+                    if tool.auth:  # consent asks for the union of the loaded tools' scopes
+                        authenticator.require_scopes(tool.auth.provider, tool.auth.scopes)
+                self._authenticator = authenticator
+            return self._authenticator
 
     def _sandbox_for_calls(self) -> Sandbox:
         if self._sandbox is None:
@@ -129,9 +363,9 @@ class Pocket:
 
     def close(self) -> None:
         """Remove every container this Pocket started and stop its servers."""
-        if self._calls is not None:
-            self._calls.shutdown(wait=True)
-            self._calls = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None

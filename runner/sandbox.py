@@ -902,7 +902,10 @@ class Sandbox:
             tty=False,
             network_disabled=network is False,
             labels={
-                LABEL: "1", LABEL_OWNER: self._owner, LABEL_SANDBOX: self.id, LABEL_TOOL: spec.tool,
+                LABEL: "1",
+                LABEL_OWNER: self._owner,
+                LABEL_SANDBOX: self.id,
+                LABEL_TOOL: spec.tool,
                 LABEL_MODE: spec.mode,
             },
             host_config=host_config,

@@ -84,11 +84,27 @@ class ProviderSettings(BaseModel):
     token: SecretStr | None = None  # a static token or API key for token handlers
     username: str | None = None
     password: SecretStr | None = None
+    api_key: SecretStr | None = None  # keypair handlers (e.g. Kraken)
+    api_secret: SecretStr | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _as_string(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class CredentialSettings(_Section):
+    """How the runner obtains and keeps credentials: `[credentials]` (providers themselves are `[auth.NAME]`)."""
+
+    callback_host: str = "127.0.0.1"  # the loopback callback server binds here
+    callback_port: int = Field(default=8400, ge=0, le=65535)  # 0: any free port (redirect URIs then vary)
+    public_base_url: str | None = None  # e.g. https://agent.example.com when a proxy forwards to the callback
+    refresh_margin_seconds: float = Field(default=300.0, ge=0)  # refresh this long before expiry
+    encryption_key: SecretStr | None = None  # base64 of 32 bytes; default: a generated key file in data_dir
+    authorization_timeout_seconds: float = Field(default=600.0, gt=0)  # how long a pending authorization lives
+    # Headless machines: OAuth providers offering the device grant are authorized with a code the person
+    # enters on any device (a phone), instead of a redirect to this machine's callback server.
+    device_flow: bool = False
 
 
 class Settings(BaseModel):
@@ -98,6 +114,7 @@ class Settings(BaseModel):
     data_dir: Path = Field(default_factory=_default_data_dir)
     sandbox: SandboxSettings = SandboxSettings()
     auth: dict[str, ProviderSettings] = Field(default_factory=dict)
+    credentials: CredentialSettings = CredentialSettings()
     # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 

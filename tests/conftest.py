@@ -5,6 +5,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures_git",
     "tests.fixtures_docker",
+    "tests.fixtures_oauth",
 ]
 
 

@@ -18,5 +18,12 @@ for root in ("/run", "/var/run", "/tmp", "/"):
         if root == "/":
             dirnames[:] = [d for d in dirnames if d not in ("proc", "sys", "usr")]
 mounts = open("/proc/self/mounts").read()
-print(json.dumps({"sockets": sorted(set(sockets)), "docker_in_mounts": "docker.sock" in mounts,
-                  "DOCKER_HOST": os.environ.get("DOCKER_HOST")}))
+print(
+    json.dumps(
+        {
+            "sockets": sorted(set(sockets)),
+            "docker_in_mounts": "docker.sock" in mounts,
+            "DOCKER_HOST": os.environ.get("DOCKER_HOST"),
+        }
+    )
+)

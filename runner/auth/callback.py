@@ -1,0 +1,156 @@
+"""The loopback server that receives OAuth callbacks, and the small pages a person sees there.
+
+It listens on 127.0.0.1 (configurable) and answers three things only:
+- `GET /auth/PROVIDER/callback?code=...&state=...` (or `?error=...`): the end of an authorization;
+- `GET /auth/PROVIDER/form?state=...`: a form to paste a token, API key, or username and password;
+- `POST /auth/PROVIDER/form`: that form's submission.
+Every page says what happened in plain words and has no links out (never an open redirect). Requests
+naming another Host are refused (DNS rebinding). Request
+lines are not logged (they carry authorization codes); pages are sent with `no-store`, no referrer and
+a strict content security policy.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from runner.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class Page:
+    status: int
+    title: str
+    message: str
+    kind: str = "info"  # success, failure, form
+    form: str = ""  # pre-rendered form HTML (already escaped)
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#1f2328}
+h1{font-size:1.4rem} .success h1{color:#1a7f37} .failure h1{color:#cf222e}
+label{display:block;margin:.8rem 0 .2rem} input{width:100%;padding:.4rem;font:inherit;box-sizing:border-box}
+button{margin-top:1rem;padding:.5rem 1.2rem;font:inherit}
+"""
+
+
+def render(page: Page) -> bytes:
+    body = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(page.title)} - pocket</title><style>{_STYLE}</style></head>"
+        f"<body class='{page.kind}'><main><h1 id='title'>{html.escape(page.title)}</h1>"
+        f"<p id='message'>{html.escape(page.message)}</p>{page.form}</main></body></html>"
+    )
+    return body.encode("utf-8")
+
+
+def token_form(action: str, state: str, fields: list[tuple[str, str, bool]], help_text: str | None) -> str:
+    inputs = "".join(
+        f"<label for='{html.escape(name)}'>{html.escape(label)}</label>"
+        f"<input id='{html.escape(name)}' name='{html.escape(name)}' type='{'password' if secret else 'text'}' "
+        "required autocomplete='off' spellcheck='false'>"
+        for name, label, secret in fields
+    )
+    help_html = f"<p id='help'>{html.escape(help_text)}</p>" if help_text else ""
+    return (
+        f"{help_html}<form id='credential-form' method='post' action='{html.escape(action)}'>"
+        f"<input type='hidden' name='state' value='{html.escape(state)}'>{inputs}"
+        "<button type='submit' id='save'>Save</button></form>"
+    )
+
+
+Handler = Callable[[str, str, str, dict[str, str]], Page]  # (method, provider, action, params) -> Page
+
+
+class CallbackServer:
+    """A ThreadingHTTPServer on a daemon thread, delegating every request to `handle`."""
+
+    def __init__(self, host: str, port: int, handle: Handler, *, public_hosts: tuple[str, ...] = ()):
+        self._handle = handle
+        self._public_hosts = {h.lower() for h in public_hosts}
+        outer = self
+
+        class _RequestHandler(BaseHTTPRequestHandler):
+            server_version = "pocket-auth"
+            sys_version = ""
+
+            def log_message(
+                self, format: str, *args: Any
+            ) -> None:  # request lines carry authorization codes: never logged
+                return
+
+            def _send(self, page: Page) -> None:
+                body = render(page)
+                self.send_response(page.status)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("Referrer-Policy", "no-referrer")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                self.send_header("X-Frame-Options", "DENY")
+                self.send_header(
+                    "Content-Security-Policy",
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+                )
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _route(self, method: str, params: dict[str, str]) -> None:
+                parts = urlsplit(self.path).path.strip("/").split("/")
+                if (self.headers.get("Host") or "").lower() not in outer.allowed_hosts:
+                    # A page elsewhere reaching the loopback port through DNS rebinding names another host.
+                    page = Page(421, "Wrong address", "This server only answers on its own address.", "failure")
+                elif len(parts) == 3 and parts[0] == "auth" and parts[2] in ("callback", "form"):
+                    try:
+                        page = outer._handle(method, parts[1], parts[2], params)
+                    except Exception as exc:  # a bug of ours: say so, never a traceback with secrets
+                        page = Page(
+                            500, "Something went wrong", f"pocket could not finish: {type(exc).__name__}", "failure"
+                        )
+                else:
+                    page = Page(404, "Not found", "There is nothing here.", "failure")
+                self._send(page)
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query, keep_blank_values=True)
+                self._route("GET", {k: v[0] for k, v in query.items()})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > 64 * 1024:
+                    self._send(Page(413, "Too large", "That form is too large.", "failure"))
+                    return
+                raw = self.rfile.read(length).decode("utf-8", "replace")
+                form = parse_qs(raw, keep_blank_values=True)
+                self._route("POST", {k: v[0] for k, v in form.items()})
+
+        try:
+            self._server = ThreadingHTTPServer((host, port), _RequestHandler)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot listen for authorization callbacks on {host}:{port}: {exc.strerror}; "
+                "set credentials.callback_port to a free port"
+            ) from None
+        self._server.daemon_threads = True
+        self.host, self.port = self._server.server_address[:2]
+        names = {str(self.host), "127.0.0.1", "localhost", "[::1]"}
+        self.allowed_hosts = {f"{name}:{self.port}" for name in names} | self._public_hosts
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="pocket-auth-callback", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __repr__(self) -> str:
+        return f"CallbackServer({self.host}:{self.port})"

@@ -1,0 +1,191 @@
+"""The provider catalog: what the runner knows about each provider, as data.
+
+The catalog ships as `providers.toml` beside this module. Settings may override any key of a catalog
+provider and may define new providers, under `[auth.NAME]`, with no code: either explicit URLs or an
+`issuer` whose metadata is discovered (RFC 8414 / OpenID Connect Discovery).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from runner.errors import SettingsError
+
+KINDS = ("oauth2", "token", "basic", "keypair")
+# The fields a person enters for each non-OAuth kind, with a label and whether it is secret.
+FORM_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "token": (("token", "Token or API key", True),),
+    "basic": (("username", "Username", False), ("password", "Password", True)),
+    "keypair": (("api_key", "API key", True), ("api_secret", "API secret", True)),
+}
+# hyperpocket's handler suffixes that mean one of our kinds.
+_KIND_ALIASES = {"basicauth": "basic", "apitoken": "token", "api_token": "token", "bearer": "token", "oauth": "oauth2"}
+# Keys of [auth.NAME] that are client credentials or stored secrets, not catalog fields.
+SETTINGS_ONLY_KEYS = {"client_id", "client_secret", "token", "username", "password", "api_key", "api_secret"}
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider's entry: endpoints, quirks, handlers and the variables its tools read."""
+
+    name: str
+    display_name: str = ""
+    handlers: tuple[str, ...] = ("token",)
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    docs_url: str | None = None
+    token_help: str | None = None
+    issuer: str | None = None
+    authorization_url: str | None = None
+    token_url: str | None = None
+    revocation_url: str | None = None
+    device_authorization_url: str | None = None
+    scope_separator: str = " "
+    scope_param: str = "scope"
+    default_scopes: tuple[str, ...] = ()
+    authorization_params: dict[str, str] = field(default_factory=dict)
+    token_params: dict[str, str] = field(default_factory=dict)
+    refresh_params: dict[str, str] = field(default_factory=dict)
+    token_request_auth_method: str = "client_secret_post"
+    token_request_format: str = "form"
+    pkce: bool = True
+    access_token_path: str = "access_token"
+    refresh_token_path: str = "refresh_token"
+    expires_in_path: str = "expires_in"
+    scope_path: str = "scope"
+    refresh_access_token_path: str = "access_token"
+    refresh_refresh_token_path: str = "refresh_token"
+    refresh_expires_in_path: str = "expires_in"
+    refresh_scope_path: str = "scope"
+    extra_fields: tuple[str, ...] = ()
+    ok_field: str | None = None
+    refresh: bool = True
+    revocation_method: str = "rfc7009"
+    handler_class: str | None = None  # "module:Class" implementing runner.auth.oauth.OAuthHandler
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def default_kind(self) -> str:
+        return self.handlers[0]
+
+    def kind_of(self, handler: str | None) -> str:
+        """The credential kind a manifest's `auth_handler` names ("notion-token" -> "token")."""
+        if not handler:
+            return self.default_kind
+        name = handler.lower()
+        if name.startswith(self.name + "-"):
+            name = name[len(self.name) + 1 :]
+        name = _KIND_ALIASES.get(name, name)
+        if name not in self.handlers:
+            raise SettingsError(
+                f"provider {self.name!r} has no auth handler {handler!r}; it offers "
+                + ", ".join(f"{self.name}-{k}" for k in self.handlers)
+            )
+        return name
+
+    def env_templates(self, kind: str) -> dict[str, str]:
+        templates = self.env.get(kind)
+        if not templates and kind in ("oauth2", "token"):  # an OAuth token and a pasted one go to the same place
+            templates = self.env.get("token" if kind == "oauth2" else "oauth2")
+        if templates:
+            return templates
+        if kind == "keypair":
+            prefix = _env_prefix(self.name)
+            return {f"{prefix}_API_KEY": "{api_key}", f"{prefix}_API_SECRET": "{api_secret}"}
+        if kind == "basic":
+            prefix = _env_prefix(self.name)
+            return {f"{prefix}_USERNAME": "{username}", f"{prefix}_PASSWORD": "{password}"}
+        return {f"{_env_prefix(self.name)}_TOKEN": "{token}"}
+
+    def environment(self, kind: str, values: dict[str, str]) -> dict[str, str]:
+        """The variables a tool receives, from a credential's field values."""
+        try:
+            return {variable: template.format_map(values) for variable, template in self.env_templates(kind).items()}
+        except KeyError as exc:
+            raise SettingsError(f"provider {self.name!r}: env template names an unknown field {exc}") from None
+
+    @property
+    def is_oauth_ready(self) -> bool:
+        return bool(self.authorization_url and self.token_url)
+
+
+def _env_prefix(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+_FIELD_NAMES = {f.name for f in fields(Provider)}
+_TUPLES = {"handlers", "default_scopes", "extra_fields"}
+
+
+def _coerce(name: str, key: str, value: Any) -> Any:
+    if key in _TUPLES:
+        if isinstance(value, str):
+            value = [value]
+        return tuple(str(v) for v in value)
+    if key in ("authorization_params", "token_params", "refresh_params"):
+        return {str(k): str(v) for k, v in dict(value).items()}
+    if key == "env":
+        if not isinstance(value, dict):
+            raise SettingsError(f"[auth.{name}] env must be a table")
+        # `env = { VAR = "{token}" }` applies to every kind; `env.token = {...}` to one kind.
+        if value and all(isinstance(v, str) for v in value.values()):
+            return {kind: {str(k): str(v) for k, v in value.items()} for kind in KINDS}
+        return {str(kind): {str(k): str(v) for k, v in vars_.items()} for kind, vars_ in value.items()}
+    if key in ("pkce", "refresh"):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    return None if value is None else str(value)
+
+
+def build_provider(name: str, data: dict[str, Any]) -> Provider:
+    unknown = set(data) - _FIELD_NAMES - SETTINGS_ONLY_KEYS - {"name"}
+    if unknown:
+        raise SettingsError(f"[auth.{name}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {key: _coerce(name, key, value) for key, value in data.items() if key in _FIELD_NAMES and key != "name"}
+    provider = Provider(name=name, **values)
+    for kind in provider.handlers:
+        if kind not in KINDS:
+            raise SettingsError(f"[auth.{name}] handlers: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if provider.token_request_auth_method not in ("client_secret_post", "client_secret_basic", "none"):
+        raise SettingsError(
+            f"[auth.{name}] token_request_auth_method must be client_secret_post, client_secret_basic or none"
+        )
+    if provider.token_request_format not in ("form", "json"):
+        raise SettingsError(f"[auth.{name}] token_request_format must be form or json")
+    return provider
+
+
+@cache
+def catalog() -> dict[str, Provider]:
+    """The providers shipped with the runner."""
+    data = tomllib.loads((Path(__file__).with_name("providers.toml")).read_text(encoding="utf-8"))
+    return {name: build_provider(name, entry) for name, entry in data.items()}
+
+
+def resolve(name: str, overrides: dict[str, Any] | None) -> Provider | None:
+    """The catalog entry for `name` with the settings' overrides applied, or a provider defined in
+    settings only. None when neither the catalog nor the settings know it."""
+    base = catalog().get(name)
+    extra = {k: v for k, v in (overrides or {}).items() if k not in SETTINGS_ONLY_KEYS and v is not None}
+    if base is None:
+        if not extra:
+            # Settings with only a token still define a usable token provider.
+            return build_provider(name, {}) if overrides and overrides.get("token") is not None else None
+        if "handlers" not in extra:
+            oauth = any(k in extra for k in ("issuer", "authorization_url", "token_url"))
+            extra["handlers"] = ["oauth2", "token"] if oauth else ["token"]
+        return build_provider(name, extra)
+    if not extra:
+        return base
+    merged = build_provider(name, extra | {"handlers": extra.get("handlers", list(base.handlers))})
+    changes = {key: getattr(merged, key) for key in extra if key in _FIELD_NAMES}
+    if "env" in changes:
+        changes["env"] = {**base.env, **changes["env"]}
+    return replace(base, **changes)

@@ -1,0 +1,266 @@
+"""Credentials at rest: an SQLite file, every credential encrypted with AES-256-GCM.
+
+- One row per (user, provider). The whole credential (tokens, scopes, expiry, extra fields) is one
+  JSON document encrypted with AES-256-GCM; the associated data binds it to its (user, provider) row,
+  so a ciphertext copied to another row does not decrypt. No token byte is readable in the file.
+- The key comes from settings (base64 of 32 bytes) or from a key file generated on first use, created
+  with mode 0600 and refused when others can read it.
+- WAL mode and `BEGIN IMMEDIATE` write transactions: several processes can use the file at once, and
+  an interrupted write leaves the previous row intact.
+- `lock(user, provider)` serialises refreshes across threads (a lock per key) and processes (a file
+  lock per key in the data directory).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from filelock import FileLock
+from pydantic import SecretStr
+
+from runner.errors import SettingsError
+
+STORE_DIR = "credentials"
+KEY_FILE = "auth.key"
+STORE_FILE = "credentials.sqlite3"
+ACTIVE, EXPIRED = "active", "expired"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What the runner holds for one user at one provider. Secrets are SecretStr: never in a repr."""
+
+    user_id: str
+    provider: str
+    kind: str  # oauth2, token, basic, keypair
+    secrets: dict[str, SecretStr]  # token, refresh_token, username, password, api_key, api_secret
+    scopes: tuple[str, ...] = ()  # granted scopes, as the provider reported them
+    expires_at: float | None = None  # epoch seconds
+    obtained_at: float = field(default_factory=time.time)
+    status: str = ACTIVE
+    extra: dict[str, str] = field(default_factory=dict)  # non-secret response fields (workspace name...)
+
+    def value(self, name: str) -> str | None:
+        secret = self.secrets.get(name)
+        return secret.get_secret_value() if secret is not None else None
+
+    def values(self) -> dict[str, str]:
+        return {name: secret.get_secret_value() for name, secret in self.secrets.items()}
+
+    def expires_within(self, margin: float, now: float | None = None) -> bool:
+        """True when the token expires within `margin` seconds. The margin never exceeds half the
+        token's lifetime, so a short-lived token is not refreshed on every use."""
+        if self.expires_at is None:
+            return False
+        now = time.time() if now is None else now
+        lifetime = max(self.expires_at - self.obtained_at, 0.0)
+        return now + min(margin, lifetime / 2) >= self.expires_at
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "secrets": self.values(),
+                "scopes": list(self.scopes),
+                "expires_at": self.expires_at,
+                "obtained_at": self.obtained_at,
+                "status": self.status,
+                "extra": self.extra,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, user_id: str, provider: str, data: bytes) -> Credential:
+        doc = json.loads(data)
+        return cls(
+            user_id=user_id,
+            provider=provider,
+            kind=doc["kind"],
+            secrets={k: SecretStr(v) for k, v in doc["secrets"].items()},
+            scopes=tuple(doc.get("scopes", ())),
+            expires_at=doc.get("expires_at"),
+            obtained_at=doc.get("obtained_at") or 0.0,
+            status=doc.get("status", ACTIVE),
+            extra=doc.get("extra", {}),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Credential(user_id={self.user_id!r}, provider={self.provider!r}, kind={self.kind!r}, "
+            f"secrets=[{', '.join(sorted(self.secrets))}], scopes={list(self.scopes)!r}, "
+            f"expires_at={self.expires_at!r}, status={self.status!r})"
+        )
+
+    __str__ = __repr__
+
+
+def _load_key(data_dir: Path, configured: SecretStr | None) -> bytes:
+    if configured is not None:
+        try:
+            key = base64.b64decode(configured.get_secret_value(), validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise SettingsError("credentials.encryption_key must be the base64 encoding of 32 random bytes")
+        return key
+    path = data_dir / KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Written whole to a private temporary file, then linked into place: a process that loses the
+        # race reads the winner's complete key, never a half-written one.
+        temporary = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SettingsError(f"{path}: the credential key file must be readable by its owner only (chmod 600 {path})")
+    try:
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError(f"{path}: not a credential key file (expected base64 of 32 bytes)")
+    return key
+
+
+class CredentialStore:
+    """Encrypted credentials per (user, provider) in one SQLite file."""
+
+    def __init__(self, data_dir: Path, encryption_key: SecretStr | None = None, *, path: Path | None = None):
+        # A private folder: the key, the database with its WAL and shared-memory files, and the lock files.
+        self._dir = Path(data_dir) / STORE_DIR
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self._dir, 0o700)
+        self._aead = AESGCM(_load_key(self._dir, encryption_key))
+        self.path = Path(path) if path is not None else self._dir / STORE_FILE
+        self._locks_dir = self._dir / "locks"
+        self._locks_dir.mkdir(exist_ok=True, mode=0o700)
+        self._thread_locks: dict[tuple[str, str], threading.RLock] = {}
+        self._guard = threading.Lock()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS credentials ("
+                " user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed BLOB NOT NULL, updated_at REAL NOT NULL,"
+                " PRIMARY KEY (user_id, provider))"
+            )
+        os.chmod(self.path, 0o600)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _aad(user_id: str, provider: str) -> bytes:
+        return json.dumps(["pocket-runner credential v1", user_id, provider]).encode()
+
+    def _seal(self, credential: Credential) -> bytes:
+        nonce = secrets.token_bytes(12)
+        aad = self._aad(credential.user_id, credential.provider)
+        return nonce + self._aead.encrypt(nonce, credential.to_json(), aad)
+
+    def _open(self, user_id: str, provider: str, sealed: bytes) -> Credential:
+        try:
+            plain = self._aead.decrypt(sealed[:12], sealed[12:], self._aad(user_id, provider))
+        except InvalidTag:
+            raise SettingsError(
+                f"the stored {provider} credential of user {user_id!r} cannot be decrypted: wrong key or tampered "
+                f"row ({self.path}); run `pocket auth logout {provider} --user {user_id}` and log in again"
+            ) from None
+        return Credential.from_json(user_id, provider, plain)
+
+    def get(self, user_id: str, provider: str) -> Credential | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT sealed FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider)
+            ).fetchone()
+        return self._open(user_id, provider, row[0]) if row else None
+
+    def put(self, credential: Credential) -> None:
+        sealed = self._seal(credential)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, "
+                    "updated_at = excluded.updated_at",
+                    (credential.user_id, credential.provider, sealed, time.time()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def delete(self, user_id: str, provider: str) -> bool:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            cursor = db.execute("DELETE FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider))
+            db.execute("COMMIT")
+        return cursor.rowcount > 0
+
+    def entries(self, user_id: str | None = None) -> list[tuple[str, str]]:
+        """(user, provider) pairs stored, optionally for one user."""
+        query, args = "SELECT user_id, provider FROM credentials", ()
+        if user_id is not None:
+            query, args = query + " WHERE user_id = ?", (user_id,)
+        with self._connect() as db:
+            return [(u, p) for u, p in db.execute(query + " ORDER BY user_id, provider", args)]
+
+    @contextmanager
+    def lock(self, user_id: str, provider: str) -> Iterator[None]:
+        """Exclusive per (user, provider) across the threads of this process and across processes."""
+        key = (user_id, provider)
+        with self._guard:
+            thread_lock = self._thread_locks.setdefault(key, threading.RLock())
+        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+        with thread_lock, FileLock(str(self._locks_dir / f"{digest}.lock"), timeout=120, mode=0o600):
+            yield
+
+    def __repr__(self) -> str:
+        return f"CredentialStore({str(self.path)!r})"
+
+
+def describe(credential: Credential) -> dict[str, Any]:
+    """A token-free summary of a credential, for `pocket auth status`."""
+    return {
+        "user": credential.user_id,
+        "provider": credential.provider,
+        "kind": credential.kind,
+        "status": credential.status,
+        "scopes": list(credential.scopes),
+        "expires_at": credential.expires_at,
+        "refreshable": "refresh_token" in credential.secrets,
+        **({"details": credential.extra} if credential.extra else {}),
+    }

@@ -1,0 +1,1 @@
+"""Adapters to agent frameworks. Each one is an optional extra: importing `runner` never imports them."""

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# What the tests need beyond the Python packages. Idempotent; called by `setup.sh --test`.
+#   - Debian's chromium, for the auth pages checked in a real headless browser (tests/test_auth_browser.py)
+#   - node and npm (Debian's packages when missing), and the pinned node modules of the test
+#     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
+# Run as root (or with sudo) on Debian/Ubuntu.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=""
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+if [ -n "$missing" ]; then
+    echo "setup-test-deps: installing$missing"
+    as_root apt-get update -qq
+    # shellcheck disable=SC2086
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 18 ]; then
+    echo "setup-test-deps: node $node_major is too old for oidc-provider (18 or newer needed)" >&2
+    exit 1
+fi
+
+if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
+    echo "setup-test-deps: npm ci in tests/oidc"
+    (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo "setup-test-deps: ready (chromium: $(command -v chromium || command -v chromium-browser), node $(node --version))"

@@ -1,0 +1,73 @@
+// A strict OAuth 2.0 / OpenID Connect authorization server for the auth tests (panva's oidc-provider,
+// OpenID Certified). Configured from the environment by tests/fixtures_oauth.py:
+//   PORT               port to listen on (127.0.0.1 only)
+//   CLIENTS            JSON list of client metadata (client_id, client_secret, redirect_uris, ...)
+//   ACCESS_TOKEN_TTL   access token lifetime in seconds (short, to test refresh)
+// Strict on purpose: exact redirect URIs, PKCE S256 required, single-use codes, refresh tokens rotated
+// on every use with reuse detection (a replayed refresh token revokes the whole grant), no clock tolerance.
+// Prints one line "ready <issuer>" on stdout once it accepts connections.
+
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.PORT || 0);
+const issuer = `http://127.0.0.1:${port}`;
+const accessTokenTTL = Number(process.env.ACCESS_TOKEN_TTL || 60);
+const clients = JSON.parse(process.env.CLIENTS || '[]');
+const resource = 'urn:pocket:test-api';
+const apiScopes = 'api:read api:write repo user';
+
+const provider = new Provider(issuer, {
+  clients,
+  clockTolerance: 0,
+  scopes: ['openid', 'offline_access'],
+  pkce: { methods: ['S256'], required: () => true },
+  rotateRefreshToken: true,
+  ttl: {
+    AccessToken: accessTokenTTL,
+    AuthorizationCode: 60,
+    DeviceCode: 120,
+    Grant: 3600,
+    IdToken: 3600,
+    Interaction: 600,
+    RefreshToken: 3600,
+    Session: 3600,
+  },
+  features: {
+    devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({ scope: apiScopes, accessTokenFormat: 'opaque', accessTokenTTL }),
+    },
+  },
+  // Tokens in the token response only: never in a URL.
+  responseTypes: ['code'],
+});
+provider.proxy = false;
+
+// One line per token endpoint outcome, read by the tests (e.g. to count refreshes).
+provider.on('grant.success', (ctx) => {
+  process.stdout.write(`event grant.success ${ctx.oidc.params.grant_type}\n`);
+});
+provider.on('grant.error', (ctx, error) => {
+  process.stdout.write(`event grant.error ${ctx.oidc.params?.grant_type} ${error.error}\n`);
+});
+provider.on('grant.revoked', () => {
+  process.stdout.write('event grant.revoked\n');
+});
+
+const server = provider.listen(port, '127.0.0.1', () => {
+  process.stdout.write(`ready ${issuer}\n`);
+});
+
+// Stop at once on a signal: open keep-alive connections must not hold the test session up.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}

@@ -1,0 +1,220 @@
+"""What agents see: Pocket's auth surface (hyperpocket-compatible), per-user credentials, redaction."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from runner.invocation import Invocation, Outcome
+from runner.pocket import Pocket
+from tests.fixtures_oauth import idp_entry
+
+TOOL_CODE = """
+import hashlib, json, os, sys
+body = json.load(sys.stdin)
+token = os.environ.get(body.get("variable", "TESTIDP_TOKEN"), "")
+print(json.dumps({"sha256": hashlib.sha256(token.encode()).hexdigest(), "echo": token if body.get("echo") else ""}))
+"""
+
+
+def make_tool(root: Path, name: str, provider: str, scopes: list[str], handler: str | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    auth = {"auth_provider": provider, "scopes": scopes} | ({"auth_handler": handler} if handler else {})
+    manifest = {
+        "tool": {
+            "name": name,
+            "description": f"Report a hash of the {provider} token.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"echo": {"type": "boolean"}, "variable": {"type": "string"}},
+            },
+        },
+        "language": "python",
+        "entrypoint": {"run": "python main.py"},
+        "auth": auth,
+    }
+    (folder / "pocket.json").write_text(json.dumps(manifest))
+    (folder / "main.py").write_text(TOOL_CODE)
+    return folder
+
+
+class FakeSandbox:
+    """Runs nothing: answers what the tool above would, from the environment it was handed."""
+
+    def __init__(self) -> None:
+        self.environments: list[dict[str, str]] = []
+
+    def run(self, manifest, body, environment, timeout=None, user_id="default") -> Invocation:
+        self.environments.append(environment)
+        token = environment.get(body.get("variable", "TESTIDP_TOKEN"), "")
+        value = {"sha256": hashlib.sha256(token.encode()).hexdigest(), "echo": token if body.get("echo") else ""}
+        return Invocation(manifest.name, Outcome.OK, value=value, stderr=f"debug: using {token}\n")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def pocket_factory(tmp_path, make_settings, oidc_server):
+    made: list[Pocket] = []
+
+    def make(tools: list[Path], auth: dict | None = None) -> Pocket:
+        settings = make_settings(auth if auth is not None else {"testidp": idp_entry(oidc_server.issuer)})
+        pocket = Pocket([str(t) for t in tools], settings=settings)
+        pocket._sandbox = FakeSandbox()
+        made.append(pocket)
+        return pocket
+
+    yield make
+    for pocket in made:
+        pocket.close()
+
+
+def test_invoke_without_credentials_returns_auth_required_with_the_url(pocket_factory, tmp_path):
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+    result = pocket.invoke("whoami", {})
+    assert result.outcome is Outcome.AUTH_REQUIRED and result.outcome.exit_code == 3
+    assert result.auth_url and result.auth_url in result.error
+    assert pocket._sandbox.environments == []  # the tool never ran
+
+
+def test_initialize_wait_then_invoke_injects_the_token_and_redacts_it(pocket_factory, tmp_path, person, oidc_server):
+    tools = [
+        make_tool(tmp_path, "reader", "testidp", ["api:read"]),
+        make_tool(tmp_path, "writer", "testidp", ["api:write"]),
+        make_tool(tmp_path, "search", "serpapi", []),
+    ]
+    pocket = pocket_factory(tools)
+    urls = pocket.initialize_tool_auth()
+    assert set(urls) == {"testidp", "serpapi"}
+    assert "/auth/serpapi/form?state=" in urls["serpapi"]
+    scope = urls["testidp"].split("scope=")[1].split("&")[0]
+    assert "api%3Aread" in scope and "api%3Awrite" in scope  # the union of the loaded tools' scopes
+
+    def the_person() -> None:
+        person.visit(person.authorize(urls["testidp"]))
+        form_page = person.visit(urls["serpapi"])
+        state = form_page.text.split("name='state' value='")[1].split("'")[0]
+        person.client.post(urls["serpapi"].split("?")[0], data={"state": state, "token": "serp-key-123456"})
+
+    worker = threading.Thread(target=the_person)
+    worker.start()
+    assert pocket.wait_tool_auth(timeout=30) is True
+    worker.join()
+    assert pocket.initialize_tool_auth() == {}
+
+    result = pocket.invoke("reader", {"echo": True})
+    assert result.ok
+    token = pocket._sandbox.environments[-1]["TESTIDP_TOKEN"]
+    assert oidc_server.introspect(token)["active"] is True
+    assert result.value["sha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert result.value["echo"] == "[redacted]" and token not in result.stderr and "[redacted]" in result.stderr
+    result = pocket.invoke("search", {"variable": "SERPAPI_TOKEN", "echo": True})
+    assert result.value["sha256"] == hashlib.sha256(b"serp-key-123456").hexdigest()
+    assert "serp-key-123456" not in json.dumps(result.value)
+
+
+def test_credentials_are_per_user(pocket_factory, tmp_path, person):
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+    url = pocket.initialize_tool_auth(user_id="alice")["testidp"]
+    person.visit(person.authorize(url))
+    assert pocket.invoke("whoami", {}, user_id="alice").ok
+    bob = pocket.invoke("whoami", {}, user_id="bob")
+    assert bob.outcome is Outcome.AUTH_REQUIRED and bob.auth_url != url
+
+
+def test_async_initialize_and_wait(pocket_factory, tmp_path, person):
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+
+    async def agent() -> bool:
+        urls = await pocket.ainitialize_tool_auth()
+        answer = asyncio.create_task(asyncio.to_thread(lambda: person.visit(person.authorize(urls["testidp"]))))
+        granted = await pocket.await_tool_auth(timeout=30)
+        await answer
+        return granted
+
+    assert asyncio.run(agent()) is True
+    assert asyncio.run(pocket.ainvoke("whoami", {})).ok
+
+
+def test_a_denied_authorization_makes_wait_false(pocket_factory, tmp_path, person):
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+    url = pocket.initialize_tool_auth()["testidp"]
+    worker = threading.Thread(target=lambda: person.visit(person.authorize(url, deny=True)))
+    worker.start()
+    assert pocket.wait_tool_auth(timeout=30) is False
+    worker.join()
+
+
+def test_redaction_masks_every_occurrence():
+    from runner.invocation import redact
+
+    token = "gho_0123456789abcdef"
+    result = Invocation(
+        "t",
+        Outcome.TOOL_FAILED,
+        value={"nested": [f"Bearer {token}", {"k": token}]},
+        error=f"failed with {token}",
+        stderr=f"Authorization: Bearer {token}",
+    )
+    clean = redact(result, [token])
+    assert token not in repr(clean) and clean.stderr == "Authorization: Bearer [redacted]"
+    assert clean.value == {"nested": ["Bearer [redacted]", {"k": "[redacted]"}]}
+
+
+@pytest.mark.docker
+def test_a_sandboxed_tool_receives_the_right_token(docker_api, tmp_path, make_settings, oidc_server, person):
+    """In a real container: the tool prints a hash of the token it got, and the token itself comes back masked."""
+    tool = make_tool(tmp_path, "whoami", "testidp", ["api:read"])
+    with Pocket([str(tool)], settings=make_settings({"testidp": idp_entry(oidc_server.issuer)})) as pocket:
+        person.visit(person.authorize(pocket.initialize_tool_auth()["testidp"]))
+        handed: list[str] = []
+        authenticator = pocket.authenticator
+        original = authenticator.environment
+
+        def recording(spec, user_id):
+            environment = original(spec, user_id)
+            handed.append(environment["TESTIDP_TOKEN"])
+            return environment
+
+        authenticator.environment = recording  # what invoke handed the sandbox, whatever refreshes happen
+        result = pocket.invoke("whoami", {"echo": True})
+        assert result.ok, result.error
+        assert result.value["sha256"] == hashlib.sha256(handed[-1].encode()).hexdigest()
+        assert result.value["echo"] == "[redacted]"
+
+
+def test_twenty_concurrent_ainvokes_at_expiry_refresh_once(pocket_factory, tmp_path, person, oidc_server):
+    import time
+
+    pocket = pocket_factory([make_tool(tmp_path, "whoami", "testidp", ["api:read"])])
+    person.visit(person.authorize(pocket.initialize_tool_auth()["testidp"]))
+    time.sleep(2.1)  # the 3 s token is now within the refresh margin
+    mark = oidc_server.mark()
+
+    async def agent() -> list[Invocation]:
+        return await asyncio.gather(*(pocket.ainvoke("whoami", {}) for _ in range(20)))
+
+    results = asyncio.run(agent())
+    assert all(r.ok for r in results)
+    assert len({r.value["sha256"] for r in results}) == 1
+    assert oidc_server.events(mark) == ["grant.success refresh_token"]
+
+
+def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path, make_settings, capsys):
+    from runner.cli import main
+
+    tool = make_tool(tmp_path, "search", "serpapi", [])
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'data_dir = "{tmp_path / "data"}"\n[credentials]\ncallback_port = 0\n')
+    secrets = tmp_path / ".secrets.toml"
+    secrets.write_text("")
+    code = main(["--settings", str(settings), "--secrets", str(secrets), "invoke", str(tool), "search", "--body", "{}"])
+    assert code == 3
+    assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err

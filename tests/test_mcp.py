@@ -1,0 +1,276 @@
+"""The MCP server, tested with the official SDK's own client: in-process, over stdio and over streamable HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runner.function_tools import function_tool
+from runner.pocket import Pocket
+from tests.agents_support import (
+    HELLO,
+    NO_SANDBOX_REASON,
+    SANDBOX_AVAILABLE,
+    FakeAuthenticator,
+    require_docker,
+    settings,
+    with_auth,
+)
+
+pytest.importorskip("mcp")
+
+from mcp import Client, StdioServerParameters
+
+from runner.mcp_server import build_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@function_tool
+def add(a: int, b: int = 1) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@function_tool
+async def divide(a: float, b: float) -> float:
+    """Divide a by b."""
+    return a / b
+
+
+@function_tool(auth_provider="slack", scopes=["chat:write"])
+def post(channel: str, SLACK_BOT_TOKEN: str) -> str:
+    """Post to Slack."""
+    return f"posted to {channel}"
+
+
+@pytest.fixture
+def pocket(tmp_path):
+    with Pocket([add, divide, post, HELLO], settings=settings(tmp_path)) as pocket:
+        yield with_auth(pocket, FakeAuthenticator({("slack", "alice"): "xoxb-alice"}))
+
+
+def run(coroutine_function: Any) -> Any:
+    return anyio.run(coroutine_function)
+
+
+def text(result: Any) -> str:
+    assert len(result.content) == 1 and result.content[0].type == "text"
+    return result.content[0].text
+
+
+def test_list_tools(pocket):
+    async def scenario() -> Any:
+        async with Client(build_server(pocket)) as client:
+            return await client.list_tools()
+
+    tools = {t.name: t for t in run(scenario).tools}
+    assert list(tools) == ["add", "divide", "post", "hello"]
+    assert tools["add"].description == "Add two integers."
+    assert tools["add"].input_schema == pocket.tools["add"].tool.input_schema
+    assert "SLACK_BOT_TOKEN" not in str(tools["post"].input_schema)
+    assert tools["hello"].input_schema["required"] == ["name"]
+
+
+def test_call_function_tools_and_mistakes(pocket):
+    async def scenario() -> dict[str, Any]:
+        async with Client(build_server(pocket)) as client:
+            return {
+                "ok": await client.call_tool("add", {"a": 2, "b": 3}),
+                "async": await client.call_tool("divide", {"a": 1, "b": 4}),
+                "bad_body": await client.call_tool("add", {"a": "two"}),
+                "no_arguments": await client.call_tool("add"),
+                "failed": await client.call_tool("divide", {"a": 1, "b": 0}),
+                "unknown": await client.call_tool("nope", {}),
+            }
+
+    results = run(scenario)
+    assert (text(results["ok"]), results["ok"].is_error) == ("5", False)
+    assert results["ok"].meta["pocket/outcome"] == "ok"
+    assert text(results["async"]) == "0.25"
+    assert results["bad_body"].is_error is True
+    assert text(results["bad_body"]) == "error: invalid body: /a: 'two' is not of type 'integer'"
+    assert results["bad_body"].meta["pocket/outcome"] == "bad_input"
+    assert text(results["no_arguments"]) == "error: invalid body: body: 'a' is a required property"
+    assert results["failed"].is_error and text(results["failed"]) == "error: ZeroDivisionError: float division by zero"
+    assert results["unknown"].is_error and "unknown tool 'nope'" in text(results["unknown"])
+
+
+def test_a_tool_needing_authorization_answers_with_the_url(pocket):
+    async def scenario(user: str) -> Any:
+        async with Client(build_server(pocket, user_id=user)) as client:
+            return await client.call_tool("post", {"channel": "C1"})
+
+    needs_auth = run(lambda: scenario("bob"))
+    assert needs_auth.is_error is True
+    assert "https://auth.example/authorize?state=s" in text(needs_auth)
+    assert needs_auth.meta["pocket/outcome"] == "auth_required"
+    assert needs_auth.meta["pocket/auth_url"] == "https://auth.example/authorize?state=s"
+    granted = run(lambda: scenario("alice"))
+    assert (granted.is_error, text(granted)) == (False, "posted to C1")
+
+
+@pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
+def test_call_a_sandboxed_tool(pocket, request):
+    require_docker(request)
+
+    async def scenario() -> Any:
+        async with Client(build_server(pocket)) as client:
+            return await client.call_tool("hello", {"name": "Ada"}), await client.call_tool("hello", {"name": ""})
+
+    ok, bad = run(scenario)
+    assert ok.is_error is False, text(ok)
+    assert text(ok) == '{"greeting": "Hello, Ada!"}'
+    assert bad.is_error is True and "/name" in text(bad)
+
+
+# -- real transports: a server process, the SDK's client ----------------------------------------------------
+
+SERVER_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+from runner.function_tools import function_tool
+from runner.mcp_server import serve
+from runner.pocket import Pocket
+
+@function_tool
+def add(a: int, b: int = 1) -> int:
+    '''Add two integers.'''
+    return a + b
+
+serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+"""
+
+CLI = "import sys; from runner.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _server_script(tmp_path: Path) -> str:
+    script = tmp_path / "server.py"
+    script.write_text(textwrap.dedent(SERVER_SCRIPT.format(repo=str(REPO), hello=str(HELLO))))
+    return str(script)
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "POCKET_CACHE_DIR": str(tmp_path / "cache"), "POCKET_DATA_DIR": str(tmp_path / "data")}
+
+
+def test_stdio_transport(tmp_path):
+    params = StdioServerParameters(
+        command=sys.executable, args=[_server_script(tmp_path), "stdio"], env=_environment(tmp_path), cwd=str(REPO)
+    )
+
+    async def scenario() -> Any:
+        async with Client(params) as client:
+            return await client.list_tools(), await client.call_tool("add", {"a": 20, "b": 22})
+
+    listing, result = run(scenario)
+    assert [t.name for t in listing.tools] == ["add", "hello"]
+    assert (result.is_error, text(result)) == (False, "42")
+
+
+def test_pocket_serve_on_stdio(tmp_path):
+    params = StdioServerParameters(
+        command=sys.executable, args=["-c", CLI, "serve", str(HELLO)], env=_environment(tmp_path), cwd=str(REPO)
+    )
+
+    async def scenario() -> Any:
+        async with Client(params) as client:
+            return await client.list_tools(), await client.call_tool("hello", {"name": 5})
+
+    listing, bad = run(scenario)
+    assert [t.name for t in listing.tools] == ["hello"]
+    assert bad.is_error and text(bad) == "error: invalid body: /name: 5 is not of type 'string'"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[Any], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.stderr.read() if process.stderr else ''}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("the server did not start listening")
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """`pocket serve --http` on a free loopback port, with the function-tool script as the source of tools."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, _server_script(tmp_path), "http", str(port)],
+        cwd=REPO,
+        env=_environment(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_streamable_http_transport(http_server):
+    async def scenario() -> Any:
+        async with Client(http_server) as client:
+            return (
+                await client.list_tools(),
+                await client.call_tool("add", {"a": 1}),
+                await client.call_tool("add", {"b": 1}),
+            )
+
+    listing, ok, bad = run(scenario)
+    assert [t.name for t in listing.tools] == ["add", "hello"]
+    assert text(ok) == "2"
+    assert bad.is_error and "'a' is a required property" in text(bad)
+
+
+def test_pocket_serve_http_listens_on_loopback(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
+        cwd=REPO,
+        env=_environment(tmp_path),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_port(port, process)
+
+        async def scenario() -> Any:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                return await client.list_tools()
+
+        assert [t.name for t in run(scenario).tools] == ["hello"]
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        if listening:  # ss is there: the socket is bound to loopback only
+            assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert f"at http://127.0.0.1:{port}/mcp" in process.stderr.read()
+
+
+def test_serve_without_sources_is_a_usage_error():
+    result = subprocess.run([sys.executable, "-m", "runner.cli", "serve"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "the following arguments are required: SOURCE" in result.stderr
