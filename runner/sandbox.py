@@ -1244,8 +1244,3 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def iter_owned_containers(api: Any) -> Iterator[dict[str, Any]]:
-    """Every container any pocket runner created (for tests and tooling)."""
-    yield from api.containers(all=True, filters={"label": LABEL})

@@ -419,6 +419,18 @@ def test_a_failed_build_is_a_clear_error_with_the_log_tail(sandbox, tool):
 
 
 @docker
+def test_a_missing_base_image_is_a_clear_error(sandbox, tmp_path):
+    folder = _write_tool(tmp_path / "nobase", "nobase", "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    del document["language"]
+    document["baseImage"] = "pocket-test/no-such-image:1"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    result = sandbox.run(load_manifest(folder), {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert "base image 'pocket-test/no-such-image:1' is not on this machine and cannot be pulled" in result.error
+
+
+@docker
 def test_invalid_variables_are_bad_input_naming_the_variable(sandbox, tool):
     result = sandbox.run(tool("hello"), {"name": "x"}, {"API_KEY": "secret\nvalue"})
     assert result.outcome is Outcome.BAD_INPUT and "API_KEY" in result.error and "secret" not in result.error
