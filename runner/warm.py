@@ -4,7 +4,7 @@ Runs inside the tool's container (stdlib only, any Python 3.8+). Protocol, one J
 stdin  {"id": "...", "env": {NAME: value}, "body": {...}}
 stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}, then "\x1e<id>\n" on stderr
 Anything the handler prints goes to stderr, so it can never corrupt the protocol. The environment
-is reset to the container's own plus the request's `env` before every call.
+is the container's own plus the request's `env` during a call, and the container's own between calls.
 """
 
 import importlib
@@ -41,6 +41,8 @@ def main() -> None:
             text = json.dumps(reply, default=str)
         except BaseException:
             text = json.dumps({"ok": False, "error": traceback.format_exc(limit=-3)})
+        os.environ.clear()  # the request's tokens do not stay in the environment between calls
+        os.environ.update(baseline)
         sys.stderr.flush()
         protocol.write(text + "\n")
         protocol.flush()
