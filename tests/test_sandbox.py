@@ -377,7 +377,10 @@ def test_a_new_runner_removes_what_a_dead_one_left_and_nothing_else(docker_api, 
                                         labels={"pocket-runner.owner": dead})["Id"]  # fmt: skip
     try:
         removed = Sandbox(SandboxSettings()).cleanup_stale()
-        assert set(removed) >= {ids[dead], ids[recycled], network}
+        # Another runner on this engine may have cleaned them first: what matters is that they are gone.
+        for cid in (ids[dead], ids[recycled]):
+            assert cid in removed or not docker_api.containers(all=True, filters={"id": cid})
+        assert network in removed or not docker_api.networks(ids=[network])
         assert ids[elsewhere] not in removed
         assert docker_api.containers(all=True, filters={"id": ids[elsewhere]})
     finally:
