@@ -22,6 +22,7 @@ from runner.sandbox import (
     resolve_limits,
 )
 from runner.settings import SandboxSettings
+from tests.fixtures_docker import HELLO
 
 docker = pytest.mark.docker
 
@@ -389,6 +390,38 @@ def test_a_new_runner_removes_what_a_dead_one_left_and_nothing_else(docker_api, 
                 docker_api.remove_container(cid, force=True)
         with contextlib.suppress(Exception):
             docker_api.remove_network(network)
+
+
+@docker
+def test_containers_of_a_killed_runner_are_removed_by_the_next_one(docker_api, sandbox, tool):
+    import signal
+    import subprocess
+    import sys
+
+    sandbox.image(tool("hello"))  # built already: the child only starts containers
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from runner.manifest import load_manifest\n"
+        "from runner.sandbox import Sandbox\n"
+        "from runner.settings import SandboxSettings\n"
+        "box = Sandbox(SandboxSettings(pool_size=2))\n"
+        f"box.prepare(load_manifest(Path({str(HELLO)!r})))\n"
+        "print(box.id, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        crashed = {"label": f"pocket-runner.sandbox={child.stdout.readline().strip()}"}
+        deadline = time.monotonic() + 20
+        while len(docker_api.containers(filters=crashed)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(docker_api.containers(filters=crashed)) == 2
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    Sandbox(SandboxSettings()).cleanup_stale()
+    assert docker_api.containers(all=True, filters=crashed) == []
 
 
 @docker
