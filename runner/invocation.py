@@ -61,11 +61,16 @@ class Invocation:
 REDACTED = "[redacted]"
 
 
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced, longest first (so no part of a longer one is left)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
+        return redact_text(value, secrets)
     if isinstance(value, list | tuple):
         return [_scrub(item, secrets) for item in value]
     if isinstance(value, dict):
