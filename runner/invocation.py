@@ -7,6 +7,7 @@ its `outcome` to an exit code.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
+from urllib.parse import quote
 
 
 class Outcome(StrEnum):
@@ -61,11 +63,16 @@ class Invocation:
 REDACTED = "[redacted]"
 
 
+def redact_text(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced, longest first (so no part of a longer one is left)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 def _scrub(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
+        return redact_text(value, secrets)
     if isinstance(value, list | tuple):
         return [_scrub(item, secrets) for item in value]
     if isinstance(value, dict):
@@ -73,19 +80,29 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def _encodings(secret: str) -> set[str]:
+    """The secret as a tool might print it: itself, base64 (standard and URL-safe, with and without
+    padding), hex and percent-encoded. A deliberate leak (a slice, a reversal) is not caught."""
+    raw = secret.encode()
+    forms = {secret, raw.hex(), quote(secret, safe="")}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        forms |= {encoded.decode(), encoded.decode().rstrip("=")}
+    return forms
+
+
 def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
-    """The invocation with every secret value replaced in its value, error and stderr, at any depth.
+    """The invocation with every secret replaced in its value, error and stderr, at any depth.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
-    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial leftovers
-    if not secrets:
+    forms = sorted({form for s in secrets if s for form in _encodings(s)}, key=len, reverse=True)
+    if not forms:
         return invocation
     return dataclasses.replace(
         invocation,
-        value=_scrub(invocation.value, secrets),
-        error=_scrub(invocation.error, secrets),
-        stderr=_scrub(invocation.stderr, secrets),
+        value=_scrub(invocation.value, forms),
+        error=_scrub(invocation.error, forms),
+        stderr=_scrub(invocation.stderr, forms),
     )
 
 

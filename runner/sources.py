@@ -41,7 +41,7 @@ GIT_TIMEOUT_SECONDS = 120.0
 SKIPPED_DIRS = frozenset({".git", "node_modules", ".venv", "__pycache__"})  # and every hidden folder
 
 _GIT_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
-_SCP_LIKE = re.compile(r"^[^@/:\s]+@[^@/:\s]+:(?!//)")  # git@host:owner/repo.git
+_SCP_LIKE = re.compile(r"^[^@/:\s-][^@/:\s]*@[^@/:\s]+:(?!//)")  # git@host:owner/repo.git, never an -option
 _FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _ABBREV_SHA = re.compile(r"^[0-9a-fA-F]{4,39}$")
 _TREE_PATH = re.compile(r"^/([^/]+)/([^/]+)/tree/(.+)$")
@@ -339,7 +339,7 @@ class _Remote:
             raise self._error
         if self._refs is None:
             try:
-                out = _git(["ls-remote", self.url], secrets=self.secrets)
+                out = _git(["ls-remote", "--", self.url], secrets=self.secrets)
             except _GitError as exc:
                 self._error = exc
                 raise
@@ -554,7 +554,7 @@ def _fetch_objects(remote: _Remote, repo: Path, commit: str | None, ref_name: st
         if extra is everything and (repo / ".git" / "shallow").exists():
             extra = ["--unshallow", *everything]  # the ref moved since ls-remote: the commit is further back
         try:
-            _git(["fetch", "-q", "--no-tags", remote.url, *extra], cwd=repo, secrets=remote.secrets)
+            _git(["fetch", "-q", "--no-tags", "--", remote.url, *extra], cwd=repo, secrets=remote.secrets)
             error = None
         except _GitError as exc:
             if exc.final:

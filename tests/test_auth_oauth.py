@@ -291,3 +291,18 @@ def test_logout_revokes_at_the_provider(authenticator, person, oidc_server):
     with pytest.raises(AuthRequiredError):
         authenticator.environment(SPEC, "default")
     assert authenticator.logout("testidp", user_id="default") == {"deleted": False, "revoked": False}
+
+
+def test_the_callback_server_refuses_a_negative_content_length(authenticator, callback_port):
+    """A negative length must not turn into a read to the end of the stream (an unbounded body)."""
+    import socket
+
+    authenticator.base_url()  # starts the callback server
+    with socket.create_connection(("127.0.0.1", callback_port), timeout=5) as conn:
+        conn.sendall(
+            f"POST /auth/oidc/form HTTP/1.1\r\nHost: 127.0.0.1:{callback_port}\r\n"
+            "Content-Length: -1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n".encode()
+            + b"x" * 4096
+        )  # and the stream stays open: a read to EOF would hang here
+        answer = conn.recv(4096).decode()
+    assert answer.startswith("HTTP/1.0 413") or answer.startswith("HTTP/1.1 413")

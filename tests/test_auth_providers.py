@@ -499,3 +499,20 @@ def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_se
     with pytest.raises(AuthRequiredError, match="no OAuth client"):
         without_client.environment(spec, "u")  # the expired token cannot be refreshed any more: said, no crash
     without_client.close()
+
+
+def test_a_refresh_error_echoing_the_refresh_token_never_shows_it(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "linear")
+    spec = AuthSpec(auth_provider="linear")
+    url = start(auth, spec)
+    stand_in.json("POST /token", {"access_token": "lin_1", "refresh_token": "RT-secret-987654321", "expires_in": 100})
+    assert complete(auth, url).status_code == 200
+    expire(auth, "linear")
+    stand_in.json(
+        "POST /token", {"error": "server_error", "error_description": "could not refresh RT-secret-987654321"}, 500
+    )
+    with pytest.raises(AuthRequiredError) as info:
+        auth.environment(spec, "u")
+    assert "could not refresh [redacted]" in str(info.value)
+    assert "RT-secret" not in str(info.value) + repr(info.value)
+    auth.close()

@@ -401,3 +401,14 @@ def test_a_server_that_never_answers_times_out(cache_dir, monkeypatch):
         str(err.value)
         == f"cannot fetch {url}: git gave no answer within 0.5 s. Check the URL and your network connection."
     )
+
+
+def test_a_source_cannot_smuggle_options_into_git(tool_repo, tmp_path, cache_dir, monkeypatch):
+    """`--upload-pack=CMD@x:y` looks scp-like; it must be a (missing) folder, never a git option."""
+    work = tmp_path / "work"
+    git("clone", "-q", str(tool_repo.base / "o" / "r.git"), str(work), cwd=tmp_path)  # a repo with a local remote
+    monkeypatch.chdir(work)
+    for source in ("--upload-pack=touch${IFS}pwned@x:y", "-utouch${IFS}pwned@x:y"):
+        with pytest.raises(SourceError, match="tool folder not found"):
+            find_tool_folders(source, cache_dir=cache_dir)
+    assert not (work / "pwned").exists()

@@ -123,9 +123,10 @@ class CallbackServer:
                 self._route("GET", {k: v[0] for k, v in query.items()})
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > 64 * 1024:
-                    self._send(Page(413, "Too large", "That form is too large.", "failure"))
+                declared = self.headers.get("Content-Length") or "0"
+                length = int(declared) if declared.isdigit() else -1  # never a negative read (= to EOF)
+                if not 0 <= length <= 64 * 1024:
+                    self._send(Page(413, "Too large", "That form is too large or has no valid length.", "failure"))
                     return
                 raw = self.rfile.read(length).decode("utf-8", "replace")
                 form = parse_qs(raw, keep_blank_values=True)

@@ -27,9 +27,12 @@ from pydantic import SecretStr
 from runner.auth.providers import Provider
 from runner.auth.store import Credential
 from runner.errors import PocketError, SettingsError
+from runner.invocation import redact_text
 
 STATE_TTL_SECONDS = 600.0
 _MAX_DESCRIPTION = 300
+# Request fields that carry a secret, scrubbed from any error text the server sends back.
+_SECRET_FIELDS = frozenset({"code", "code_verifier", "refresh_token", "client_secret", "token", "device_code"})
 
 
 class OAuthError(PocketError):
@@ -193,7 +196,14 @@ class OAuth2Handler:
     # -- token endpoint --------------------------------------------------------------------------
 
     def _token_request(self, url: str, data: dict[str, str]) -> dict[str, Any]:
-        return self._parse(self._post(url, data))
+        try:
+            return self._parse(self._post(url, data))
+        except OAuthError as exc:  # a server may echo what it was sent (a refresh token) in its description
+            sent = [v for k, v in data.items() if k in _SECRET_FIELDS]
+            if self.client.client_secret is not None:
+                sent.append(self.client.client_secret.get_secret_value())
+            description = redact_text(exc.description, sent) if exc.description else None
+            raise OAuthError(exc.provider, exc.error, description, status=exc.status) from None
 
     def _post(self, url: str, data: dict[str, str]) -> httpx.Response:
         """POST to a token-like endpoint (token, revocation, device) with the client's authentication."""

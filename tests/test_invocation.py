@@ -1,0 +1,48 @@
+"""Invocation results: output parsing, and redaction of the secrets a tool was given."""
+
+import base64
+
+from runner.invocation import REDACTED, Invocation, Outcome, parse_output, redact
+
+TOKEN = "xoxb-1234-abcdEFGH/+?&=token"
+
+
+def test_redaction_covers_the_token_and_its_common_encodings_at_any_depth():
+    raw = TOKEN.encode()
+    leaked = Invocation(
+        "t",
+        Outcome.OK,
+        value={
+            "plain": f"token={TOKEN}",
+            "nested": [TOKEN, {"b64": base64.b64encode(raw).decode()}],
+            "urlsafe": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            "hex": raw.hex(),
+            "query": "https://x/?t=xoxb-1234-abcdEFGH%2F%2B%3F%26%3Dtoken",
+            TOKEN: "as a key",
+        },
+        stderr=f"debug: {TOKEN}\n",
+        error=f"failed with {TOKEN}",
+    )
+    clean = redact(leaked, [TOKEN, ""])
+    text = repr(clean)
+    assert TOKEN not in text
+    assert base64.b64encode(raw).decode() not in text and raw.hex() not in text
+    assert clean.value["plain"] == f"token={REDACTED}"
+    assert clean.value["nested"] == [REDACTED, {"b64": REDACTED}]
+    assert clean.value["query"] == f"https://x/?t={REDACTED}"
+    assert clean.value[REDACTED] == "as a key"
+    assert (clean.stderr, clean.error) == (f"debug: {REDACTED}\n", f"failed with {REDACTED}")
+
+
+def test_no_secrets_leaves_the_invocation_as_it_is():
+    result = Invocation("t", Outcome.OK, value={"a": 1})
+    assert redact(result, []) is result
+
+
+def test_output_is_parsed_as_json_only_when_it_is_json():
+    assert parse_output('{"a": 1}\n') == {"a": 1}
+    assert parse_output("[1, 2]") == [1, 2]
+    assert parse_output("-3.5") == -3.5
+    assert parse_output("hello\n") == "hello"
+    assert parse_output("{not json") == "{not json"
+    assert parse_output("") == ""
