@@ -64,7 +64,7 @@ def bench_docker_run(image: str, run: str, n: int, pause: float) -> list[float]:
     return timed(call, n, pause)
 
 
-def bench_pocket(settings, n: int, pause: float) -> tuple[list[float], float, float]:
+def bench_pocket(settings, n: int, pause: float) -> tuple[list[float], float, float, float]:
     from runner.pocket import Pocket
 
     with Pocket(tools=[HELLO], settings=settings) as pocket:
@@ -77,12 +77,19 @@ def bench_pocket(settings, n: int, pause: float) -> tuple[list[float], float, fl
         call()
         time.sleep(1.0)  # let the pool fill
         samples = timed(call, n, pause)
-        one, eight = concurrent(pocket)
-    return samples, one, eight
+        one, eight, busy = concurrent(pocket)
+    return samples, one, eight, busy
 
 
-def concurrent(pocket) -> tuple[float, float]:
-    """Median wall time of 1 call and of 8 concurrent calls (ainvoke), 3 rounds each, pool refilled between."""
+def busy_cpu_seconds() -> float:
+    """CPU time all processes of the machine used so far (user+system+irq, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent(pocket) -> tuple[float, float, float]:
+    """Median wall time of 1 call and of 8 concurrent calls (ainvoke), 3 rounds each, pool refilled between;
+    and how busy the machine's CPUs were during the 8 calls (1.0 = every core all the time)."""
 
     async def batch(k: int) -> float:
         started = time.perf_counter()
@@ -90,13 +97,15 @@ def concurrent(pocket) -> tuple[float, float]:
         assert all(r.ok for r in results), results
         return time.perf_counter() - started
 
-    ones, eights = [], []
+    ones, eights, busy = [], [], []
     for _ in range(3):
         time.sleep(2.5)  # a full pool, as an agent's burst would find it
         ones.append(asyncio.run(batch(1)))
         time.sleep(2.5)
+        cpu = busy_cpu_seconds()
         eights.append(asyncio.run(batch(8)))
-    return statistics.median(ones), statistics.median(eights)
+        busy.append((busy_cpu_seconds() - cpu) / (eights[-1] * (os.cpu_count() or 1)))
+    return statistics.median(ones), statistics.median(eights), statistics.median(busy)
 
 
 HP_SCRIPT = textwrap.dedent(
@@ -197,11 +206,11 @@ def main() -> int:
     default_settings = Settings(
         cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"pool_size": args.pool})
     )
-    rows["default"], one_default, eight_default = bench_pocket(default_settings, args.calls, args.pause)
+    rows["default"], one_default, eight_default, busy_default = bench_pocket(default_settings, args.calls, args.pause)
     warm_settings = Settings(
         cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"warm_tools": ("hello",)})
     )
-    rows["warm"], one_warm, eight_warm = bench_pocket(warm_settings, args.calls, args.pause)
+    rows["warm"], one_warm, eight_warm, busy_warm = bench_pocket(warm_settings, args.calls, args.pause)
     if args.no_hyperpocket:
         rows["hyperpocket"], notes["hyperpocket"] = None, "skipped (--no-hyperpocket)"
     else:
@@ -217,9 +226,13 @@ def main() -> int:
         stats[mode] = (pct(samples, 0.5) * 1000, pct(samples, 0.95) * 1000)
         print(f"{mode:<12} {stats[mode][0]:>9.1f} {stats[mode][1]:>9.1f}")
     print()
-    print(f"{'concurrency':<12} {'1 call ms':>9} {'8 calls ms':>10} {'ratio':>6}")
-    for mode, one, eight in (("default", one_default, eight_default), ("warm", one_warm, eight_warm)):
-        print(f"{mode:<12} {one * 1000:>9.1f} {eight * 1000:>10.1f} {eight / one:>6.2f}")
+    print(f"{'concurrency':<12} {'1 call ms':>9} {'8 calls ms':>10} {'ratio':>6}  CPU busy during the 8")
+    for mode, one, eight, busy in (
+        ("default", one_default, eight_default, busy_default),
+        ("warm", one_warm, eight_warm, busy_warm),
+    ):
+        cpu = f"{min(busy, 1.0):.0%}" if eight >= 0.05 else "n/a (window under the 10 ms tick)"
+        print(f"{mode:<12} {one * 1000:>9.1f} {eight * 1000:>10.1f} {eight / one:>6.2f}  {cpu}")
     print()
 
     def verdict(ok: bool) -> str:
