@@ -438,12 +438,14 @@ def test_an_edited_tool_is_rebuilt_and_an_unchanged_one_is_not(docker_api, tool_
         script.write_text(script.read_text().replace("Hello", word))
         result = box.run(load_manifest(folder), {"name": "Ada"}, {})
         assert result.value == {"greeting": f"{word}, Ada!"}
-        assert box.image(load_manifest(folder)) != first
+        edited = box.image(load_manifest(folder))
+        assert edited != first
         assert any("building image" in m for m in messages)
     with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:  # a new runner: no rebuild
         messages.clear()
         box.image(load_manifest(folder))
         assert messages == []
+    docker_api.remove_image(edited)  # built for this run only
 
 
 @docker

@@ -91,6 +91,8 @@ def test_cli_shows_build_progress(docker_api, tool_copy):
     assert result.returncode == 0, result.stderr
     assert "pocket: building image pocket-tool/hello:" in result.stderr
     assert "pocket: build hello: Step 1/" in result.stderr
+    tag = result.stderr.split("pocket: building image ", 1)[1].split()[0]
+    docker_api.remove_image(tag)  # built for this run only
 
 
 @docker
