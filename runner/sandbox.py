@@ -524,6 +524,7 @@ class _WarmWorker:
 
     def __init__(self, started: _Started):
         self.started = started
+        self.last_used = time.monotonic()
         self.line = bytearray()
         self.stderr = bytearray()
         self.broken = False
@@ -1029,6 +1030,18 @@ class Sandbox:
                 self._warm[(warm_spec, user_id)].extend(workers)
         return spec.image
 
+    def _reap_idle_warm(self) -> None:
+        """Remove warm containers nobody used for `warm_idle_seconds` (checked on each warm call)."""
+        limit = time.monotonic() - self.settings.warm_idle_seconds
+        idle: list[_WarmWorker] = []
+        with self._lock:
+            for workers in self._warm.values():
+                for worker in [w for w in workers if w.last_used < limit and id(w) not in self._warm_busy]:
+                    workers.remove(worker)
+                    idle.append(worker)
+        for worker in idle:
+            self._discard(worker.started)
+
     def _is_warm(self, tool_name: str) -> bool:
         return tool_name in self.settings.warm_tools or "*" in self.settings.warm_tools
 
@@ -1159,13 +1172,22 @@ class Sandbox:
         spec = self._spec(manifest, limits, "warm")
         key = (spec, user_id)
         worker = None
+        self._reap_idle_warm()
+        dead: list[_WarmWorker] = []
         with self._lock:
-            for candidate in self._warm.setdefault(key, []):
-                if id(candidate) not in self._warm_busy:
-                    worker = candidate
-                    break
+            for candidate in list(self._warm.setdefault(key, [])):
+                if id(candidate) in self._warm_busy:
+                    continue
+                if not candidate.started.stream.alive():  # its container died between calls
+                    self._warm[key].remove(candidate)
+                    dead.append(candidate)
+                    continue
+                worker = candidate
+                break
             if worker is not None:
                 self._warm_busy.add(id(worker))
+        for gone in dead:
+            self._discard(gone.started)
         if worker is None:
             worker = _WarmWorker(self._start(spec))
             with self._lock:
@@ -1175,6 +1197,7 @@ class Sandbox:
             with self._running():
                 state, value, stderr = worker.call(environment, body, limits)
         finally:
+            worker.last_used = time.monotonic()
             with self._lock:
                 self._warm_busy.discard(id(worker))
                 if worker.broken:

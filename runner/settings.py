@@ -67,6 +67,7 @@ class SandboxSettings(_Section):
     # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and
     # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
     warm_tools: tuple[str, ...] = ()
+    warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
     tools: dict[str, ToolLimits] = Field(default_factory=dict)  # per-tool overrides, by tool name
 
 

@@ -502,6 +502,31 @@ def test_prepare_starts_warm_servers_ahead(docker_api, tool):
 
 
 @docker
+def test_idle_warm_containers_are_removed(docker_api, tool):
+    manifest = tool("echo")
+    with Sandbox(SandboxSettings(warm_tools=("echo",), warm_idle_seconds=0.3)) as box:
+        assert box.run(manifest, {}, {}, user_id="alice").ok
+        (alice,) = [w.started.id for w in next(iter(box._warm.values()))]
+        time.sleep(0.5)
+        assert box.run(manifest, {}, {}, user_id="bob").ok  # any warm call sweeps idle ones
+        deadline = time.monotonic() + 10
+        while alice in box.containers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alice not in box.containers()
+        assert not docker_api.containers(all=True, filters={"id": alice})
+
+
+@docker
+def test_a_warm_container_that_died_is_replaced(docker_api, tool):
+    manifest = tool("echo")
+    with Sandbox(SandboxSettings(warm_tools=("echo",))) as box:
+        assert box.run(manifest, {}, {}).value["calls"] == 1
+        docker_api.kill(next(iter(box._warm.values()))[0].started.id)
+        time.sleep(0.3)
+        assert box.run(manifest, {}, {}).value["calls"] == 1  # a new server, not an error
+
+
+@docker
 def test_warm_mode_is_opt_in_by_settings(sandbox, tool):
     assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
     assert sandbox.run(tool("echo"), {}, {}).value["calls"] == 1
