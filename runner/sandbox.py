@@ -472,14 +472,18 @@ def _owner_alive(owner: str) -> bool:
 class _Pool:
     """Started containers of one spec, waiting for calls; refilled in the background."""
 
-    def __init__(self, sandbox: Sandbox, spec: _Spec, size: int):
-        self.sandbox, self.spec, self.size = sandbox, spec, size
+    def __init__(self, sandbox: Sandbox, spec: _Spec, size: int, most: int):
+        self.sandbox, self.spec, self.size, self.most = sandbox, spec, size, max(size, most)
         self.idle: deque[_Started] = deque()
         self.starting = 0
+        self.in_use = 0  # taken and not yet released: the concurrent calls of this spec
         self.lock = threading.Lock()
         self.closed = False
 
     def take(self) -> _Started:
+        with self.lock:
+            self.in_use += 1
+            self.size = max(self.size, min(self.in_use, self.most))  # the next burst finds them ready
         while True:
             with self.lock:
                 started = self.idle.popleft() if self.idle else None
@@ -487,7 +491,17 @@ class _Pool:
                 break
             self.sandbox._discard(started)  # it died while waiting (engine restart, someone removed it)
         self.refill()
-        return started if started is not None else self.sandbox._start(self.spec)
+        if started is not None:
+            return started
+        try:
+            return self.sandbox._start(self.spec)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        with self.lock:
+            self.in_use -= 1
 
     def refill(self) -> None:
         with self.lock:
@@ -1005,7 +1019,7 @@ class Sandbox:
             pool = self._pools.get(spec)
             if pool is None:
                 stale = [s for s in self._pools if s.tool == spec.tool and s.image != spec.image]
-                pool = self._pools[spec] = _Pool(self, spec, self.settings.pool_size)
+                pool = self._pools[spec] = _Pool(self, spec, self.settings.pool_size, self.settings.pool_max)
             old_pools = [self._pools.pop(s) for s in stale]
         for old in old_pools:  # the tool was edited: its old containers are of no use any more
             for started in old.close():
@@ -1084,7 +1098,8 @@ class Sandbox:
             if warm and manifest.entrypoint.handler:
                 return self._run_warm(manifest, body, environment, limits, user_id, started_at)
             spec = self._spec(manifest, limits, "call")
-            started = self._pool(spec).take() if self.settings.pool_size else self._start(spec)
+            pool = self._pool(spec) if self.settings.pool_size else None
+            started = pool.take() if pool is not None else self._start(spec)
         except SandboxError as exc:
             return failed(Outcome.TOOL_FAILED, str(exc))
         except Exception as exc:  # the engine refused (image gone, daemon restarting, out of disk...)
@@ -1093,6 +1108,8 @@ class Sandbox:
             with self._running():
                 return self._call(name, started, stdin, nonce, limits, started_at)
         finally:
+            if pool is not None:
+                pool.release()
             self._discard(started)
 
     def _call(

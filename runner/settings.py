@@ -62,6 +62,7 @@ class SandboxSettings(_Section):
     output_limit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     allow_network: bool = True  # False refuses every tool whose manifest asks for network access
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
+    pool_max: int = Field(default=8, ge=0)  # after a burst of concurrent calls the pool grows to it, up to this
     ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
     pip_index_url: str | None = None  # a PyPI mirror for `pip install` during builds
     # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and

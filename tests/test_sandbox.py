@@ -326,6 +326,21 @@ def test_a_pooled_container_that_died_is_replaced(docker_api, tool):
 
 
 @docker
+def test_the_pool_grows_to_the_largest_burst_up_to_pool_max(docker_api, tool):
+    manifest = tool("hello")
+    with Sandbox(SandboxSettings(pool_size=1, pool_max=3)) as box:
+        threads = [threading.Thread(target=box.run, args=(manifest, {"name": "x"}, {})) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pool = next(iter(box._pools.values()))
+        assert pool.size == 3 and pool.in_use == 0
+        _wait_for_pool(box, "hello", 3)
+        assert len(pool.idle) == 3
+
+
+@docker
 def test_concurrent_calls_run_in_parallel(docker_api, tool):
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=8)) as box:
