@@ -129,10 +129,20 @@ def _validator(schema_json: str) -> Any:
 def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
     """Every way `body` fails `input_schema`, each naming the field (as a JSON pointer)."""
     if not isinstance(body, dict):
-        return [f"the body must be a JSON object, got {type(body).__name__}"]
+        return [f"the body must be a JSON object, got {_json_kind(body)}"]
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
+        return [f"the body is not JSON data: {exc}"]
     validator = _validator(json.dumps(input_schema, sort_keys=True))
     problems = []
     for error in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path))):
         field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
         problems.append(f"{field}: {error.message}")
     return problems
+
+
+def _json_kind(value: Any) -> str:
+    kinds = ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (int | float, "a number"))
+    kinds += ((list | tuple, "an array"),)
+    return next((name for kind, name in kinds if isinstance(value, kind)), f"a Python {type(value).__name__}")

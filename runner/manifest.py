@@ -175,6 +175,15 @@ def parse_json(file: str, text: str) -> Any:
         ) from None
 
 
+def _as_error(problem: Problem) -> Problem:
+    """A warning under --strict: an error, saying so rather than "is ignored"."""
+    if not problem.is_warning:
+        return problem
+    return Problem(
+        problem.file, problem.pointer, problem.message.replace(" is ignored", " (not allowed with --strict)")
+    )
+
+
 def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
     """Read and validate `folder/pocket.json`. Raises ManifestError listing every problem found.
 
@@ -191,5 +200,5 @@ def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
     document = parse_json(file, text)
     problems = validate_document(file, document)
     if any(not p.is_warning or strict for p in problems):
-        raise ManifestError([Problem(p.file, p.pointer, p.message) if strict else p for p in problems])
+        raise ManifestError([_as_error(p) if strict else p for p in problems])
     return Manifest.model_validate({**document, "folder": folder, "warnings": tuple(problems)})

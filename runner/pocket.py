@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import math
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from runner.errors import AuthRequiredError, SourceError
+from runner.errors import AuthRequiredError, PocketError, SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
@@ -46,7 +48,12 @@ def _place(tool: Tool) -> str:
 
 
 def _add(tools: dict[str, Tool], tool: Tool) -> None:
-    """Add one tool; a second tool of the same name is an error naming both places."""
+    """Add one tool; a second tool of the same name is an error naming both places (the same one twice is not)."""
+    existing = tools.get(tool.name)
+    if existing is tool or (
+        isinstance(existing, Manifest) and isinstance(tool, Manifest) and existing.path == tool.path
+    ):
+        return
     if tool.name in tools:
         raise SourceError(
             f"two tools are named {tool.name!r}: {_place(tools[tool.name])} and {_place(tool)}; "
@@ -91,6 +98,8 @@ class Pocket:
         self._authenticator: Authenticator | None = None
         self._auth_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._closed = False
 
     def _load(self, entry: Any) -> None:
         variables: Mapping[str, str] | None = None
@@ -246,9 +255,15 @@ class Pocket:
             raise TypeError("give either a tool name and a body, or a tool call (whose arguments are the body)")
         return parse_tool_call(tool)
 
-    def _prepare(self, tool_name: str, body: Any, user_id: str) -> Invocation | tuple[Tool, dict[str, str]]:
+    def _prepare(
+        self, tool_name: str, body: Any, user_id: str, timeout: float | None
+    ) -> Invocation | tuple[Tool, dict[str, str]]:
         """The tool and its credentials, or the Invocation saying why the call cannot run."""
+        if self._closed:
+            raise PocketError("this Pocket is closed: create a new one (or use it inside `with Pocket(...)`)")
         started = time.perf_counter()
+        if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            return Invocation(tool_name, Outcome.BAD_INPUT, error=f"timeout must be a positive number, not {timeout!r}")
         tool = self._tools.get(tool_name)
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
@@ -279,7 +294,7 @@ class Pocket:
         timeout: float | None = None,
     ) -> Invocation:
         started = time.perf_counter()
-        prepared = self._prepare(tool_name, body, user_id)
+        prepared = self._prepare(tool_name, body, user_id, timeout)
         if isinstance(prepared, Invocation):
             return prepared
         tool, secrets = prepared
@@ -305,9 +320,11 @@ class Pocket:
             )
         started = time.perf_counter()
         if tool.auth is None:  # nothing that may block: stay on the loop
-            prepared = self._prepare(tool_name, body, options["user_id"])
+            prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])
         else:  # fetching or refreshing a token may do I/O
-            prepared = await loop.run_in_executor(self._workers(), self._prepare, tool_name, body, options["user_id"])
+            prepared = await loop.run_in_executor(
+                self._workers(), self._prepare, tool_name, body, options["user_id"], options["timeout"]
+            )
         if isinstance(prepared, Invocation):
             return prepared
         _, secrets = prepared
@@ -359,6 +376,8 @@ class Pocket:
             from runner.sandbox import Sandbox
 
             self._sandbox = Sandbox(self.settings, progress=self._progress)
+            # A Pocket never closed still removes its containers: when collected, or at interpreter exit.
+            self._finalizer = weakref.finalize(self, self._sandbox.close)
         return self._sandbox
 
     def close(self) -> None:
@@ -366,8 +385,9 @@ class Pocket:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self._closed = True
         if self._sandbox is not None:
-            self._sandbox.close()
+            self._finalizer()  # Sandbox.close, once
             self._sandbox = None
         if self._authenticator is not None:
             self._authenticator.close()

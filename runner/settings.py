@@ -7,6 +7,7 @@ settings.toml < .secrets.toml < POCKET_ variables (`POCKET_AUTH__SLACK__CLIENT_I
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,18 @@ class SandboxSettings(_Section):
     warm_tools: tuple[str, ...] = ()
     warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
     tools: dict[str, ToolLimits] = Field(default_factory=dict)  # per-tool overrides, by tool name
+
+    @field_validator("warm_tools", mode="before")
+    @classmethod
+    def _list_from_environment(cls, value: Any) -> Any:
+        """POCKET_SANDBOX__WARM_TOOLS arrives as a string: `hello,adder` or `["hello", "adder"]`."""
+        if isinstance(value, str):
+            return (
+                json.loads(value)
+                if value.lstrip().startswith("[")
+                else [v.strip() for v in value.split(",") if v.strip()]
+            )
+        return value
 
 
 class ProviderSettings(BaseModel):

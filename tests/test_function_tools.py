@@ -180,7 +180,7 @@ def test_bad_body_reads_like_a_sandboxed_tools(tmp_path):
     assert result.error == "invalid body: " + expected
     assert "/a: 'two' is not of type 'integer'" in result.error
     assert "unknown key" in result.error or "Additional properties" in result.error
-    assert pocket.invoke("add", None).error == "invalid body: the body must be a JSON object, got NoneType"
+    assert pocket.invoke("add", None).error == "invalid body: the body must be a JSON object, got null"
     assert pocket.invoke("add", {}).error == "invalid body: body: 'a' is a required property"
 
 

@@ -134,8 +134,8 @@ def test_unknown_keys_are_warnings_and_errors_when_strict(tmp_path):
         f"{folder / 'pocket.json'}: /tool/title: warning: unknown key 'title' is ignored",
     ]
     assert problems_of(folder, strict=True) == [
-        f"{folder / 'pocket.json'}: /runtime: error: unknown key 'runtime' is ignored",
-        f"{folder / 'pocket.json'}: /tool/title: error: unknown key 'title' is ignored",
+        f"{folder / 'pocket.json'}: /runtime: error: unknown key 'runtime' (not allowed with --strict)",
+        f"{folder / 'pocket.json'}: /tool/title: error: unknown key 'title' (not allowed with --strict)",
     ]
 
 

@@ -112,3 +112,9 @@ def test_no_files_means_defaults(tmp_path, monkeypatch):
     settings = load_settings()
     assert settings.sandbox.python_image == "python:3.11-slim"
     assert settings.auth == {}
+
+
+@pytest.mark.parametrize("value", ["hello,adder", '["hello", "adder"]', " hello , adder "])
+def test_lists_can_come_from_the_environment(folder, monkeypatch, value):
+    monkeypatch.setenv("POCKET_SANDBOX__WARM_TOOLS", value)
+    assert load_settings(directory=folder).sandbox.warm_tools == ("hello", "adder")
