@@ -387,7 +387,10 @@ class Pocket:
             self._executor = None
         self._closed = True
         if self._sandbox is not None:
-            self._finalizer()  # Sandbox.close, once
+            if self._finalizer is not None:
+                self._finalizer()  # Sandbox.close, once
+            else:  # a sandbox set from outside (tests): close it directly
+                self._sandbox.close()
             self._sandbox = None
         if self._authenticator is not None:
             self._authenticator.close()
