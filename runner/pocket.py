@@ -386,15 +386,16 @@ class Pocket:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         self._closed = True
-        if self._sandbox is not None:
+        sandbox, self._sandbox = self._sandbox, None
+        authenticator, self._authenticator = self._authenticator, None
+        try:
             if self._finalizer is not None:
-                self._finalizer()  # Sandbox.close, once
-            else:  # a sandbox set from outside (tests): close it directly
-                self._sandbox.close()
-            self._sandbox = None
-        if self._authenticator is not None:
-            self._authenticator.close()
-            self._authenticator = None
+                self._finalizer.detach()
+            if sandbox is not None:
+                sandbox.close()
+        finally:  # the callback server stops even if removing containers failed
+            if authenticator is not None:
+                authenticator.close()
 
     def __enter__(self) -> Pocket:
         return self
