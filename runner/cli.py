@@ -1,6 +1,7 @@
 """The `pocket` command: validate, list, invoke and serve tools.
 
-Exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed.
+Exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed,
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 stdout closed early (`pocket list X | head -1`).
 Errors are printed as sentences, never as tracebacks.
 """
 
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +22,57 @@ from runner.errors import ManifestError, PocketError
 from runner.invocation import Outcome
 
 EXIT_OK, EXIT_TOOL_FAILED, EXIT_BAD_INPUT, EXIT_AUTH_REQUIRED = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 128 + signal.SIGTERM
+# Whoever reads our stdout closed it (`pocket list X | head -1`). We exit as quietly as a Unix tool killed by
+# SIGPIPE, and with the same status (128 + 13) that a shell reports for one, so `set -o pipefail` sees the same.
+EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
 
 
 def _say(message: str) -> None:
     print(f"pocket: {message}", file=sys.stderr, flush=True)
+
+
+class _StdoutClosed(Exception):
+    """Writing to stdout failed with EPIPE: the reader went away. Not an error of the user, nor ours."""
+
+
+def _out(text: str) -> None:
+    """Print a line of results to stdout, telling a closed pipe apart from any other BrokenPipeError."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise _StdoutClosed from None
+
+
+class _Terminated(SystemExit):
+    """SIGTERM: unwinds like Ctrl-C does, so every `with Pocket(...)` closes and removes its containers."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise _Terminated(EXIT_TERMINATED)
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type for a time limit: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type for a TCP port to listen on: 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,15 +103,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             except ManifestError as exc:
                 problems += 1
                 for problem in exc.problems:
-                    print(problem)
+                    _out(str(problem))
                 continue
             valid += 1
             for warning in manifest.warnings:
-                print(warning)
+                _out(str(warning))
             if args.verbose:
-                print(f"ok: {manifest.name} ({manifest.path})")
+                _out(f"ok: {manifest.name} ({manifest.path})")
     total = valid + problems
-    print(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
+    _out(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
     return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
@@ -81,42 +132,57 @@ def _cmd_list(args: argparse.Namespace) -> int:
             }
             for m in manifests
         ]
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        _out(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
     for m in manifests:
         auth = f"{m.auth.provider} [{', '.join(m.auth.scopes)}]" if m.auth else "no auth"
-        print(f"{m.name}: {m.tool.description}")
-        print(f"  auth: {auth}")
+        _out(f"{m.name}: {m.tool.description}")
+        _out(f"  auth: {auth}")
         fields = m.tool.input_schema.get("properties", {})
         required = set(m.tool.input_schema.get("required", []))
         for field, spec in fields.items():
             kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
-            print(f"  {field}: {kind}{' (required)' if field in required else ''}")
+            _out(f"  {field}: {kind}{' (required)' if field in required else ''}")
     return EXIT_OK
 
 
 def _read_body(raw: str | None) -> Any:
     """The body from --body JSON, --body @file.json, --body - (stdin), or stdin when it is not a terminal."""
     if raw is None:
-        if sys.stdin.isatty():
+        if sys.stdin is None or sys.stdin.isatty():  # None: started with stdin closed (`<&-`)
             raise PocketError("no body given: pass --body JSON, --body @file.json, or pipe JSON on stdin")
         raw = "-"
-    source = "--body"
+    if raw == "-" and sys.stdin is None:
+        raise PocketError("--body - reads the body from stdin, but stdin is closed")
     if raw == "-":
-        text, source = sys.stdin.read(), "stdin"
+        stdin = getattr(sys.stdin, "buffer", None)  # bytes: we decode them, with a clear error if not UTF-8
+        data, source, empty = (stdin.read() if stdin is not None else sys.stdin.read()), "stdin", "the body on stdin"
     elif raw.startswith("@"):
+        source, empty = raw[1:], f"the body file {raw[1:]}"
         try:
-            text, source = Path(raw[1:]).read_text(encoding="utf-8"), raw[1:]
+            data = Path(source).read_bytes()
         except OSError as exc:
-            raise PocketError(f"cannot read the body file {raw[1:]}: {exc.strerror}") from None
+            raise PocketError(f"cannot read the body file {source}: {exc.strerror}") from None
     else:
-        text = raw
+        data, source, empty = raw, "--body", "the body given with --body"
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")  # the byte-order mark some editors write is not a JSON error
+        except UnicodeDecodeError as exc:
+            raise PocketError(
+                f"the body from {source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+                "JSON must be UTF-8"
+            ) from None
+    if not data.strip():
+        raise PocketError(f"{empty} is empty: give a JSON object, such as {{}}")
     try:
-        return json.loads(text)
+        return json.loads(data)
     except json.JSONDecodeError as exc:
         raise PocketError(
             f"the body from {source} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise PocketError(f"the body from {source} is nested too deeply to read") from None
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
@@ -139,7 +205,7 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         )
         return EXIT_AUTH_REQUIRED
     if result.ok:
-        print(result.text())
+        _out(result.text())
         if result.truncated:
             _say("the output was cut at the output limit")
         return EXIT_OK
@@ -153,10 +219,16 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
 
 def _read_secret(prompt: str, *, secret: bool) -> str:
     """One value from the terminal (no echo for secrets) or, when stdin is not a terminal, one line of it."""
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise PocketError(f"expected a value on stdin for {prompt.rstrip(': ')}, but stdin is closed")
     if sys.stdin.isatty():
         import getpass
 
-        return getpass.getpass(prompt, stream=sys.stderr) if secret else input(prompt)
+        try:
+            return getpass.getpass(prompt, stream=sys.stderr) if secret else input(prompt)
+        except EOFError:  # Ctrl-D at the prompt
+            print(file=sys.stderr)
+            raise PocketError(f"no value entered for {prompt.rstrip(': ')}") from None
     line = sys.stdin.readline()
     if not line:
         raise PocketError(f"expected a value on stdin for {prompt.rstrip(': ')}")
@@ -174,14 +246,14 @@ def _cmd_auth(args: argparse.Namespace) -> int:
         if args.auth_command == "status":
             rows = auth.status(None if args.all_users else args.user, args.provider)
             if args.json:
-                print(json.dumps(rows, indent=2))
+                _out(json.dumps(rows, indent=2))
             elif not rows:
-                print("no stored credentials" + (f" for user {args.user!r}" if not args.all_users else ""))
+                _out("no stored credentials" + (f" for user {args.user!r}" if not args.all_users else ""))
             for row in rows if not args.json else []:
                 expiry = row.get("expires_at")
                 when = "no expiry" if expiry is None else f"expires in {int(expiry - time.time())} s"
                 scopes = f" [{', '.join(row['scopes'])}]" if row.get("scopes") else ""
-                print(f"{row['provider']} ({row['user']}): {row['kind']}, {row['status']}{scopes}, {when}")
+                _out(f"{row['provider']} ({row['user']}): {row['kind']}, {row['status']}{scopes}, {when}")
             return EXIT_OK
         if args.auth_command == "logout":
             outcome = auth.logout(args.provider, user_id=args.user)
@@ -194,9 +266,28 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             return EXIT_OK
         provider = auth.provider(args.provider)
         kind = provider.kind_of(args.handler) if args.handler else None
+        configure = (
+            f"set [auth.{provider.name}] client_id (and client_secret) in .secrets.toml, "
+            f"or POCKET_AUTH__{provider.name.upper()}__CLIENT_ID (and __CLIENT_SECRET)"
+        )
+        if args.device:
+            if kind not in (None, "oauth2"):
+                raise PocketError(f"--device signs in with OAuth: it does not go with --handler {args.handler}")
+            if "oauth2" not in provider.handlers:
+                raise PocketError(
+                    f"{provider.title} has no OAuth sign-in, so no --device: run `pocket auth login {provider.name}`"
+                )
+            if auth.client(provider) is None:
+                raise PocketError(f"--device needs an OAuth client for {provider.title}: {configure}")
+            kind = "oauth2"
         if kind is None:
             kind = "oauth2" if "oauth2" in provider.handlers and auth.client(provider) else None
             kind = kind or next((k for k in provider.handlers if k != "oauth2"), "oauth2")
+            if kind != "oauth2" and "oauth2" in provider.handlers:
+                _say(
+                    f"no OAuth client is configured for {provider.title}, so this asks for a {kind}; "
+                    f"to sign in with OAuth instead, {configure}"
+                )
         if kind in FORM_FIELDS:
             values = {
                 name: _read_secret(f"{provider.title} {label.lower()}: ", secret=secret)
@@ -213,7 +304,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
         else:
             url = auth.authorization_url(provider.name, user_id=args.user, kind="oauth2", scopes=args.scope)
             _say(f"open this URL to authorize {provider.title} for user {args.user!r}:")
-            print(url, flush=True)
+            _out(url)
             outcome = auth.wait(args.timeout, user_id=args.user).get(provider.name, "authorized")
             if outcome != "authorized":
                 _say(f"{provider.title} was not authorized: {outcome}")
@@ -240,11 +331,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             _say(f"serving {count} over MCP on stdio, calling as user {args.user!r}")
             mcp_server.serve(pocket, transport="stdio", user_id=args.user)
             return EXIT_OK
+        sock = mcp_server.listen(args.host, args.port)  # a port in use is an error before the banner
         if args.host not in _LOOPBACK:
             _say(f"warning: {args.host} is not loopback: anyone who reaches it can call these tools as {args.user!r}")
         host = f"[{args.host}]" if ":" in args.host else args.host
         _say(f"serving {count} over MCP at http://{host}:{args.port}/mcp, calling as user {args.user!r} (Ctrl-C stops)")
-        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user)
+        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user, sock=sock)
     return EXIT_OK
 
 
@@ -298,8 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="SOURCE is a tool folder, a folder of tool folders, or a git URL (URL[@REF][#SUBDIR]).",
     )
     parser.add_argument("--version", action="version", version=f"pocket-runner {__version__}")
-    parser.add_argument("--settings", metavar="FILE", help="settings file (default: ./settings.toml if present)")
-    parser.add_argument("--secrets", metavar="FILE", help="secrets file (default: ./.secrets.toml if present)")
+
+    def files(where: argparse.ArgumentParser, default: Any = None) -> None:
+        where.add_argument(
+            "--settings", metavar="FILE", default=default, help="settings file (default: ./settings.toml if present)"
+        )
+        where.add_argument(
+            "--secrets", metavar="FILE", default=default, help="secrets file (default: ./.secrets.toml if present)"
+        )
+
+    files(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -326,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--body", metavar="JSON", help="the body: JSON, @file.json, or - for stdin (default: stdin)")
     invoke.add_argument("--user", default="default", help="whose credentials to use (default: %(default)s)")
     invoke.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
-    invoke.add_argument("--timeout", type=float, metavar="SECONDS", help="wall-clock limit of this call")
+    invoke.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="wall-clock limit of this call")
     invoke.set_defaults(run=_cmd_invoke)
 
     auth = command("auth", "Sign in to providers, show and remove stored credentials.")
@@ -337,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--handler", help="oauth2, token, basic, keypair (or hyperpocket's PROVIDER-KIND)")
     login.add_argument("--scope", action="append", default=[], help="a scope to ask for (repeatable)")
     login.add_argument("--device", action="store_true", help="use the device grant (no browser on this machine)")
-    login.add_argument("--timeout", type=float, default=600, metavar="SECONDS", help="how long to wait for consent")
+    login.add_argument(
+        "--timeout", type=_positive_seconds, default=600, metavar="SECONDS", help="how long to wait for consent"
+    )
     status = auth_commands.add_parser("status", help="show stored credentials (never their values)")
     status.add_argument("provider", metavar="PROVIDER", nargs="?")
     status.add_argument("--all-users", action="store_true", help="every user, not only --user")
@@ -352,16 +454,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("sources", nargs="+", metavar="SOURCE")
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on with --http (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on with --http (default: %(default)s)")
     serve.add_argument("--user", default="default", help="whose credentials tool calls use (default: %(default)s)")
     serve.set_defaults(run=_cmd_serve)
+    # --settings and --secrets work after the command as well as before it: SUPPRESS keeps a subcommand
+    # from overwriting the value given before it with its own default.
+    for sub in (validate, list_, invoke, auth, login, status, logout, serve):
+        files(sub, argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import threading
+
+    # Only the main thread may set a signal handler (main() called from a thread just goes without).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    except (_StdoutClosed, BrokenPipeError):  # BrokenPipeError: argparse printing --help into a closed pipe
+        # The Python docs' recipe: point stdout at devnull so the final flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_STDOUT_CLOSED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed from None
+        return code
     except ManifestError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -369,9 +497,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PocketError as exc:
         _say(str(exc))
         return exc.exit_code
+    except _Terminated:
+        _say("terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         _say("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except _StdoutClosed:
+        raise
     except Exception as exc:  # a bug of ours: say so in one line, never a traceback
         _say(f"internal error: {type(exc).__name__}: {exc} (please report this)")
         return 70

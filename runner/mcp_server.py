@@ -11,6 +11,9 @@ data too (`pocket/outcome`, `pocket/auth_url`). An unknown tool is the same kind
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -20,12 +23,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
 from runner import __version__
+from runner.errors import PocketError
 from runner.invocation import Invocation
 
 if TYPE_CHECKING:
     from runner.pocket import Pocket
 
-__all__ = ["build_server", "call_result", "mcp_tools", "serve", "serve_http", "serve_stdio"]
+__all__ = ["build_server", "call_result", "listen", "mcp_tools", "serve", "serve_http", "serve_stdio"]
 
 SERVER_NAME = "pocket-runner"
 DEFAULT_PORT = 8000
@@ -90,11 +94,42 @@ def http_app(pocket: Pocket, *, user_id: str = "default", host: str = "127.0.0.1
     return build_server(pocket, user_id=user_id).streamable_http_app(host=host)
 
 
-def serve_http(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, user_id: str = "default") -> None:
-    """Serve streamable HTTP at `http://HOST:PORT/mcp` until interrupted."""
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on HOST:PORT, or a PocketError saying why not (a port in use, an unknown host)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except socket.gaierror as exc:
+        raise PocketError(f"cannot listen on {where}: unknown host ({exc.strerror})") from None
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        hint = "; pick another with --port" if exc.errno == errno.EADDRINUSE else ""
+        raise PocketError(f"cannot listen on {where}: {reason}{hint}") from None
+
+
+def serve_http(
+    pocket: Pocket,
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    user_id: str = "default",
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve streamable HTTP at `http://HOST:PORT/mcp` (or on `sock`, from `listen`) until interrupted."""
     import uvicorn
 
-    uvicorn.run(http_app(pocket, user_id=user_id, host=host), host=host, port=port, log_level="warning")
+    # We bind the socket ourselves: uvicorn reports a port in use with a log line and sys.exit(3).
+    sock = sock or listen(host, port)
+    server = uvicorn.Server(uvicorn.Config(http_app(pocket, user_id=user_id, host=host), log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    except SystemExit as exc:
+        if type(exc) is not SystemExit or exc.code in (None, 0):
+            raise  # a subclass is someone's own exit (the CLI's on SIGTERM), not uvicorn's
+        raise PocketError(f"the MCP HTTP server on {host}:{port} could not start") from None  # uvicorn's exit(3)
+    finally:
+        sock.close()
 
 
 def serve(
@@ -104,13 +139,17 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     user_id: str = "default",
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve `pocket` over `transport` ("stdio" or "http") until the client leaves or the process is stopped."""
+    """Serve `pocket` over `transport` ("stdio" or "http") until the client leaves or the process is stopped.
+
+    For HTTP, `sock` is a socket `listen` already bound (so that a port in use is known before any banner).
+    """
     if transport == "stdio":
         import anyio
 
         anyio.run(lambda: serve_stdio(pocket, user_id=user_id))
     elif transport == "http":
-        serve_http(pocket, host=host, port=port, user_id=user_id)
+        serve_http(pocket, host=host, port=port, user_id=user_id, sock=sock)
     else:
         raise ValueError(f"unknown MCP transport {transport!r}: use stdio or http")

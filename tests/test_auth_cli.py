@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from runner.cli import main
@@ -83,3 +86,73 @@ def test_oauth_login_in_the_browser_then_logout_revokes(tmp_path, callback_port,
     assert row["kind"] == "oauth2" and "api:read" in row["scopes"] and row["refreshable"] is True
     assert main([*files, "auth", "logout", "testidp"]) == 0
     assert "revoked at the provider" in capsys.readouterr().err
+
+
+POCKET = str(Path(sys.executable).parent / "pocket")
+
+
+def pocket(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
+    return subprocess.run(
+        [POCKET, *args], input=stdin, capture_output=True, text=True, timeout=30, env=env, check=False
+    )
+
+
+def test_device_login_without_an_oauth_client_names_the_settings(tmp_path, callback_port):
+    files = write_settings(tmp_path, callback_port)
+    result = pocket(*files, "auth", "login", "github", "--device", stdin="ghp-not-asked-for\n")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--device needs an OAuth client for GitHub" in result.stderr
+    assert "[auth.github] client_id" in result.stderr and "POCKET_AUTH__GITHUB__CLIENT_ID" in result.stderr
+    assert pocket(*files, "auth", "status", "--all-users", "--json").stdout.strip() == "[]"  # nothing stored
+    token = pocket(*files, "auth", "login", "serpapi", "--device")
+    assert token.returncode == 2 and "SerpApi has no OAuth sign-in, so no --device" in token.stderr
+
+
+def test_login_falling_back_to_a_token_says_why(tmp_path, callback_port):
+    files = write_settings(tmp_path, callback_port)
+    result = pocket(*files, "auth", "login", "github", "--user", "ada", stdin="ghp-1234567890\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        "pocket: no OAuth client is configured for GitHub, so this asks for a token; to sign in with OAuth instead, "
+        "set [auth.github] client_id (and client_secret) in .secrets.toml, "
+        "or POCKET_AUTH__GITHUB__CLIENT_ID (and __CLIENT_SECRET)"
+    )
+    assert lines[-1] == "pocket: stored the GitHub token credential of user 'ada' (encrypted)"
+    only_tokens = pocket(*files, "auth", "login", "serpapi", stdin="serp-1234567890\n")
+    assert only_tokens.returncode == 0 and "OAuth" not in only_tokens.stderr  # nothing to fall back from
+
+
+def test_no_value_at_the_prompt_is_bad_input(tmp_path, callback_port):
+    files = write_settings(tmp_path, callback_port)
+    piped = pocket(*files, "auth", "login", "serpapi", stdin="")
+    assert piped.returncode == 2
+    assert "expected a value on stdin for SerpApi token or api key" in piped.stderr
+    # Ctrl-D at a terminal's no-echo prompt. A new session has no controlling terminal: getpass uses stdin, our pty.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
+    child = subprocess.Popen(
+        [POCKET, *files, "auth", "login", "serpapi"],
+        stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True,
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        prompt, deadline = b"", time.monotonic() + 20
+        while not prompt.endswith(b"SerpApi token or api key: ") and time.monotonic() < deadline:
+            if select.select([child.stderr], [], [], 0.5)[0]:  # the prompt goes to stderr; no newline after it
+                chunk = os.read(child.stderr.fileno(), 1024)
+                if not chunk:
+                    break  # the child exited before prompting: the assertions below show why
+                prompt += chunk
+        time.sleep(0.2)  # getpass has turned echo off (flushing input) before it prints the prompt; be safe
+        os.write(controller, b"\x04")
+        _, rest = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        os.close(controller)
+    err = (prompt + rest).decode()
+    assert child.returncode == 2, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "no value entered for SerpApi token or api key" in err

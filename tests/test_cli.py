@@ -2,8 +2,11 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +16,20 @@ from tests.test_manifest import CORPUS, VALID, write
 POCKET = str(Path(sys.executable).parent / "pocket")
 
 
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
+
+
 def pocket(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
     return subprocess.run(
-        [POCKET, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd, env=env, check=False
+        [POCKET, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=environment(),
+        check=False,
     )
 
 
@@ -48,7 +61,8 @@ def test_validate_strict_turns_warnings_into_errors(tmp_path):
     assert pocket("validate", str(tmp_path)).returncode == 0
     strict = pocket("validate", "--strict", str(tmp_path))
     assert strict.returncode == 2
-    assert "/extra: error: unknown key 'extra' is ignored" in strict.stdout
+    assert "/extra: error: unknown key 'extra'" in strict.stdout
+    assert "is ignored" not in strict.stdout  # an error that says it is ignored contradicts itself
 
 
 def test_validate_a_missing_folder_is_a_clear_error(tmp_path):
@@ -92,13 +106,57 @@ def test_list_refuses_duplicate_tool_names(tmp_path):
         (["--body", "-"], "[1, 2", "the body from stdin is not valid JSON"),
         (["--body", '{"name": 5}'], None, "invalid body: /name: 5 is not of type 'string'"),
         (["--body", "{}"], None, "invalid body: body: 'name' is a required property"),
-        (["--body", "[]"], None, "invalid body: the body must be a JSON object, got list"),
+        (["--body", "[]"], None, "invalid body: the body must be a JSON object, got an array"),
+        (["--body", '"Ada"'], None, "invalid body: the body must be a JSON object, got a string"),
+        (["--body", "null"], None, "invalid body: the body must be a JSON object, got null"),
+        (["--body", "-"], "", "the body on stdin is empty"),
+        ([], " \n", "the body on stdin is empty"),
+        (["--body", ""], None, "the body given with --body is empty"),
+        (["--body", "[" * 100_000], None, "the body from --body is nested too deeply to read"),
     ],
 )
 def test_invoke_refuses_a_bad_body_before_running_anything(hello_dir, args, stdin, message):
     result = pocket("invoke", str(hello_dir), "hello", *args, stdin=stdin)
     assert result.returncode == 2, result.stderr
     assert_no_traceback(result)
+    assert message in result.stderr
+
+
+def test_invoke_refuses_a_body_file_that_is_not_utf8(hello_dir, tmp_path):
+    (tmp_path / "body.json").write_bytes(b'{"name": "Ren\xe9"}')
+    (tmp_path / "empty.json").write_bytes(b"")
+    result = pocket("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'body.json'}")
+    assert result.returncode == 2, result.stderr
+    assert_no_traceback(result)
+    assert f"the body from {tmp_path / 'body.json'} is not UTF-8 text (byte 0xe9 at offset 13)" in result.stderr
+    assert "internal error" not in result.stderr
+    empty = pocket("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'empty.json'}")
+    assert (empty.returncode, empty.stderr) == (2, f"pocket: the body file {tmp_path / 'empty.json'} is empty: "
+                                                   "give a JSON object, such as {}\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no body given: pass --body JSON, --body @file.json, or pipe JSON on stdin"),
+        (["--body", "-"], "--body - reads the body from stdin, but stdin is closed"),
+    ],
+)
+def test_invoke_with_stdin_closed_is_a_clear_error(hello_dir, args, message):
+    """`pocket invoke X hello <&-`: Python starts with sys.stdin None."""
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", POCKET, "invoke", str(hello_dir), "hello", *args],
+        capture_output=True, text=True, timeout=60, env=environment(), check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (2, f"pocket: {message}\n")
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "-inf"])
+def test_invoke_refuses_a_timeout_that_is_not_a_positive_finite_number(hello_dir, timeout):
+    result = pocket("invoke", str(hello_dir), "hello", "--body", "{}", f"--timeout={timeout}")
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    message = f"argument --timeout: expected a positive, finite number of seconds, got '{timeout}'"
     assert message in result.stderr
 
 
@@ -121,6 +179,81 @@ def test_bad_settings_are_reported_without_traceback(tmp_path, hello_dir):
     assert result.returncode == 2
     assert_no_traceback(result)
     assert "sandbox.cpus (or POCKET_SANDBOX__CPUS): Input should be a valid number" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        lambda files, cmd: [*files, *cmd],  # pocket --settings F --secrets S list SOURCE
+        lambda files, cmd: [*cmd, *files],  # pocket list SOURCE --settings F --secrets S
+        lambda files, cmd: [cmd[0], *files, *cmd[1:]],  # pocket list --settings F --secrets S SOURCE
+    ],
+    ids=["before-the-command", "after-the-command", "between"],
+)
+def test_settings_and_secrets_files_go_before_or_after_the_command(tmp_path, hello_dir, where):
+    (tmp_path / "mine.toml").write_text("[sandbox]\ncpus = 'many'\n")
+    (tmp_path / "mine.secrets.toml").write_text("[auth.github]\nclient_id = 'x'\n")
+    files = ["--settings", str(tmp_path / "mine.toml"), "--secrets", str(tmp_path / "mine.secrets.toml")]
+    for command in (["list", str(hello_dir)], ["auth", "status"]):
+        result = pocket(*where(files, command))
+        assert result.returncode == 2, result.stderr
+        assert "sandbox.cpus (or POCKET_SANDBOX__CPUS): Input should be a valid number" in result.stderr
+    (tmp_path / "mine.toml").write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    (tmp_path / "mine.secrets.toml").write_text("not toml [")
+    result = pocket(*where(files, ["auth", "status"]))
+    assert result.returncode == 2 and "mine.secrets.toml" in result.stderr, result.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    """`pocket list X | head -1`: stdout closes under us; exit 141 like a tool killed by SIGPIPE, quietly."""
+    for command in (["list", str(CORPUS)], ["validate", str(CORPUS)], ["list", "--json", str(CORPUS)]):
+        child = subprocess.Popen(
+            [POCKET, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
+        )
+        child.stdout.close()  # before the first line is written: the very first write fails
+        err = child.stderr.read()
+        assert child.wait(30) == 141, err
+        assert err == ""
+
+
+@pytest.mark.docker
+def test_sigterm_removes_the_container_of_a_running_call(tmp_path, docker_api):
+    """`pocket invoke ... & kill -TERM $!`: exit 143, and the tool's container goes with the process."""
+    write(
+        tmp_path / "slow",
+        {
+            "tool": {"name": "slow", "description": "Sleep.", "inputSchema": {"type": "object"}},
+            "language": "python",
+            "entrypoint": {"run": 'python -c "import time; time.sleep(30)"'},
+        },
+    )
+    child = subprocess.Popen(
+        [POCKET, "invoke", str(tmp_path / "slow"), "slow", "--body", "{}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(),
+    )  # fmt: skip
+    owner = f"{socket.gethostname()}:{child.pid}:"
+
+    def containers() -> list[dict]:
+        found = docker_api.containers(all=True, filters={"label": "pocket-runner.owner"})
+        return [c for c in found if c["Labels"]["pocket-runner.owner"].startswith(owner)]
+
+    try:
+        deadline = time.monotonic() + 60  # a first run builds the tool's image
+        while not containers():
+            if child.poll() is not None or time.monotonic() > deadline:
+                child.kill()
+                pytest.fail(f"no container appeared: {child.communicate()[1]}")
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=10)
+    finally:
+        child.kill()
+    assert child.returncode == 143, err
+    assert err.endswith("pocket: terminated\n") and "Traceback" not in err
+    deadline = time.monotonic() + 5
+    while containers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert containers() == []
 
 
 @pytest.mark.parametrize("command", [[], ["validate"], ["list"], ["invoke"]])

@@ -274,3 +274,48 @@ def test_serve_without_sources_is_a_usage_error():
     result = subprocess.run([sys.executable, "-m", "runner.cli", "serve"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "the following arguments are required: SOURCE" in result.stderr
+
+
+def _pocket_serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "serve", str(HELLO), *args],
+        cwd=REPO, env=_environment(tmp_path), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_serve_refuses_a_port_out_of_range(tmp_path, port):
+    result = _pocket_serve(tmp_path, "--http", f"--port={port}")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "argument --port: " in result.stderr and "65535" in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _pocket_serve(tmp_path, "--http", "--port", str(port))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"pocket: cannot listen on 127.0.0.1:{port}: address already in use; pick another with --port" in (
+        result.stderr
+    )
+    assert "serving" not in result.stderr  # no banner for a server that never listened
+
+
+def test_sigterm_stops_pocket_serve_http(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
+        cwd=REPO, env=_environment(tmp_path), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, process)
+        process.terminate()
+        _, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.endswith("pocket: terminated\n") and "Traceback" not in err
