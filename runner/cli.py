@@ -387,7 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pocket",
         description="Run authenticated tools for AI agents in hardened containers.",
-        epilog="SOURCE is a tool folder, a folder of tool folders, or a git URL (URL[@REF][#SUBDIR]).",
+        epilog="""examples:
+  pocket validate tools-example
+  pocket list tools-example --json
+  pocket invoke tools-example/hello hello --body '{"name": "Ada"}'
+  pocket auth login slack --user alice
+  pocket serve tools-example --http --port 8765
+
+SOURCE is a tool folder, a folder of tool folders, or a git URL (URL[@REF][#SUBDIR]).
+Run `pocket COMMAND --help` for a command's options and examples.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pocket-runner {__version__}")
 
@@ -432,7 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     auth = command("auth", "Sign in to providers, show and remove stored credentials.")
     auth_commands = auth.add_subparsers(dest="auth_command", metavar="ACTION", parser_class=_Parser)
     auth_commands.required = True
-    login = auth_commands.add_parser("login", help="authorize PROVIDER (OAuth, device grant, or a token)")
+    login = auth_commands.add_parser(
+        "login",
+        help="authorize PROVIDER (OAuth, device grant, or a token)",
+        description="authorize PROVIDER (OAuth, device grant, or a token)",
+        epilog=EXAMPLES["auth"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     login.add_argument("provider", metavar="PROVIDER")
     login.add_argument("--handler", help="oauth2, token, basic, keypair (or hyperpocket's PROVIDER-KIND)")
     login.add_argument("--scope", action="append", default=[], help="a scope to ask for (repeatable)")
@@ -440,11 +455,23 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument(
         "--timeout", type=_positive_seconds, default=600, metavar="SECONDS", help="how long to wait for consent"
     )
-    status = auth_commands.add_parser("status", help="show stored credentials (never their values)")
+    status = auth_commands.add_parser(
+        "status",
+        help="show stored credentials (never their values)",
+        description="show stored credentials (never their values)",
+        epilog=EXAMPLES["auth"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("provider", metavar="PROVIDER", nargs="?")
     status.add_argument("--all-users", action="store_true", help="every user, not only --user")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    logout = auth_commands.add_parser("logout", help="revoke (where the provider allows) and forget a credential")
+    logout = auth_commands.add_parser(
+        "logout",
+        help="revoke (where the provider allows) and forget a credential",
+        description="revoke (where the provider allows) and forget a credential",
+        epilog=EXAMPLES["auth"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     logout.add_argument("provider", metavar="PROVIDER")
     for sub in (login, status, logout):
         sub.add_argument("--user", default="default", help="whose credentials (default: %(default)s)")

@@ -256,13 +256,16 @@ def test_sigterm_removes_the_container_of_a_running_call(tmp_path, docker_api):
     assert containers() == []
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["list"], ["invoke"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["validate"], ["list"], ["invoke"], ["serve"], ["auth"], ["auth", "login"], ["auth", "status"]],
+)
 def test_every_command_has_help_with_examples(command):
     result = pocket(*command, "--help")
     assert result.returncode == 0
     assert "usage: pocket" in result.stdout
-    if command:
-        assert f"pocket {command[0]} " in result.stdout.split("examples:")[1]
+    examples = result.stdout.split("examples:")[1]
+    assert f"pocket {' '.join(command)} ".replace("  ", " ") in examples
 
 
 def test_version():
