@@ -4,7 +4,11 @@ Images. Each tool gets an image `pocket-tool/<name>:<hash16>`: its base image, t
 /tool, its `entrypoint.build` run once, and our launcher in /pocket. The tag is a hash of everything
 that goes in (base image id, tool files, launcher), so an edited tool is rebuilt and an unchanged one
 never is. Builds reach package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and
-`sandbox.pip_index_url`, given to the build step only.
+`sandbox.pip_index_url`, given to the build step only (a build argument: with the classic builder it
+shows in the image's history; it is redacted from build errors and progress). The context is only
+regular files, directories and symlinks (a FIFO would block), at most `sandbox.max_context_mb`, and is
+streamed from a temporary file. A folder with only a pocket.json whose entrypoint names files is
+refused before any build.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
@@ -18,9 +22,11 @@ Warm mode (opt-in per tool in settings, `sandbox.warm_tools`): for tools with an
 which imports the handler once and serves calls as JSON lines.
 
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a
-small /tmp tmpfs, pids/memory/CPU limits, no network unless the manifest asks, no logs kept by the
-engine, never a bind mount or the Docker socket. Tokens travel on the attach stream, never in the
-container's config. stdout and stderr are read from the attach stream with byte caps, so the
+small /tmp tmpfs (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous volume holds
+the tool's files on the host's disk), pids/memory/CPU limits (the settings' values are ceilings a
+manifest may only lower; `[sandbox.tools.NAME]` grants more), no network unless the manifest asks, no
+logs kept by the engine, never a bind mount or the Docker socket. Tokens travel on the attach stream,
+never in the container's config. stdout and stderr are read from the attach stream with byte caps, so the
 runner's memory stays bounded; a monotonic deadline kills the container. The launcher reports the
 exit status on both streams after the tool ends (marked with a per-call nonce), so a call returns
 without waiting for the engine to notice the exit.
@@ -32,6 +38,7 @@ container on an internal network (no route out) whose only exit is a hardened pr
 Background work (refilling pools, removing used containers) waits until no call is running, so it
 does not take CPU from calls; a runner started later removes what a dead runner left (labels name
 the host, pid and process start time of the runner that created each container and network).
+`close()` kills the containers of calls still running first (they return "the sandbox was closed").
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ import select
 import shlex
 import socket
 import ssl
+import stat
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -75,6 +84,9 @@ LABEL_MODE = "pocket-runner.mode"
 SENTINEL = "__pocket_body_follows__"
 USER = "65534:65534"  # nobody:nogroup
 TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the container's own /tmp
+# Over each VOLUME the image declares: without it the engine creates an anonymous volume there, writable
+# host-disk storage that outlives the container.
+VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
 STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
 # Background work (refilling pools, removing used containers) waits until no call is running, so it
 # never takes CPU from a call, for at most this long (then it runs anyway: a busy runner still refills).
@@ -112,6 +124,8 @@ class Limits:
     pids: int
     output_limit: int
     network: bool | tuple[str, ...]  # a tuple: only these hosts, through the egress proxy
+    # What the manifest asked for above the settings' ceilings, said once through progress
+    lowered: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def container_key(self) -> tuple[Any, ...]:
@@ -119,9 +133,14 @@ class Limits:
         return (self.memory_mb, self.cpus, self.pids, self.network)
 
 
+_LIMIT_UNITS = {"timeout_seconds": "s", "memory_mb": "MiB", "cpus": "CPUs", "pids": "processes",
+                "output_limit_bytes": "bytes"}  # fmt: skip
+
+
 def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float | None = None) -> Limits:
-    """The call's timeout wins, then `[sandbox.tools.NAME]` in settings, then the manifest's `sandbox` block,
-    then the settings' defaults.
+    """`[sandbox.tools.NAME]` in settings wins as it is; otherwise the manifest's `sandbox` block may ask for
+    less than the settings' values, which are both the defaults and the ceilings. A call's timeout is
+    capped by the resulting timeout.
 
     A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
     tool's settings say `network = false`. A list of hosts means only those hosts, through the egress
@@ -133,17 +152,30 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
     if wants_network and (not settings.allow_network or override.network is False):
         where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
         raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
+    lowered: list[str] = []
 
     def pick(name: str) -> Any:
-        return getattr(override, name) or getattr(spec, name) or getattr(settings, name)
+        granted = getattr(override, name)
+        if granted is not None:
+            return granted
+        ceiling, asked = getattr(settings, name), getattr(spec, name)
+        if asked is None or asked <= ceiling:
+            return asked if asked is not None else ceiling
+        lowered.append(
+            f"tool {manifest.name!r} asks for {asked:g} {_LIMIT_UNITS[name]}; limited to {ceiling:g} by "
+            f"sandbox.{name} (raise it in [sandbox.tools.{manifest.name}])"
+        )
+        return ceiling
 
+    limit = float(pick("timeout_seconds"))
     return Limits(
-        timeout=float(timeout or pick("timeout_seconds")),
+        timeout=min(float(timeout), limit) if timeout else limit,
         memory_mb=pick("memory_mb"),
         cpus=pick("cpus"),
         pids=pick("pids"),
         output_limit=pick("output_limit_bytes"),
         network=spec.network if isinstance(spec.network, tuple) else wants_network,
+        lowered=tuple(lowered),
     )
 
 
@@ -176,7 +208,10 @@ def _package_file(name: str) -> bytes:
 
 
 def _tool_files(folder: Path) -> list[tuple[str, Path]]:
-    """(relative posix path, path) of every file and symlink of the tool, minus caches and VCS data."""
+    """(relative posix path, path) of every regular file and symlink of the tool, minus caches and VCS data.
+
+    FIFOs, sockets and devices are skipped: reading a FIFO would block the build forever.
+    """
     found: list[tuple[str, Path]] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d not in EXCLUDED and not os.path.islink(os.path.join(root, d)))
@@ -184,12 +219,52 @@ def _tool_files(folder: Path) -> list[tuple[str, Path]]:
             if name.endswith((".pyc", ".pyo")):
                 continue
             path = Path(root, name)
-            found.append((path.relative_to(folder).as_posix(), path))
+            try:
+                mode = path.lstat().st_mode
+            except OSError:
+                continue  # removed meanwhile
+            if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+                found.append((path.relative_to(folder).as_posix(), path))
         for name in sorted(os.listdir(root)):  # symlinked directories: kept as links, never followed
             path = Path(root, name)
             if name not in EXCLUDED and path.is_symlink() and path.is_dir():
                 found.append((path.relative_to(folder).as_posix(), path))
     return sorted(found)
+
+
+_FILE_ARGUMENT = re.compile(r"^(\.|\./.*|[\w.-][\w./-]*\.(py|js|mjs|cjs|ts|sh|txt|toml|cfg|json|lock|rb|go|jar))$")
+_PROJECT_TOOLS = {"npm": "package.json", "yarn": "package.json", "pnpm": "package.json", "poetry": "pyproject.toml"}
+
+
+def _missing_code(manifest: Manifest, files: list[str]) -> str | None:
+    """What the entrypoint needs that a folder holding only pocket.json lacks (hyperpocket's corpus ships
+    manifests without code), or None. Cheap, so a hopeless build is never started."""
+    if any(rel != "pocket.json" for rel in files):
+        return None
+    entrypoint = manifest.entrypoint
+    for where, command in (("entrypoint.build", entrypoint.build), ("entrypoint.run", entrypoint.run)):
+        if not command:
+            continue
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            words = command.split()
+        needed = None
+        for before, word in zip(["", *words], words, strict=False):
+            if before in ("-c", "-e", "--eval", "-m"):
+                continue  # inline code or a module: not a file of the folder
+            if word in _PROJECT_TOOLS and before in ("", "&&", ";", "|"):
+                needed = _PROJECT_TOOLS[word]
+            elif word == "sync" and before == "uv":
+                needed = "pyproject.toml"
+            elif word == "." or (_FILE_ARGUMENT.match(word) and not (manifest.folder / word).exists()):
+                needed = "its code (a pyproject.toml or setup.py)" if word == "." else word
+            if needed:
+                return (
+                    f"{where} ({command!r}) needs {needed}, which is not in {manifest.folder}; "
+                    "put the tool's code next to its pocket.json"
+                )
+    return None
 
 
 def _default_ca_bundle() -> Path | None:
@@ -260,6 +335,37 @@ def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
     tar.addfile(info)
+
+
+def _redactor(url: str) -> Callable[[str], str]:
+    """A function hiding `url` (a package index, maybe with user:password) and its credentials in build output.
+
+    The URL is replaced whole, and also as pip prints it (`https://user:****@host/simple`: its host and
+    path); a password is replaced wherever it appears.
+    """
+    if not url:
+        return lambda text: text
+    from urllib.parse import unquote, urlsplit
+
+    label = "[sandbox.pip_index_url]"
+    pairs = {url: label, url.rstrip("/"): label}
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(url)
+        location = parts.netloc.rpartition("@")[2] + parts.path
+        if location:
+            pairs[location] = label
+            pairs[location.rstrip("/")] = label
+        if parts.password:
+            pairs[parts.password] = "***"
+            pairs[unquote(parts.password)] = "***"
+    ordered = sorted(((s, r) for s, r in pairs.items() if len(s) >= 3), key=lambda pair: -len(pair[0]))
+
+    def redact(text: str) -> str:
+        for secret, replacement in ordered:
+            text = text.replace(secret, replacement)
+        return text
+
+    return redact
 
 
 # --------------------------------------------------------------------------------------------------
@@ -584,7 +690,14 @@ class _WarmWorker:
             return "timeout", None, self._stderr()
         state = "stop" if reply and stderr_done else stream.read_until(deadline, on_frame)
         if reply and stderr_done:
-            answer = json.loads(reply[0])
+            try:
+                answer = json.loads(reply[0])
+                if not isinstance(answer, dict):
+                    raise ValueError("not an object")
+            except ValueError:  # the handler wrote to the protocol's fd: nothing it says can be trusted now
+                self.broken = True
+                preview = reply[0][:200].decode("utf-8", "replace")
+                return "bad_reply", preview, self._stderr()
             if answer.get("ok"):
                 return "ok", answer.get("value"), self._stderr()
             return "error", answer.get("error") or "the handler failed", self._stderr()
@@ -623,6 +736,9 @@ class Sandbox:
         self._api: Any = None
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
         self._build_locks: dict[str, threading.Lock] = {}
+        self._volumes: dict[str, dict[str, str]] = {}  # image -> tmpfs mounts over its VOLUMEs
+        self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
+        self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
         self._pools: dict[_Spec, _Pool] = {}
         self._warm: dict[tuple[_Spec, str], list[_WarmWorker]] = {}
         self._warm_busy: set[int] = set()
@@ -676,7 +792,7 @@ class Sandbox:
                 owner = (container.get("Labels") or {}).get(LABEL_OWNER, "")
                 if owner and owner != self._owner and not _owner_alive(owner):
                     with contextlib.suppress(Exception):
-                        api.remove_container(container["Id"], force=True)
+                        api.remove_container(container["Id"], force=True, v=True)
                         removed.append(container["Id"])
             for network in api.networks(filters={"label": LABEL_OWNER}):
                 owner = (network.get("Labels") or {}).get(LABEL_OWNER, "")
@@ -731,7 +847,7 @@ class Sandbox:
             return self.settings.node_image
         return self.settings.python_image
 
-    def _base_id(self, base: str) -> str:
+    def _base_id(self, base: str, manifest: Manifest) -> str:
         import docker.errors
 
         try:
@@ -743,13 +859,21 @@ class Sandbox:
             self.api.pull(base)
             return self.api.inspect_image(base)["Id"]
         except docker.errors.APIError as exc:
+            if manifest.base_image:
+                hint = (
+                    f"build it (docker build -t {base} ...) or pull it (docker pull {base}) on this machine, "
+                    f"or edit the tool's baseImage"
+                )
+            else:
+                setting = "sandbox.node_image" if (manifest.language or "python") == "node" else "sandbox.python_image"
+                hint = f"pull or load it, or point {setting} at an image this machine has"
             raise SandboxError(
-                f"base image {base!r} is not on this machine and cannot be pulled ({exc.explanation or exc}); "
-                f"build or load it, or point the tool's baseImage (or sandbox.python_image) at a local image"
+                f"base image {base!r} is not on this machine and cannot be pulled ({exc.explanation or exc}); {hint}"
             ) from None
 
     def _context(self, manifest: Manifest, base_id: str) -> _Context:
         files = _tool_files(manifest.folder)
+        self._check_context_size(manifest, files)
         ca_path = self.settings.ca_bundle or _default_ca_bundle()
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
@@ -765,12 +889,29 @@ class Sandbox:
                 h.update(b"link:" + os.readlink(path).encode() + b"\0")
             else:
                 h.update(b"x" if os.access(path, os.X_OK) else b"-")
-                h.update(path.read_bytes() + b"\0")
+                with path.open("rb") as handle:
+                    for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                        h.update(block)
+                h.update(b"\0")
         script = _build_script(build, ca is not None) if build else None
         return _Context(h.hexdigest()[:16], files, dockerfile, script, ca)
 
-    def _tar(self, manifest: Manifest, context: _Context) -> io.BytesIO:
-        buffer = io.BytesIO()
+    def _check_context_size(self, manifest: Manifest, files: list[tuple[str, Path]]) -> None:
+        """Refuse a tool folder over `sandbox.max_context_mb` before reading any of it, naming its largest files."""
+        sizes = [(path.lstat().st_size, rel) for rel, path in files if not path.is_symlink()]
+        total, limit = sum(size for size, _ in sizes), self.settings.max_context_mb * 1024 * 1024
+        if total <= limit:
+            return
+        largest = ", ".join(f"{rel} ({size / 1048576:.1f} MB)" for size, rel in sorted(sizes, reverse=True)[:3])
+        raise SandboxError(
+            f"the folder of tool {manifest.name!r} ({manifest.folder}) holds {total / 1048576:.1f} MB, over "
+            f"sandbox.max_context_mb = {self.settings.max_context_mb}; largest files: {largest} "
+            f"(remove them from the folder, or raise sandbox.max_context_mb)"
+        )
+
+    def _tar(self, manifest: Manifest, context: _Context) -> Any:
+        """The build context as a tar in a temporary file (a tool folder may be large: not in memory)."""
+        buffer = tempfile.TemporaryFile()  # closed by _build
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             _add(tar, "Dockerfile", context.dockerfile.encode())
             _add_dir(tar, "pocket")
@@ -811,7 +952,10 @@ class Sandbox:
         tag = self._images.get(key)
         if tag is not None:
             return tag
-        context = self._context(manifest, self._base_id(base))
+        missing = _missing_code(manifest, [rel for rel, *_ in key[3]])
+        if missing:
+            raise SandboxError(f"this folder has a pocket.json but no code: {missing}")
+        context = self._context(manifest, self._base_id(base, manifest))
         tag = f"{image_repository(manifest.name)}:{context.digest}"
         with self._lock:
             lock = self._build_locks.setdefault(tag, threading.Lock())
@@ -833,11 +977,15 @@ class Sandbox:
     def _build(self, manifest: Manifest, context: _Context, tag: str) -> None:
         self._say(f"building image {tag} for tool {manifest.name!r}")
         tail: deque[str] = deque(maxlen=40)
-        buildargs = {"POCKET_PIP_INDEX_URL": self.settings.pip_index_url} if self.settings.pip_index_url else {}
+        index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
+        buildargs = {"POCKET_PIP_INDEX_URL": index_url} if index_url else {}
+        redact = _redactor(index_url)
         error = None
+        context_file = None
         try:
+            context_file = self._tar(manifest, context)
             stream = self.api.build(
-                fileobj=self._tar(manifest, context),
+                fileobj=context_file,
                 custom_context=True,
                 tag=tag,
                 rm=True,
@@ -849,15 +997,19 @@ class Sandbox:
             )
             for chunk in stream:
                 if "error" in chunk:
-                    error = chunk.get("error") or "unknown error"
+                    error = redact(chunk.get("error") or "unknown error")
                     tail.append(error.rstrip())
                     break
                 for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
                     if line.strip():
+                        line = redact(line)
                         tail.append(line)
                         self._say(f"build {manifest.name}: {line}")
         except Exception as exc:
-            error = str(exc)
+            error = redact(str(exc))
+        finally:
+            if context_file is not None:
+                context_file.close()
         if error is not None or not self._image_exists(tag):
             log = "\n".join(tail)
             raise BuildError(
@@ -895,7 +1047,7 @@ class Sandbox:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
-            tmpfs=TMPFS,
+            tmpfs={**self._volume_tmpfs(spec.image), **TMPFS},
             pids_limit=pids,
             mem_limit=f"{memory_mb}m",
             memswap_limit=f"{memory_mb}m",
@@ -941,6 +1093,17 @@ class Sandbox:
             raise SandboxError("the sandbox is closed")
         return _Started(cid, stream)
 
+    def _volume_tmpfs(self, image: str) -> dict[str, str]:
+        """A small tmpfs over each VOLUME the image declares, so the engine creates no anonymous volume."""
+        with self._lock:
+            known = self._volumes.get(image)
+        if known is None:
+            declared = (self.api.inspect_image(image).get("Config") or {}).get("Volumes") or {}
+            known = {path: VOLUME_TMPFS for path in declared}
+            with self._lock:
+                self._volumes[image] = known
+        return known
+
     def _egress_network(self, hosts: tuple[str, ...]) -> tuple[str, str]:
         """The internal network (no route out) whose only exit is a proxy allowing `hosts`; made once."""
         with self._lock:
@@ -968,7 +1131,8 @@ class Sandbox:
 
         api = self.api
         host_config = api.create_host_config(
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, tmpfs=TMPFS, pids_limit=64,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, pids_limit=64,
+            tmpfs={**self._volume_tmpfs(self.settings.python_image), **TMPFS},
             mem_limit="64m", memswap_limit="64m", nano_cpus=500_000_000, network_mode="bridge",
             log_config=docker.types.LogConfig(type="none"),
         )  # fmt: skip
@@ -1009,7 +1173,7 @@ class Sandbox:
 
     def _remove(self, cid: str) -> None:
         with contextlib.suppress(Exception):
-            self.api.remove_container(cid, force=True)
+            self.api.remove_container(cid, force=True, v=True)
         with self._lock:
             self._live.discard(cid)
 
@@ -1032,6 +1196,7 @@ class Sandbox:
         For a tool in warm mode, also make sure `warm_workers` warm containers serve `user_id` (waits for them).
         """
         limits = resolve_limits(self.settings, manifest)
+        self._say_lowered(limits)
         spec = self._spec(manifest, limits, "call")
         if self.settings.pool_size:
             self._pool(spec).refill()
@@ -1092,25 +1257,55 @@ class Sandbox:
             stdin = payload + json.dumps(body).encode()
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
+        self._say_lowered(limits)
         if warm is None:
             warm = self._is_warm(name)
         try:
             if warm and manifest.entrypoint.handler:
-                return self._run_warm(manifest, body, environment, limits, user_id, started_at)
+                result = self._run_warm(manifest, body, environment, limits, user_id, started_at)
+                return self._closed_result(result) if self._closed and not result.ok else result
             spec = self._spec(manifest, limits, "call")
             pool = self._pool(spec) if self.settings.pool_size else None
             started = pool.take() if pool is not None else self._start(spec)
         except SandboxError as exc:
             return failed(Outcome.TOOL_FAILED, str(exc))
-        except Exception as exc:  # the engine refused (image gone, daemon restarting, out of disk...)
-            return failed(Outcome.TOOL_FAILED, f"the sandbox could not start the tool's container: {exc}")
+        except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...)
+            explanation = getattr(exc, "explanation", None) or exc
+            return failed(Outcome.TOOL_FAILED, f"the sandbox could not start the tool's container: {explanation}")
         try:
+            self._enter_call(started.id)
             with self._running():
-                return self._call(name, started, stdin, nonce, limits, started_at)
+                result = self._call(name, started, stdin, nonce, limits, started_at)
         finally:
+            with self._lock:
+                self._in_flight.discard(started.id)
             if pool is not None:
                 pool.release()
             self._discard(started)
+        return self._closed_result(result) if self._closed and not result.ok else result
+
+    def _enter_call(self, cid: str) -> None:
+        """Mark a container as serving a call, so close() kills it; killed now if close() already ran."""
+        with self._lock:
+            self._in_flight.add(cid)
+        if self._closed:
+            self._kill(cid)
+
+    @staticmethod
+    def _closed_result(result: Invocation) -> Invocation:
+        """A call that close() interrupted: say so, not what killing its container looked like."""
+        return Invocation(
+            result.tool, Outcome.TOOL_FAILED, error="the sandbox was closed", stderr=result.stderr,
+            duration_seconds=result.duration_seconds,
+        )  # fmt: skip
+
+    def _say_lowered(self, limits: Limits) -> None:
+        for message in limits.lowered:
+            with self._lock:
+                if message in self._said:
+                    continue
+                self._said.add(message)
+            self._say(message)
 
     def _call(
         self, name: str, started: _Started, stdin: bytes, nonce: str, limits: Limits, started_at: float
@@ -1211,11 +1406,13 @@ class Sandbox:
                 self._warm[key].append(worker)
                 self._warm_busy.add(id(worker))
         try:
+            self._enter_call(worker.started.id)
             with self._running():
                 state, value, stderr = worker.call(environment, body, limits)
         finally:
             worker.last_used = time.monotonic()
             with self._lock:
+                self._in_flight.discard(worker.started.id)
                 self._warm_busy.discard(id(worker))
                 if worker.broken:
                     with contextlib.suppress(ValueError):
@@ -1233,6 +1430,13 @@ class Sandbox:
         if state == "timeout":
             error = f"timed out after {limits.timeout:g} s"
             return Invocation(manifest.name, Outcome.TOOL_FAILED, error=error, **common)
+        if state == "bad_reply":
+            return Invocation(
+                manifest.name, Outcome.TOOL_FAILED,
+                error=f"the warm server's reply is not its protocol ({value!r}: did the handler write to the "
+                "protocol's file descriptor?); its container was discarded",
+                **common,
+            )  # fmt: skip
         if state == "too_big":
             return Invocation(
                 manifest.name, Outcome.TOOL_FAILED, truncated=True,
@@ -1261,12 +1465,18 @@ class Sandbox:
         with self._quiet:
             self._quiet.notify_all()
         with self._lock:
+            in_flight = list(self._in_flight)
             pools, self._pools = list(self._pools.values()), {}
-            warm, self._warm = [w for workers in self._warm.values() for w in workers], {}
+            warm = [w for workers in self._warm.values() for w in workers if id(w) not in self._warm_busy]
+            self._warm = {}
+        # Calls still running first: their containers are killed, so the calls end now (and report
+        # "the sandbox was closed") instead of running to their timeout.
+        for cid in in_flight:
+            self._kill(cid)
         for pool in pools:
             for started in pool.close():
                 started.stream.close()
-        for worker in warm:
+        for worker in warm:  # a busy one's stream belongs to its call, which discards it
             worker.started.stream.close()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._reaper.shutdown(wait=True)

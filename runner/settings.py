@@ -41,7 +41,11 @@ class _Section(BaseModel):
 
 
 class ToolLimits(_Section):
-    """`[sandbox.tools.NAME]`: whoever runs the agent overrides one tool's limits; wins over its manifest."""
+    """`[sandbox.tools.NAME]`: whoever runs the agent sets one tool's limits; wins over its manifest.
+
+    These values are taken as they are, above or below the `[sandbox]` ceilings: this is how an operator
+    grants one tool more than the defaults allow.
+    """
 
     timeout_seconds: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, ge=16)
@@ -52,10 +56,17 @@ class ToolLimits(_Section):
 
 
 class SandboxSettings(_Section):
-    """Defaults for every tool's container; a manifest's `sandbox` block may ask for other limits."""
+    """Defaults and ceilings for every tool's container.
+
+    `timeout_seconds`, `memory_mb`, `cpus`, `pids` and `output_limit_bytes` are each the default and
+    the ceiling: a manifest's `sandbox` block may ask for less, never more (a larger request is lowered
+    to the setting, and said once through progress). A per-call timeout is capped the same way. Only
+    `[sandbox.tools.NAME]` (see ToolLimits) raises a limit for one tool.
+    """
 
     python_image: str = "python:3.11-slim"
     node_image: str = "node:20-slim"
+    # Defaults and ceilings (a manifest may ask for less; [sandbox.tools.NAME] may grant more):
     timeout_seconds: float = Field(default=60.0, gt=0)
     memory_mb: int = Field(default=512, ge=16)
     cpus: float = Field(default=1.0, gt=0)
@@ -65,7 +76,10 @@ class SandboxSettings(_Section):
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
     pool_max: int = Field(default=8, ge=0)  # after a burst of concurrent calls the pool grows to it, up to this
     ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
-    pip_index_url: str | None = None  # a PyPI mirror for `pip install` during builds
+    # A PyPI mirror for `pip install` during builds; may carry credentials, so it is a secret: redacted
+    # from build errors and never shown in a repr.
+    pip_index_url: SecretStr | None = None
+    max_context_mb: int = Field(default=100, ge=1)  # largest tool folder (build context) the sandbox sends
     # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and
     # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
     warm_tools: tuple[str, ...] = ()

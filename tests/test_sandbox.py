@@ -594,3 +594,244 @@ def test_a_build_can_pip_install_the_tool(sandbox, tool):
     assert result.ok, result
     assert result.value["body"] == {"q": 1}
     assert "-packages/pipbuild_tool" in result.value["installed_at"]
+
+
+# -- review findings: ceilings, volumes, build context, secrets, engine errors, close, missing code ------
+
+
+def test_settings_are_ceilings_a_manifest_may_only_lower(tmp_path):
+    from runner.settings import ToolLimits
+
+    greedy = {"memory_mb": 1000000, "pids": 1000000, "timeout_seconds": 86400, "output_limit_bytes": 10**9,
+              "cpus": 64}  # fmt: skip
+    manifest = load_manifest(_write_tool(tmp_path / "g", "greedy", "true", sandbox=greedy))
+    settings = SandboxSettings()
+    limits = resolve_limits(settings, manifest)
+    assert (limits.memory_mb, limits.pids, limits.timeout, limits.output_limit, limits.cpus) == (
+        512, 128, 60, 4 * 1024 * 1024, 1.0)  # fmt: skip
+    assert resolve_limits(settings, manifest, timeout=3600).timeout == 60  # a call's timeout is capped too
+    modest = load_manifest(_write_tool(tmp_path / "m", "modest", "true", sandbox={"memory_mb": 64, "pids": 16}))
+    assert (resolve_limits(settings, modest).memory_mb, resolve_limits(settings, modest).pids) == (64, 16)
+    granted = SandboxSettings(tools={"greedy": ToolLimits(memory_mb=2048, timeout_seconds=600)})
+    assert (resolve_limits(granted, manifest).memory_mb, resolve_limits(granted, manifest).timeout) == (2048, 600)
+
+
+@docker
+def test_a_lowered_limit_is_said_once_and_applied(docker_api, tmp_path):
+    read = "next(open(p).read().strip() for p in ('/sys/fs/cgroup/memory.max', "
+    read += "'/sys/fs/cgroup/memory/memory.limit_in_bytes') if __import__('os').path.exists(p))"
+    run = f'python -c "print({read})"'
+    manifest = load_manifest(_write_tool(tmp_path / "big", "big", run, sandbox={"memory_mb": 1000000}))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        first, second = box.run(manifest, {}, {}), box.run(manifest, {}, {})
+    assert first.ok and second.ok, first
+    assert first.value == 512 * 1024 * 1024  # what the container got: the ceiling, not a terabyte
+    said = [m for m in messages if "asks for" in m]
+    assert said == [
+        "tool 'big' asks for 1e+06 MiB; limited to 512 by sandbox.memory_mb (raise it in [sandbox.tools.big])"
+    ]
+
+
+@pytest.fixture
+def volume_image(docker_api):
+    """A base image declaring `VOLUME /data` (writable by anyone), built for this test and removed after."""
+    import io
+
+    from runner.settings import SandboxSettings as _Settings
+
+    tag = f"pocket-test/with-volume:{time.time_ns()}"
+    dockerfile = f"FROM {_Settings().python_image}\nRUN mkdir /data && chmod 1777 /data\nVOLUME /data\n"
+    label = {"pocket-runner.test": "volume"}
+    for _ in docker_api.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, labels=label, rm=True, decode=True):
+        pass
+    yield tag
+    for image in docker_api.images(filters={"label": "pocket-runner.test=volume"}):
+        with contextlib.suppress(Exception):
+            docker_api.remove_image(image["Id"], force=True)
+
+
+@docker
+def test_a_base_image_volume_is_a_small_tmpfs_and_no_volume_is_created(docker_api, tmp_path, volume_image):
+    run = (
+        "python -c \"import os\ntry:\n    open('/data/big', 'wb').write(b'x' * 32 * 1024 * 1024); print('written')\n"
+        'except OSError as exc:\n    print(exc.strerror)"'
+    )
+    folder = _write_tool(tmp_path / "vol", "vol", run)
+    document = json.loads((folder / "pocket.json").read_text())
+    del document["language"]
+    document["baseImage"] = volume_image
+    (folder / "pocket.json").write_text(json.dumps(document))
+    volumes_before = {v["Name"] for v in docker_api.volumes()["Volumes"] or []}
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        tool_image = box.image(load_manifest(folder))
+        result = box.run(load_manifest(folder), {}, {})
+    docker_api.remove_image(tool_image, force=True)
+    assert result.ok, result
+    assert result.value == "No space left on device"
+    assert {v["Name"] for v in docker_api.volumes()["Volumes"] or []} <= volumes_before
+
+
+@docker
+def test_a_fifo_in_the_tool_folder_is_skipped_and_does_not_block(docker_api, tool_copy):
+    folder = tool_copy("hello")
+    os.mkfifo(folder / "a-fifo")
+    results: list = []
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        call = threading.Thread(target=lambda: results.append(box.run(load_manifest(folder), {"name": "F"}, {})))
+        call.daemon = True
+        call.start()
+        call.join(60)
+        if not results:  # the bug: reading the FIFO blocks forever; unblock the thread before failing
+            with contextlib.suppress(OSError):
+                os.close(os.open(folder / "a-fifo", os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail("the build blocked on a FIFO in the tool folder")
+        docker_api.remove_image(box.image(load_manifest(folder)), force=True)
+    assert results[0].value == {"greeting": "Hello, F!"}
+
+
+@docker
+def test_a_tool_folder_over_max_context_mb_is_refused_naming_its_largest_files(docker_api, tool_copy):
+    folder = tool_copy("hello")
+    (folder / "weights.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (folder / "small.txt").write_text("x")
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0, max_context_mb=2), progress=messages.append) as box:
+        result = box.run(load_manifest(folder), {"name": "x"}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert "sandbox.max_context_mb = 2" in result.error and "weights.bin (3.0 MB)" in result.error
+    assert not any("building image" in m for m in messages)
+
+
+def test_pip_index_url_is_a_secret_in_settings():
+    from runner.settings import Settings
+
+    settings = Settings(sandbox=SandboxSettings(pip_index_url="https://bob:hunter2pass@mirror.invalid/simple"))
+    assert "hunter2pass" not in repr(settings) and "hunter2pass" not in str(settings.sandbox)
+
+
+@docker
+def test_a_failed_build_never_shows_the_index_url_or_its_credentials(docker_api, tmp_path):
+    build = 'echo "index: $PIP_INDEX_URL"; echo "pass: hunter2pass"; exit 1'
+    manifest = load_manifest(_write_tool(tmp_path / "leak", "leak", "true", entrypoint={"build": build, "run": "true"}))
+    messages: list[str] = []
+    settings = SandboxSettings(pool_size=0, pip_index_url="https://bob:hunter2pass@mirror.invalid/simple")
+    with Sandbox(settings, progress=messages.append) as box:
+        result = box.run(manifest, {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED and "building the image of tool 'leak' failed" in result.error
+    shown = result.error + "\n".join(messages)
+    assert "index: [sandbox.pip_index_url]" in result.error and "pass: ***" in result.error
+    assert "hunter2pass" not in shown and "mirror.invalid" not in shown
+
+
+@docker
+def test_an_engine_refusal_is_tool_failed_with_the_engines_message(docker_api, tool):
+    from runner.settings import ToolLimits
+
+    settings = SandboxSettings(pool_size=0, tools={"hello": ToolLimits(cpus=4096)})
+    with Sandbox(settings) as box:
+        result = box.run(tool("hello"), {"name": "x"}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert "CPUs" in result.error and "400 Client Error" not in result.error
+
+
+@docker
+def test_a_warm_reply_that_is_not_json_fails_the_call_and_discards_the_worker(docker_api, tmp_path):
+    folder = _write_tool(tmp_path / "liar", "liar", "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["handler"] = "liar:handle"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    (folder / "liar.py").write_text(
+        "import os\n\ndef handle(body):\n    if body.get('lie'):\n        os.write(3, b'not json\\n')\n"
+        "    return body\n"
+    )
+    manifest = load_manifest(folder)
+    with Sandbox(SandboxSettings(warm_tools=("liar",), pool_size=0)) as box:
+        lied = box.run(manifest, {"lie": True, "n": 1}, {})
+        honest = box.run(manifest, {"n": 2}, {})
+    assert lied.outcome is Outcome.TOOL_FAILED and "not its protocol" in lied.error
+    assert honest.ok and honest.value == {"n": 2}  # not the previous call's reply
+
+
+@docker
+def test_close_kills_running_calls_and_leaves_no_container(docker_api, tool):
+    from runner.settings import ToolLimits
+
+    # sleeper's manifest asks for 1 s: the operator grants it 30 s, so only close() can end these calls
+    box = Sandbox(SandboxSettings(pool_size=0, tools={"sleeper": ToolLimits(timeout_seconds=30)}))
+    manifest = tool("sleeper")
+    box.image(manifest)
+    results: list = []
+    calls = [threading.Thread(target=lambda: results.append(box.run(manifest, {}, {}))) for _ in range(2)]
+    for call in calls:
+        call.start()
+    deadline = time.monotonic() + 20
+    mine = {"label": f"pocket-runner.sandbox={box.id}"}
+    while len(docker_api.containers(filters=mine)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    started = time.monotonic()
+    box.close()
+    closing = time.monotonic() - started
+    for call in calls:
+        call.join(10)
+    assert closing < 3, closing
+    assert docker_api.containers(all=True, filters=mine) == []
+    assert [r.error for r in results] == ["the sandbox was closed"] * 2
+
+
+@docker
+def test_a_missing_node_base_image_names_node_image(docker_api, tmp_path):
+    folder = _write_tool(tmp_path / "js", "js", "node main.js")
+    (folder / "main.js").write_text("console.log(1)\n")
+    document = json.loads((folder / "pocket.json").read_text())
+    document["language"] = "node"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    with Sandbox(SandboxSettings(pool_size=0, node_image="pocket-test/no-such-node:1")) as box:
+        result = box.run(load_manifest(folder), {}, {})
+    assert "sandbox.node_image" in result.error and "sandbox.python_image" not in result.error
+
+
+@docker
+def test_a_missing_explicit_base_image_says_to_build_or_pull_it(sandbox, tmp_path):
+    folder = _write_tool(tmp_path / "nobase2", "nobase2", "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    del document["language"]
+    document["baseImage"] = "pocket-test/no-such-image:2"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    result = sandbox.run(load_manifest(folder), {}, {})
+    assert "docker build -t pocket-test/no-such-image:2" in result.error
+    assert "docker pull pocket-test/no-such-image:2" in result.error and "sandbox.python_image" not in result.error
+
+
+@docker
+def test_a_folder_with_only_pocket_json_fails_before_building(docker_api, tmp_path):
+    entrypoint = {"build": "pip install .", "run": "python main.py"}
+    folder = _write_tool(tmp_path / "bare", "bare", "python main.py", entrypoint=entrypoint)
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        started = time.monotonic()
+        result = box.run(load_manifest(folder), {}, {})
+        elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.error.startswith("this folder has a pocket.json but no code: entrypoint.build ('pip install .')")
+    assert not any("building image" in m for m in messages) and elapsed < 2
+
+
+@docker
+def test_a_warm_call_returns_all_the_stderr_its_handler_wrote_before_replying(docker_api, tmp_path):
+    """stdout and stderr reach the runner unordered between them: the reply must not end the read early."""
+    folder = _write_tool(tmp_path / "noisy", "noisy", "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["handler"] = "noisy:handle"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    (folder / "noisy.py").write_text(
+        "import sys\n\ndef handle(body):\n    for i in range(2000):\n        print('line', i, file=sys.stderr)\n"
+        "    print('END', file=sys.stderr)\n    return body\n"
+    )
+    manifest = load_manifest(folder)
+    with Sandbox(SandboxSettings(warm_tools=("noisy",), pool_size=0)) as box:
+        results = [box.run(manifest, {"n": n}, {}, user_id=f"u{n % 2}") for n in range(6)]
+    for n, result in enumerate(results):
+        assert result.ok and result.value == {"n": n}, result
+        assert result.stderr.startswith("line 0\n") and result.stderr.endswith("line 1999\nEND\n"), n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -101,3 +102,34 @@ def test_cli_timeout_exits_1_within_a_second_of_the_limit(docker_api):
     result = pocket("invoke", str(TOOLS / "sleeper"), "sleeper", "--body", "{}", "--timeout", "0.5")
     assert result.returncode == 1 and "timed out after 0.5 s" in result.stderr
     assert time.monotonic() - started < 5
+
+
+@docker
+def test_closing_a_pocket_during_slow_calls_ends_them_and_removes_their_containers(docker_api, tmp_path):
+    """Ctrl-C during `asyncio.gather` of slow calls: close() returns at once and nothing is left behind."""
+    from runner.settings import ToolLimits
+
+    slow = SandboxSettings(pool_size=0, tools={"sleeper": ToolLimits(timeout_seconds=30)})
+    settings = Settings(cache_dir=tmp_path / "c", data_dir=tmp_path / "d", sandbox=slow)
+    box = Pocket(tools=[TOOLS / "sleeper"], settings=settings)
+    sandbox = box._sandbox_for_calls()
+    sandbox.image(box.tools["sleeper"])
+    mine = {"label": f"pocket-runner.sandbox={sandbox.id}"}
+
+    async def calls() -> list:
+        return await asyncio.gather(*(box.ainvoke("sleeper", {}) for _ in range(3)))
+
+    results: list = []
+    runner = threading.Thread(target=lambda: results.extend(asyncio.run(calls())))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while len(docker_api.containers(filters=mine)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the tools are sleeping now
+    started = time.monotonic()
+    box.close()
+    closing = time.monotonic() - started
+    runner.join(10)
+    assert closing < 3, closing
+    assert docker_api.containers(all=True, filters=mine) == []
+    assert [r.error for r in results] == ["the sandbox was closed"] * 3
