@@ -16,6 +16,10 @@ while IFS= read -r pocket_line; do
     # engine to notice the container's exit and report it.
     printf '\036%s %s\n' "$pocket_nonce" "$pocket_status"
     printf '\036%s %s\n' "$pocket_nonce" "$pocket_status" >&2
+    # After a success, stay alive (idle) until the runner removes the container in the background:
+    # a container's exit tears down its cgroup and namespaces at once, work that would otherwise take
+    # CPU from calls still running. A failure exits now, so the engine reports how the tool died.
+    [ "$pocket_status" -eq 0 ] && exec sleep 2147483647 2>/dev/null
     exit "$pocket_status"
   fi
   eval "$pocket_line"
