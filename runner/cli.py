@@ -212,7 +212,7 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     _say(result.error or "the tool failed")
     if result.auth_url:
         _say(f"open this URL to authorize: {result.auth_url}")
-    if result.stderr:
+    if result.stderr and result.stderr.strip() not in (result.error or ""):  # the error may quote it already
         print(result.stderr.rstrip("\n"), file=sys.stderr)
     return result.outcome.exit_code if result.outcome is not Outcome.OK else EXIT_TOOL_FAILED
 

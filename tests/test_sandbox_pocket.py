@@ -81,6 +81,7 @@ def test_cli_invoke_of_a_failing_tool_exits_1_with_its_stderr(docker_api):
     result = pocket("invoke", str(TOOLS / "fail"), "fail", "--body", "{}")
     assert result.returncode == 1
     assert "pocket: the tool exited with code 3: something broke" in result.stderr
+    assert result.stderr.count("something broke") == 1  # quoted in the error, not printed again
     assert "Traceback" not in result.stderr
 
 
