@@ -55,21 +55,3 @@ class FakeAuthenticator:
 def with_auth(pocket: Any, authenticator: FakeAuthenticator) -> Any:
     pocket._auth = lambda: authenticator
     return pocket
-
-
-class RecordingSandbox:
-    """Stands in for the Docker sandbox where only what reaches it matters (the environment)."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[str, Any, dict[str, str]]] = []
-
-    def run(
-        self, manifest: Any, body: Any, environment: dict[str, str], timeout: float | None = None, user_id: str = ""
-    ) -> Any:
-        from runner.invocation import Invocation, Outcome
-
-        self.runs.append((manifest.name, body, environment))
-        return Invocation(manifest.name, Outcome.OK, value={"ran": manifest.name})
-
-    def close(self) -> None:
-        pass

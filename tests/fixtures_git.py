@@ -42,7 +42,7 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def write_tool(folder: Path, name: str) -> Path:
-    """A minimal valid tool folder."""
+    """A minimal valid tool folder, whose tool prints its environment."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {
         "tool": {"name": name, "description": f"The {name} test tool.", "inputSchema": {"type": "object"}},
@@ -50,7 +50,7 @@ def write_tool(folder: Path, name: str) -> Path:
         "entrypoint": {"run": "python main.py"},
     }
     (folder / "pocket.json").write_text(json.dumps(manifest), encoding="utf-8")
-    (folder / "main.py").write_text("print('{}')\n", encoding="utf-8")
+    (folder / "main.py").write_text("import json, os\nprint(json.dumps({'env': dict(os.environ)}))\n", encoding="utf-8")
     return folder
 
 

@@ -281,10 +281,11 @@ def test_usage_errors_exit_2_with_a_hint():
 
 
 def test_importing_runner_stays_light():
-    """`import runner` and `from runner import Pocket` load no docker, authlib or jsonschema."""
+    """`import runner` and `from runner import Pocket, function_tool` load no heavy or optional dependency."""
+    heavy = ("docker", "authlib", "jsonschema", "httpx", "dynaconf", "mcp", "langchain_core", "openai", "anthropic")
     code = (
-        "import sys, runner; from runner import Pocket;"
-        "print(sorted(m for m in ('docker', 'authlib', 'jsonschema', 'httpx', 'dynaconf') if m in sys.modules))"
+        "import sys, runner; from runner import Pocket, function_tool;"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

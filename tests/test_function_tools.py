@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from typing import Annotated, Any, Literal
 
@@ -15,7 +13,9 @@ from runner.errors import SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Outcome, body_problems
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, FakeAuthenticator, RecordingSandbox, settings, with_auth
+from runner.settings import SandboxSettings
+from tests.agents_support import HELLO, settings
+from tests.fixtures_docker import TOOLS
 
 
 class Place(BaseModel):
@@ -235,25 +235,31 @@ def test_nested_models_are_passed_as_models(tmp_path):
     assert result.value == "Oslo, FR"
 
 
+def real_auth_settings(tmp_path, **values):
+    """Settings for the real Authenticator: its store in tmp_path, its callback server on a free port."""
+    return settings(tmp_path, credentials={"callback_port": 0}, **values)
+
+
 def test_the_token_arrives_as_the_keyword_argument(tmp_path):
-    auth = FakeAuthenticator({("slack", "alice"): "xoxb-alice-secret"})
-    pocket = with_auth(Pocket([post_message], settings=settings(tmp_path)), auth)
-    result = pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="alice")
-    assert result.ok, result.error
-    assert result.value == {"channel": "C1", "text": "hi", "token_length": len("xoxb-alice-secret")}
-    assert auth.calls == [("slack", "alice")]
+    with Pocket([post_message], settings=real_auth_settings(tmp_path)) as pocket:
+        pocket.authenticator.login_with("slack", {"token": "xoxb-alice-secret"}, user_id="alice")
+        result = pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="alice")
+        assert result.ok, result.error
+        assert result.value == {"channel": "C1", "text": "hi", "token_length": len("xoxb-alice-secret")}
+        assert pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob").outcome is (
+            Outcome.AUTH_REQUIRED
+        )  # alice's token is hers only
 
 
 def test_auth_required_carries_the_url(tmp_path):
-    auth = FakeAuthenticator({})
-    pocket = with_auth(Pocket([post_message], settings=settings(tmp_path)), auth)
-    for result in (
-        pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob"),
-        asyncio.run(pocket.ainvoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob")),
-    ):
-        assert result.outcome is Outcome.AUTH_REQUIRED
-        assert result.auth_url == auth.url
-        assert auth.url in result.text()
+    with Pocket([post_message], settings=real_auth_settings(tmp_path)) as pocket:
+        for result in (
+            pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob"),
+            asyncio.run(pocket.ainvoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob")),
+        ):
+            assert result.outcome is Outcome.AUTH_REQUIRED
+            assert result.auth_url.startswith("http://127.0.0.1:")
+            assert result.auth_url in result.text()
 
 
 def test_a_token_never_appears_in_a_result(tmp_path):
@@ -269,10 +275,8 @@ def test_a_token_never_appears_in_a_result(tmp_path):
         """Same, async."""
         raise RuntimeError(GITHUB_TOKEN)
 
-    pocket = with_auth(
-        Pocket([leaky, leaky_async], settings=settings(tmp_path)),
-        FakeAuthenticator({("github", "default"): "ghp_SECRET123"}),
-    )
+    pocket = Pocket([leaky, leaky_async], settings=real_auth_settings(tmp_path))
+    pocket.authenticator.login_with("github", {"token": "ghp_SECRET123"})
     failed = pocket.invoke("leaky", {"mode": "raise"})
     assert failed.outcome is Outcome.TOOL_FAILED
     assert failed.error == "RuntimeError: request failed with token [redacted]"
@@ -310,21 +314,24 @@ def test_plain_functions_are_accepted(tmp_path):
     assert pocket.invoke("shout", {"text": "hey"}).value == "HEY"
 
 
-def test_mixed_sources_and_per_source_variables(tmp_path):
-    pocket = Pocket(
-        [add, (str(HELLO), {"GREETING": "Hi"})],
-        settings=settings(tmp_path, variables={"hello": {"GREETING": "Yo", "OTHER": "1"}}),
-    )
-    assert list(pocket.tools) == ["add", "hello"]
-    assert pocket.tools["hello"].tool.description == "Greet someone by name."
-    sandbox = RecordingSandbox()
-    pocket._sandbox_for_calls = lambda: sandbox
-    assert pocket.invoke("hello", {"name": "Ada"}).ok
-    assert pocket.invoke("hello", {"name": "Ada"}, variables={"OTHER": "2"}).ok
-    assert sandbox.runs[0][2] == {"GREETING": "Hi", "OTHER": "1"}
-    assert sandbox.runs[1][2] == {"GREETING": "Hi", "OTHER": "2"}
-    assert pocket.invoke("add", {"a": 1}).value == 2
-    assert len(sandbox.runs) == 2
+@pytest.mark.docker
+def test_mixed_sources_and_variables_by_precedence(tmp_path, docker_api):
+    """manifest < [variables.TOOL] < (source, {...}) < invoke(variables=) < the token, in the real container."""
+    options = {
+        "variables": {"dumpenv": {"CHANNEL": "from-settings", "OTHER": "1"}},
+        "auth": {"slack": {"token": "xoxb-static-token"}},
+        "sandbox": SandboxSettings(pool_size=0),
+    }
+    with Pocket(
+        [add, (str(TOOLS / "dumpenv"), {"CHANNEL": "from-source"})], settings=settings(tmp_path, **options)
+    ) as pocket:
+        assert list(pocket.tools) == ["add", "dumpenv"]
+        env = pocket.invoke("dumpenv", {}).value["env"]
+        assert (env["CHANNEL"], env["OTHER"]) == ("from-source", "1")
+        env = pocket.invoke("dumpenv", {}, variables={"OTHER": "2", "SLACK_BOT_TOKEN": "spoofed"}).value["env"]
+        assert env["OTHER"] == "2"
+        assert env["SLACK_BOT_TOKEN"] == "[redacted]"  # the real token won, and never comes back to the agent
+        assert pocket.invoke("add", {"a": 1}).value == 2
 
 
 def test_duplicate_names_across_kinds_are_an_error(tmp_path):
@@ -369,27 +376,10 @@ def test_the_package_exports_the_decorator_even_after_the_modules_load():
     assert runner.FunctionTool is FunctionTool
 
 
-def test_import_runner_stays_light():
-    code = (
-        "import sys, time; t = time.perf_counter(); import runner; elapsed = time.perf_counter() - t\n"
-        "from runner import Pocket, function_tool\n"
-        "heavy = ('mcp', 'langchain_core', 'openai', 'anthropic', 'docker', 'jsonschema')\n"
-        "heavy = [m for m in heavy if m in sys.modules]\n"
-        "print(elapsed, heavy)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
-    assert float(out[0]) < 0.3
-    assert out[1].strip() == "[]"
-
-
-def test_function_tools_folders_and_git_repositories_together(tmp_path, tool_repo):
+def test_function_tools_folders_and_git_repositories_together(tmp_path, tool_repo, docker_api):
     repository = f"file://{tool_repo.bare}@v1#tools"
-    pocket = Pocket([add, HELLO, (repository, {"REGION": "eu"})], settings=settings(tmp_path))
-    assert list(pocket.tools) == ["add", "hello", "alpha", "beta"]
-    sandbox = RecordingSandbox()
-    pocket._sandbox_for_calls = lambda: sandbox
-    body = {name: "x" for name in pocket.tools["alpha"].tool.input_schema.get("required", [])}
-    assert pocket.invoke("alpha", body).ok
-    assert sandbox.runs[-1][2]["REGION"] == "eu"
+    with Pocket([add, HELLO, (repository, {"REGION": "eu"})], settings=settings(tmp_path)) as pocket:
+        assert list(pocket.tools) == ["add", "hello", "alpha", "beta"]
+        assert pocket.invoke("alpha", {}).value["env"]["REGION"] == "eu"
     with pytest.raises(SourceError, match="two tools are named 'alpha'"):
         Pocket([repository, f"file://{tool_repo.bare}@main#tools/alpha"], settings=settings(tmp_path))
