@@ -412,9 +412,9 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, help=help_text, description=help_text, epilog=EXAMPLES[name],
+    def command(name: str, help_text: str, group: Any = commands, examples: str = "") -> argparse.ArgumentParser:
+        return group.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES[examples or name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
 
@@ -441,13 +441,7 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     auth = command("auth", "Sign in to providers, show and remove stored credentials.")
     auth_commands = auth.add_subparsers(dest="auth_command", metavar="ACTION", parser_class=_Parser)
     auth_commands.required = True
-    login = auth_commands.add_parser(
-        "login",
-        help="authorize PROVIDER (OAuth, device grant, or a token)",
-        description="authorize PROVIDER (OAuth, device grant, or a token)",
-        epilog=EXAMPLES["auth"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    login = command("login", "authorize PROVIDER (OAuth, device grant, or a token)", auth_commands, examples="auth")
     login.add_argument("provider", metavar="PROVIDER")
     login.add_argument("--handler", help="oauth2, token, basic, keypair (or hyperpocket's PROVIDER-KIND)")
     login.add_argument("--scope", action="append", default=[], help="a scope to ask for (repeatable)")
@@ -455,22 +449,12 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     login.add_argument(
         "--timeout", type=_positive_seconds, default=600, metavar="SECONDS", help="how long to wait for consent"
     )
-    status = auth_commands.add_parser(
-        "status",
-        help="show stored credentials (never their values)",
-        description="show stored credentials (never their values)",
-        epilog=EXAMPLES["auth"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    status = command("status", "show stored credentials (never their values)", auth_commands, examples="auth")
     status.add_argument("provider", metavar="PROVIDER", nargs="?")
     status.add_argument("--all-users", action="store_true", help="every user, not only --user")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    logout = auth_commands.add_parser(
-        "logout",
-        help="revoke (where the provider allows) and forget a credential",
-        description="revoke (where the provider allows) and forget a credential",
-        epilog=EXAMPLES["auth"],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    logout = command(
+        "logout", "revoke (where the provider allows) and forget a credential", auth_commands, examples="auth"
     )
     logout.add_argument("provider", metavar="PROVIDER")
     for sub in (login, status, logout):
