@@ -8,7 +8,9 @@ Modes, each measured over N sequential calls (p50, p95):
   warm         pocket-runner warm mode: the handler loaded once, called per request
   hyperpocket  hyperpocket 0.5.7 + hyperdock-container, its baseImage pointed at the same local image
                 (installed in benchmarks/.venv-hyperpocket on first run)
-Then 8 concurrent calls against 1 (default and warm mode). Prints a table and the ratios against the targets.
+Then 8 concurrent calls against 1 (default and warm mode), next to the same for bare processes: the tool's
+command started 1 and 8 at a time by a script inside one container (no sandbox, no engine per call), which is
+what this machine's cores allow at best. Prints a table and the ratios against the targets.
 """
 
 from __future__ import annotations
@@ -106,6 +108,42 @@ def concurrent(pocket) -> tuple[float, float, float]:
         eights.append(asyncio.run(batch(8)))
         busy.append((busy_cpu_seconds() - cpu) / (eights[-1] * (os.cpu_count() or 1)))
     return statistics.median(ones), statistics.median(eights), statistics.median(busy)
+
+
+BARE_SCRIPT = textwrap.dedent(
+    """
+    import json, statistics, subprocess, sys, time
+    run, body, rounds = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+
+    def batch(k):
+        started = time.perf_counter()
+        procs = [subprocess.Popen(["/bin/sh", "-c", run], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                 for _ in range(k)]
+        outs = [p.communicate(body)[0] for p in procs]
+        assert all(b"Hello" in out for out in outs), outs
+        return time.perf_counter() - started
+
+    ones, eights = [], []
+    for _ in range(rounds):
+        time.sleep(0.3)
+        ones.append(batch(1))
+        time.sleep(0.3)
+        eights.append(batch(8))
+    print(json.dumps([statistics.median(ones), statistics.median(eights)]))
+    """
+)
+
+
+def bench_bare(image: str, run: str) -> tuple[float, float]:
+    """1 and 8 concurrent runs of the tool's command as plain processes in one container (median of 9 rounds)."""
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", image, "python3", "-c", BARE_SCRIPT, run, json.dumps(BODY), "9"],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    one, eight = json.loads(out.stdout)
+    return one, eight
 
 
 HP_SCRIPT = textwrap.dedent(
@@ -211,6 +249,7 @@ def main() -> int:
         cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"warm_tools": ("hello",)})
     )
     rows["warm"], one_warm, eight_warm, busy_warm = bench_pocket(warm_settings, args.calls, args.pause)
+    one_bare, eight_bare = bench_bare(image, manifest.entrypoint.run)
     if args.no_hyperpocket:
         rows["hyperpocket"], notes["hyperpocket"] = None, "skipped (--no-hyperpocket)"
     else:
@@ -230,8 +269,12 @@ def main() -> int:
     for mode, one, eight, busy in (
         ("default", one_default, eight_default, busy_default),
         ("warm", one_warm, eight_warm, busy_warm),
+        ("bare procs", one_bare, eight_bare, None),
     ):
-        cpu = f"{min(busy, 1.0):.0%}" if eight >= 0.05 else "n/a (window under the 10 ms tick)"
+        if busy is None:
+            cpu = "(no sandbox: the tool's command as plain processes, the floor of these cores)"
+        else:
+            cpu = f"{min(busy, 1.0):.0%}" if eight >= 0.05 else "n/a (window under the 10 ms tick)"
         print(f"{mode:<12} {one * 1000:>9.1f} {eight * 1000:>10.1f} {eight / one:>6.2f}  {cpu}")
     print()
 
@@ -251,6 +294,9 @@ def main() -> int:
     c = eight_default / one_default
     print(f"8 concurrent / 1 call, default = {c:.2f}x   (target <= 2.5x)  {verdict(c <= 2.5)}")
     print(f"8 concurrent / 1 call, warm = {eight_warm / one_warm:.2f}x")
+    print(f"8 concurrent / 1 call, bare processes without any sandbox = {eight_bare / one_bare:.2f}x")
+    burst = eight_default / eight_bare
+    print(f"8 concurrent calls, default / bare processes = {burst:.2f}x   (what the sandbox adds to a burst)")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
