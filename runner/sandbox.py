@@ -3,12 +3,12 @@
 Images. Each tool gets an image `pocket-tool/<name>:<hash16>`: its base image, the tool's files in
 /tool, its `entrypoint.build` run once, and our launcher in /pocket. The tag is a hash of everything
 that goes in (base image id, tool files, launcher), so an edited tool is rebuilt and an unchanged one
-never is. Builds reach package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and
-`sandbox.pip_index_url`, given to the build step only (a build argument: with the classic builder it
-shows in the image's history; it is redacted from build errors and progress). The context is only
-regular files, directories and symlinks (a FIFO would block), at most `sandbox.max_context_mb`, and is
-streamed from a temporary file. A folder with only a pocket.json whose entrypoint names files is
-refused before any build.
+never is; the images its earlier versions built (same tool, same folder) are then removed. Builds reach
+package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and `sandbox.pip_index_url`, given
+to the build step only (a build argument: with the classic builder it shows in the image's history; it
+is redacted from build errors and progress). The context is only regular files, directories and symlinks
+(a FIFO would block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder
+with only a pocket.json whose entrypoint names files is refused before any build.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
@@ -80,6 +80,7 @@ LABEL = "pocket-runner"  # every container and image we create carries `pocket-r
 LABEL_OWNER = "pocket-runner.owner"  # hostname:pid:process-start-ticks of the runner that created it
 LABEL_SANDBOX = "pocket-runner.sandbox"  # which Sandbox object (one process may hold several)
 LABEL_TOOL = "pocket-runner.tool"
+LABEL_FOLDER = "pocket-runner.folder"  # on images: a hash of the tool folder's path, so rebuilds replace their own
 LABEL_MODE = "pocket-runner.mode"
 SENTINEL = "__pocket_body_follows__"
 USER = "65534:65534"  # nobody:nogroup
@@ -273,6 +274,10 @@ def _default_ca_bundle() -> Path | None:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
+
+
+def _folder_key(folder: Path) -> str:
+    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
 
 
 def image_repository(tool_name: str) -> str:
@@ -736,6 +741,7 @@ class Sandbox:
         self._api: Any = None
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, file stats, base) -> tag
         self._build_locks: dict[str, threading.Lock] = {}
+        self._superseded: dict[str, str] = {}  # image id -> name: images of edited tools still in use
         self._volumes: dict[str, dict[str, str]] = {}  # image -> tmpfs mounts over its VOLUMEs
         self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
         self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
@@ -962,8 +968,32 @@ class Sandbox:
         with lock:
             if not self._image_exists(tag):
                 self._build(manifest, context, tag)
+                self._prune_superseded(manifest, tag)
         self._images[key] = tag
         return tag
+
+    def _prune_superseded(self, manifest: Manifest, keep: str) -> None:
+        """Remove the images earlier versions of this tool folder built, so edits do not fill the disk.
+
+        Never forced: an image a container still uses (a pool of this or another runner) stays, and this
+        sandbox tries again when it closes.
+        """
+        filters = {"label": [f"{LABEL_TOOL}={manifest.name}", f"{LABEL_FOLDER}={_folder_key(manifest.folder)}"]}
+        with contextlib.suppress(Exception):
+            for image in self.api.images(filters=filters):
+                if keep not in (image.get("RepoTags") or []):
+                    self._remove_image(image["Id"], ", ".join(image.get("RepoTags") or []) or image["Id"][:19])
+
+    def _remove_image(self, image_id: str, name: str) -> None:
+        try:
+            self.api.remove_image(image_id)
+        except Exception:
+            with self._lock:
+                self._superseded[image_id] = name
+            return
+        with self._lock:
+            self._superseded.pop(image_id, None)
+        self._say(f"removed the superseded image {name}")
 
     def _image_exists(self, tag: str) -> bool:
         import docker.errors
@@ -993,7 +1023,7 @@ class Sandbox:
                 pull=False,
                 decode=True,
                 buildargs=buildargs,
-                labels={LABEL: "1", LABEL_TOOL: manifest.name},
+                labels={LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: _folder_key(manifest.folder)},
             )
             for chunk in stream:
                 if "error" in chunk:
@@ -1483,6 +1513,8 @@ class Sandbox:
         if self._api is not None:
             for cid in self.containers():
                 self._remove(cid)
+            for image_id, name in list(self._superseded.items()):
+                self._remove_image(image_id, name)
             for network, _proxy in self._egress.values():
                 with contextlib.suppress(Exception):
                     self._api.remove_network(network)

@@ -464,6 +464,37 @@ def test_an_edited_tool_is_rebuilt_and_an_unchanged_one_is_not(docker_api, tool_
 
 
 @docker
+def test_a_rebuild_removes_the_image_of_the_earlier_version_and_no_other(docker_api, tool_copy, tmp_path):
+    import shutil
+
+    folder = tool_copy("hello")
+    other = tmp_path / "elsewhere" / "hello"  # the same tool name in another folder: not ours to remove
+    shutil.copytree(folder, other)
+
+    def edit(path: Path) -> str:
+        word = f"Hi{time.time_ns()}"  # never built before, on any run
+        (path / "hello.py").write_text((HELLO / "hello.py").read_text().replace("Hello", word))
+        return word
+
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=1), progress=messages.append) as box:
+        edit(other)
+        kept = box.image(load_manifest(other))
+        edit(folder)
+        first = box.image(load_manifest(folder))
+        assert box.run(load_manifest(folder), {"name": "Ada"}, {}).ok  # its pool still holds a container of it
+        word = edit(folder)
+        result = box.run(load_manifest(folder), {"name": "Ada"}, {})
+        assert result.value == {"greeting": f"{word}, Ada!"}
+        second = box.image(load_manifest(folder))
+    assert f"removed the superseded image {first}" in messages
+    tags = {tag for image in docker_api.images(name="pocket-tool/hello") for tag in image["RepoTags"] or []}
+    assert first not in tags and {second, kept} <= tags
+    for image in (second, kept):
+        docker_api.remove_image(image)
+
+
+@docker
 def test_a_failed_build_is_a_clear_error_with_the_log_tail(sandbox, tool):
     result = sandbox.run(tool("badbuild"), {}, {})
     assert result.outcome is Outcome.TOOL_FAILED
