@@ -6,7 +6,6 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from runner.errors import AuthRequiredError
 from runner.settings import Settings
 
 HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
@@ -26,32 +25,20 @@ def require_docker(request: Any) -> None:
 
 
 def settings(tmp_path: Path, **values: Any) -> Settings:
+    """Settings in tmp_path: the cache, the credential store, and the real Authenticator's callback server on a
+    free loopback port (never the default 8400, which another test or program may hold)."""
+    values.setdefault("credentials", {"callback_port": 0})
     return Settings(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data", **values)
 
 
-class FakeAuthenticator:
-    """The Authenticator interface (`environment(spec, user_id)`, `close()`), with tokens per (provider, user)."""
+def enter_token(url: str, token: str) -> None:
+    """What a person does with the URL of an `auth_required` result for a token provider: open the local form,
+    paste the token, submit."""
+    import httpx
 
-    def __init__(self, tokens: dict[tuple[str, str], str], url: str = "https://auth.example/authorize?state=s"):
-        self.tokens = tokens
-        self.url = url
-        self.calls: list[tuple[str, str]] = []
-
-    def environment(self, spec: Any, user_id: str) -> dict[str, str]:
-        from runner.auth import token_variable
-
-        self.calls.append((spec.provider, user_id))
-        token = self.tokens.get((spec.provider, user_id))
-        if token is None:
-            raise AuthRequiredError(
-                f"{spec.provider} authorization is needed: open {self.url}", provider=spec.provider, url=self.url
-            )
-        return {token_variable(spec.provider): token}
-
-    def close(self) -> None:
-        pass
-
-
-def with_auth(pocket: Any, authenticator: FakeAuthenticator) -> Any:
-    pocket._auth = lambda: authenticator
-    return pocket
+    with httpx.Client(timeout=10) as browser:
+        page = browser.get(url)
+        assert page.status_code == 200, page.text
+        state = page.text.split("name='state' value='")[1].split("'")[0]
+        done = browser.post(url.split("?")[0], data={"state": state, "token": token})
+        assert done.status_code == 200 and "is connected" in done.text, done.text

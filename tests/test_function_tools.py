@@ -235,13 +235,8 @@ def test_nested_models_are_passed_as_models(tmp_path):
     assert result.value == "Oslo, FR"
 
 
-def real_auth_settings(tmp_path, **values):
-    """Settings for the real Authenticator: its store in tmp_path, its callback server on a free port."""
-    return settings(tmp_path, credentials={"callback_port": 0}, **values)
-
-
 def test_the_token_arrives_as_the_keyword_argument(tmp_path):
-    with Pocket([post_message], settings=real_auth_settings(tmp_path)) as pocket:
+    with Pocket([post_message], settings=settings(tmp_path)) as pocket:
         pocket.authenticator.login_with("slack", {"token": "xoxb-alice-secret"}, user_id="alice")
         result = pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="alice")
         assert result.ok, result.error
@@ -252,7 +247,7 @@ def test_the_token_arrives_as_the_keyword_argument(tmp_path):
 
 
 def test_auth_required_carries_the_url(tmp_path):
-    with Pocket([post_message], settings=real_auth_settings(tmp_path)) as pocket:
+    with Pocket([post_message], settings=settings(tmp_path)) as pocket:
         for result in (
             pocket.invoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob"),
             asyncio.run(pocket.ainvoke("post_message", {"channel": "C1", "text": "hi"}, user_id="bob")),
@@ -275,7 +270,7 @@ def test_a_token_never_appears_in_a_result(tmp_path):
         """Same, async."""
         raise RuntimeError(GITHUB_TOKEN)
 
-    pocket = Pocket([leaky, leaky_async], settings=real_auth_settings(tmp_path))
+    pocket = Pocket([leaky, leaky_async], settings=settings(tmp_path))
     pocket.authenticator.login_with("github", {"token": "ghp_SECRET123"})
     failed = pocket.invoke("leaky", {"mode": "raise"})
     assert failed.outcome is Outcome.TOOL_FAILED

@@ -9,15 +9,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import (
-    HELLO,
-    NO_SANDBOX_REASON,
-    SANDBOX_AVAILABLE,
-    FakeAuthenticator,
-    require_docker,
-    settings,
-    with_auth,
-)
+from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, enter_token, require_docker, settings
 
 pytest.importorskip("langchain_core")
 
@@ -49,7 +41,8 @@ def whoami(GITHUB_TOKEN: str) -> str:
 @pytest.fixture
 def pocket(tmp_path):
     with Pocket([add, shout, whoami], settings=settings(tmp_path)) as pocket:
-        yield with_auth(pocket, FakeAuthenticator({("github", "alice"): "ghp_ok"}))
+        pocket.authenticator.login_with("github", {"token": "ghp_ok"}, user_id="alice")
+        yield pocket
 
 
 def test_tools_carry_the_pockets_specs(pocket):
@@ -79,9 +72,13 @@ def test_failures_are_error_messages_the_model_reads(pocket):
 def test_auth_required_tells_the_url(pocket):
     tool = langchain_tool(pocket, "whoami", user_id="bob")
     message = tool.invoke({"name": "whoami", "args": {}, "id": "c", "type": "tool_call"})
-    assert message.status == "error" and "https://auth.example/authorize" in message.content
+    assert message.status == "error"
+    url = message.content.split(" open ")[1].split(" ")[0]
+    assert url.startswith(f"{pocket.authenticator.base_url()}/auth/github/form?state=")
     alice = langchain_tool(pocket, "whoami", user_id="alice")
     assert alice.invoke({}) == "octocat"
+    enter_token(url, "ghp_bob")  # bob opens the URL the model was told and pastes his own token
+    assert tool.invoke({}) == "nobody"  # bob's token, not alice's
 
 
 def test_async_tools(pocket):
@@ -141,7 +138,9 @@ def test_langchain_create_agent(pocket):
     state = agent.invoke({"messages": [HumanMessage("add 1 and 2, and who am I?")]})
     results = {m.tool_call_id: m for m in state["messages"] if isinstance(m, ToolMessage)}
     assert results["c1"].content == "3" and results["c1"].status == "success"
-    assert results["c2"].status == "error" and "authorize" in results["c2"].content
+    assert results["c2"].status == "error"
+    form = f"{pocket.authenticator.base_url()}/auth/github/form?state="
+    assert f"authorization is needed for user 'bob': open {form}" in results["c2"].content
     assert state["messages"][-1].content == "3, and I need you to authorize GitHub"
 
 

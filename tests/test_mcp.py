@@ -16,15 +16,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import (
-    HELLO,
-    NO_SANDBOX_REASON,
-    SANDBOX_AVAILABLE,
-    FakeAuthenticator,
-    require_docker,
-    settings,
-    with_auth,
-)
+from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, enter_token, require_docker, settings
 
 pytest.importorskip("mcp")
 
@@ -56,7 +48,8 @@ def post(channel: str, SLACK_BOT_TOKEN: str) -> str:
 @pytest.fixture
 def pocket(tmp_path):
     with Pocket([add, divide, post, HELLO], settings=settings(tmp_path)) as pocket:
-        yield with_auth(pocket, FakeAuthenticator({("slack", "alice"): "xoxb-alice"}))
+        pocket.authenticator.login_with("slack", {"token": "xoxb-alice"}, user_id="alice")
+        yield pocket
 
 
 def run(coroutine_function: Any) -> Any:
@@ -112,10 +105,14 @@ def test_a_tool_needing_authorization_answers_with_the_url(pocket):
 
     needs_auth = run(lambda: scenario("bob"))
     assert needs_auth.is_error is True
-    assert "https://auth.example/authorize?state=s" in text(needs_auth)
     assert needs_auth.meta["pocket/outcome"] == "auth_required"
-    assert needs_auth.meta["pocket/auth_url"] == "https://auth.example/authorize?state=s"
+    url = needs_auth.meta["pocket/auth_url"]
+    assert url.startswith(f"{pocket.authenticator.base_url()}/auth/slack/form?state=")
+    assert f"authorization is needed for user 'bob': open {url} " in text(needs_auth)
     granted = run(lambda: scenario("alice"))
+    assert (granted.is_error, text(granted)) == (False, "posted to C1")
+    enter_token(url, "xoxb-bob")  # bob opens the URL and pastes his token: his next call goes through
+    granted = run(lambda: scenario("bob"))
     assert (granted.is_error, text(granted)) == (False, "posted to C1")
 
 
