@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from runner.settings import Settings
 
 HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
-SANDBOX_AVAILABLE = importlib.util.find_spec("runner.sandbox") is not None
-NO_SANDBOX_REASON = "runner.sandbox is not on this branch yet (it lands with the sandbox branch)"
-
-
-def require_docker(request: Any) -> None:
-    """Use the sandbox tests' `docker_api` fixture where it exists: it fails loudly without an engine or
-    base image, and skips only with POCKET_TESTS_NO_DOCKER=1."""
-    import pytest
-
-    try:
-        request.getfixturevalue("docker_api")
-    except pytest.FixtureLookupError:
-        pass
 
 
 def settings(tmp_path: Path, **values: Any) -> Settings:

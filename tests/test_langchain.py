@@ -9,7 +9,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, enter_token, require_docker, settings
+from tests.agents_support import HELLO, enter_token, settings
 
 pytest.importorskip("langchain_core")
 
@@ -144,9 +144,8 @@ def test_langchain_create_agent(pocket):
     assert state["messages"][-1].content == "3, and I need you to authorize GitHub"
 
 
-@pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
-def test_a_sandboxed_tool_through_the_adapter(tmp_path, request):
-    require_docker(request)
+@pytest.mark.docker
+def test_a_sandboxed_tool_through_the_adapter(tmp_path, docker_api):
     with Pocket([HELLO, add], settings=settings(tmp_path)) as pocket:
         tool = langchain_tool(pocket, "hello")
         message = tool.invoke(_tool_call("hello", {"name": "Ada"}, "c1"))

@@ -16,7 +16,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, enter_token, require_docker, settings
+from tests.agents_support import HELLO, enter_token, settings
 
 pytest.importorskip("mcp")
 
@@ -116,9 +116,8 @@ def test_a_tool_needing_authorization_answers_with_the_url(pocket):
     assert (granted.is_error, text(granted)) == (False, "posted to C1")
 
 
-@pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
-def test_call_a_sandboxed_tool(pocket, request):
-    require_docker(request)
+@pytest.mark.docker
+def test_call_a_sandboxed_tool(pocket, docker_api):
 
     async def scenario() -> Any:
         async with Client(build_server(pocket)) as client:

@@ -19,7 +19,7 @@ from runner.function_tools import function_tool
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.specs import SpecFormat, ToolResult, parse_tool_call, strict_problems, tool_spec, tool_specs
-from tests.agents_support import HELLO, NO_SANDBOX_REASON, SANDBOX_AVAILABLE, require_docker, settings
+from tests.agents_support import HELLO, settings
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -403,9 +403,8 @@ def test_typeddict_checker_rejects_unknown_keys():
     assert typing.get_type_hints(ToolParam)  # the SDK types resolve
 
 
-@pytest.mark.skipif(not SANDBOX_AVAILABLE, reason=NO_SANDBOX_REASON)
-def test_a_sandboxed_tool_answers_tool_calls(pocket, request):
-    require_docker(request)
+@pytest.mark.docker
+def test_a_sandboxed_tool_answers_tool_calls(pocket, docker_api):
     openai_call = {"id": "c1", "type": "function", "function": {"name": "hello", "arguments": '{"name": "Ada"}'}}
     assert pocket.invoke(openai_call) == {
         "role": "tool",
