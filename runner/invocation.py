@@ -82,9 +82,9 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
 
 def _encodings(secret: str) -> set[str]:
     """The secret as a tool might print it: itself, base64 (standard and URL-safe, with and without
-    padding), hex and percent-encoded. A deliberate leak (a slice, a reversal) is not caught."""
+    padding), hex (either case) and percent-encoded. A deliberate leak (a slice, a reversal) is not caught."""
     raw = secret.encode()
-    forms = {secret, raw.hex(), quote(secret, safe="")}
+    forms = {secret, raw.hex(), raw.hex().upper(), quote(secret, safe="")}
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("=")}
     return forms
@@ -120,10 +120,13 @@ def parse_output(stdout: str) -> Any:
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Any:
     from jsonschema.validators import Draft202012Validator, validator_for
+    from jsonschema_specifications import REGISTRY
 
     schema = json.loads(schema_json)
     cls = validator_for(schema, default=Draft202012Validator)
-    return cls(schema)
+    # Only the metaschemas besides the schema itself: jsonschema's default registry would fetch a remote
+    # `$ref` from the network (a tool's schema must not make the runner send requests).
+    return cls(schema, registry=REGISTRY)
 
 
 def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
@@ -134,9 +137,15 @@ def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
         return [f"the body is not JSON data: {exc}"]
+    from referencing.exceptions import Unresolvable
+
     validator = _validator(json.dumps(input_schema, sort_keys=True))
+    try:
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+    except Unresolvable as exc:  # a manifest's load refuses these; a schema built in code may still hold one
+        return [f"the tool's inputSchema cannot check it: its $ref {exc.ref!r} points to nothing"]
     problems = []
-    for error in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path))):
+    for error in errors:
         field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
         problems.append(f"{field}: {error.message}")
     return problems

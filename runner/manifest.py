@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from runner.errors import ManifestError, Problem
 
 MANIFEST_NAME = "pocket.json"
+# Variables the sandbox sets itself: a manifest may not declare them (`pocket_` names are the launcher's own).
+RESERVED_VARIABLES = frozenset({"HOME"})
+RESERVED_PREFIX = "pocket_"
 
 
 class ToolSpec(BaseModel):
@@ -123,15 +126,72 @@ def _describe(error: Any) -> str:
 
 
 def _input_schema_problems(file: str, schema: Any) -> list[Problem]:
-    """`tool.inputSchema` must itself be a valid JSON Schema (checked against its own dialect's metaschema)."""
+    """`tool.inputSchema` must itself be a valid JSON Schema (checked against its own dialect's metaschema)
+    whose every `$ref` resolves inside it (nothing is ever fetched)."""
     if not isinstance(schema, dict):
         return []  # already reported by the manifest schema
     from jsonschema.validators import Draft202012Validator, validator_for
 
     cls = validator_for(schema, default=Draft202012Validator)
-    return [
+    problems = [
         Problem(file, "/tool/inputSchema" + _pointer(e.absolute_path), f"not a valid JSON Schema: {e.message}")
         for e in sorted(cls(cls.META_SCHEMA).iter_errors(schema), key=lambda e: list(e.absolute_path))
+    ]
+    if problems:
+        return problems
+    return [
+        Problem(file, "/tool/inputSchema" + _pointer(path), message)
+        for path, message in _unresolvable_refs(schema, cls.META_SCHEMA.get("$schema", ""))
+    ]
+
+
+_DATA_KEYWORDS = {"enum", "const", "default", "examples"}  # values here are data, not schemas
+
+
+def _unresolvable_refs(schema: dict[str, Any], dialect: str) -> list[tuple[list[Any], str]]:
+    """(path, message) of each `$ref` that does not resolve within the schema itself."""
+    from referencing import Registry, Resource, Specification
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import specification_with
+
+    specification: Specification[Any] = specification_with(dialect)
+    root = Resource.from_contents(schema, default_specification=specification)
+    found: list[tuple[list[Any], str]] = []
+
+    def walk(node: Any, path: list[Any], resolver: Any) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, [*path, index], resolver)
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str) and path:
+            resolver = resolver.in_subresource(Resource.from_contents(node, default_specification=specification))
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                found.append(
+                    ([*path, "$ref"], f"$ref {ref!r} points to nothing in this schema (only references inside "
+                     "the schema work, such as '#/$defs/NAME'; nothing is fetched)")
+                )  # fmt: skip
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                walk(value, [*path, key], resolver)
+
+    walk(schema, [], Registry().with_resource(root.id() or "", root).resolver(root.id() or ""))
+    return found
+
+
+def _variable_problems(file: str, document: dict[str, Any]) -> list[Problem]:
+    variables = document.get("variables")
+    if not isinstance(variables, dict):
+        return []
+    return [
+        Problem(file, _pointer(["variables", name]), f"variable {name!r} is reserved for the sandbox; rename it")
+        for name in variables
+        if name in RESERVED_VARIABLES or name.startswith(RESERVED_PREFIX)
     ]
 
 
@@ -162,6 +222,7 @@ def validate_document(file: str, document: Any) -> list[Problem]:
         tool = document.get("tool")
         if isinstance(tool, dict):
             problems += _input_schema_problems(file, tool.get("inputSchema"))
+        problems += _variable_problems(file, document)
         problems += _unknown_key_warnings(file, document)
     return problems
 
@@ -191,6 +252,9 @@ def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
     """
     path = folder / MANIFEST_NAME
     file = str(path)
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        # A repository's pocket.json must not make the runner read a file elsewhere on this machine.
+        raise ManifestError([Problem(file, "", "pocket.json is a symbolic link to a file outside the tool's folder")])
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

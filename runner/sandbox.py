@@ -70,7 +70,7 @@ from typing import Any
 
 from runner.errors import PocketError, ToolFailedError
 from runner.invocation import Invocation, Outcome, parse_output
-from runner.manifest import Manifest
+from runner.manifest import RESERVED_PREFIX, RESERVED_VARIABLES, Manifest
 from runner.settings import SandboxSettings, Settings, ToolLimits
 
 Progress = Callable[[str], None]
@@ -100,7 +100,6 @@ EGRESS_PORT = 3128
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_RESERVED_ENV = {"HOME"}  # the runtime's own; a tool's variable may not replace it
 
 
 class SandboxError(ToolFailedError):
@@ -188,9 +187,9 @@ def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
     """
     lines = [f"pocket_nonce={nonce}\n"] if nonce else []
     for name, value in environment.items():
-        if not _ENV_NAME.match(name) or name.startswith("pocket_"):
+        if not _ENV_NAME.match(name) or name.startswith(RESERVED_PREFIX):
             raise PocketError(f"variable name {name!r} is not a valid environment variable name")
-        if name in _RESERVED_ENV:
+        if name in RESERVED_VARIABLES:
             raise PocketError(f"variable {name!r} is reserved for the sandbox")
         value = str(value)
         if "\n" in value or "\r" in value or "\0" in value:

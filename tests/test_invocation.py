@@ -17,6 +17,7 @@ def test_redaction_covers_the_token_and_its_common_encodings_at_any_depth():
             "nested": [TOKEN, {"b64": base64.b64encode(raw).decode()}],
             "urlsafe": base64.urlsafe_b64encode(raw).decode().rstrip("="),
             "hex": raw.hex(),
+            "HEX": f"0x{raw.hex().upper()}",
             "query": "https://x/?t=xoxb-1234-abcdEFGH%2F%2B%3F%26%3Dtoken",
             TOKEN: "as a key",
         },
@@ -30,6 +31,7 @@ def test_redaction_covers_the_token_and_its_common_encodings_at_any_depth():
     assert clean.value["plain"] == f"token={REDACTED}"
     assert clean.value["nested"] == [REDACTED, {"b64": REDACTED}]
     assert clean.value["query"] == f"https://x/?t={REDACTED}"
+    assert clean.value["HEX"] == f"0x{REDACTED}"
     assert clean.value[REDACTED] == "as a key"
     assert (clean.stderr, clean.error) == (f"debug: {REDACTED}\n", f"failed with {REDACTED}")
 

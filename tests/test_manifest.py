@@ -154,3 +154,51 @@ def test_published_schemas_are_valid_2020_12_schemas():
         schema = json.loads((schemas_dir() / name).read_text())
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         Draft202012Validator.check_schema(schema)
+
+
+def test_every_ref_of_the_input_schema_must_resolve_inside_it(tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"$ref": "#/$defs/text"},
+            "b": {"$ref": "#/$defs/missing"},
+            "c": {"$ref": "https://schemas.example/remote.json"},  # never fetched: refused
+        },
+        "$defs": {"text": {"type": "string"}},
+    }
+    problems = problems_of(write(tmp_path, {**VALID, "tool": {**VALID["tool"], "inputSchema": schema}}))
+    assert [p.split(": error: ")[0].rsplit(": ", 1)[1] for p in problems] == [
+        "/tool/inputSchema/properties/b/$ref",
+        "/tool/inputSchema/properties/c/$ref",
+    ]
+    assert "'#/$defs/missing' points to nothing in this schema" in problems[0]
+
+
+def test_a_schema_built_in_code_with_a_dangling_ref_is_a_clear_body_problem():
+    from runner.invocation import body_problems
+
+    schema = {"type": "object", "properties": {"a": {"$ref": "https://schemas.example/remote.json"}}}
+    assert body_problems(schema, {"a": 1}) == [
+        "the tool's inputSchema cannot check it: its $ref 'https://schemas.example/remote.json' points to nothing"
+    ]
+
+
+@pytest.mark.parametrize("name", ["HOME", "pocket_nonce"])
+def test_variables_the_sandbox_sets_itself_are_refused(tmp_path, name):
+    problems = problems_of(write(tmp_path, {**VALID, "variables": {name: "x"}}))
+    assert problems == [f"{tmp_path / 'pocket.json'}: /variables/{name}: error: variable {name!r} is reserved for the "
+                        "sandbox; rename it"]  # fmt: skip
+
+
+def test_a_manifest_linked_to_a_file_outside_the_folder_is_refused(tmp_path):
+    outside = write(tmp_path / "elsewhere", VALID) / "pocket.json"
+    (tmp_path / "tool").mkdir()
+    (tmp_path / "tool" / "pocket.json").symlink_to(outside)
+    link = tmp_path / "tool" / "pocket.json"
+    assert problems_of(tmp_path / "tool") == [
+        f"{link}: error: pocket.json is a symbolic link to a file outside the tool's folder"
+    ]
+    (tmp_path / "tool" / "real.json").write_text(json.dumps(VALID))
+    (tmp_path / "tool" / "pocket.json").unlink()
+    (tmp_path / "tool" / "pocket.json").symlink_to("real.json")  # inside the folder: fine
+    assert load_manifest(tmp_path / "tool").name == "echo"
