@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from runner.errors import AuthRequiredError, PocketError, SourceError
+from runner.errors import AuthRequiredError, PocketError, SettingsError, SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
@@ -96,7 +96,7 @@ class Pocket:
             self._load(entry)
         self._sandbox: Sandbox | None = None
         self._authenticator: Authenticator | None = None
-        self._auth_lock = threading.Lock()
+        self._lock = threading.Lock()  # concurrent first calls create one sandbox, one authenticator, one pool
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._finalizer: weakref.finalize | None = None
         self._closed = False
@@ -259,8 +259,7 @@ class Pocket:
         self, tool_name: str, body: Any, user_id: str, timeout: float | None
     ) -> Invocation | tuple[Tool, dict[str, str]]:
         """The tool and its credentials, or the Invocation saying why the call cannot run."""
-        if self._closed:
-            raise PocketError("this Pocket is closed: create a new one (or use it inside `with Pocket(...)`)")
+        self._check_open()
         started = time.perf_counter()
         if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"timeout must be a positive number, not {timeout!r}")
@@ -275,6 +274,8 @@ class Pocket:
             return tool, {}
         try:
             return tool, self._auth().environment(tool.auth, user_id)
+        except SettingsError as exc:  # an unknown provider or handler: the configuration must change
+            return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
         except AuthRequiredError as exc:
             return Invocation(
                 tool_name,
@@ -334,9 +335,11 @@ class Pocket:
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
         executor has only cpu_count + 4 of them (6 on 2 cores), too few for concurrent calls."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
-        return self._executor
+        with self._lock:
+            self._check_open()
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="pocket-call")
+            return self._executor
 
     def initialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
         """For every provider the loaded tools need and `user_id` has not authorized yet: the URL to show
@@ -360,7 +363,8 @@ class Pocket:
         return self._auth()
 
     def _auth(self) -> Authenticator:
-        with self._auth_lock:
+        with self._lock:
+            self._check_open()
             if self._authenticator is None:
                 from runner.auth import Authenticator
 
@@ -372,25 +376,33 @@ class Pocket:
             return self._authenticator
 
     def _sandbox_for_calls(self) -> Sandbox:
-        if self._sandbox is None:
-            from runner.sandbox import Sandbox
+        with self._lock:
+            self._check_open()  # a call already under way when close() ran must not start a new sandbox
+            if self._sandbox is None:
+                from runner.sandbox import Sandbox
 
-            self._sandbox = Sandbox(self.settings, progress=self._progress)
-            # A Pocket never closed still removes its containers: when collected, or at interpreter exit.
-            self._finalizer = weakref.finalize(self, self._sandbox.close)
-        return self._sandbox
+                self._sandbox = Sandbox(self.settings, progress=self._progress)
+                # A Pocket never closed still removes its containers: when collected, or at interpreter exit.
+                self._finalizer = weakref.finalize(self, self._sandbox.close)
+            return self._sandbox
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PocketError("this Pocket is closed: create a new one (or use it inside `with Pocket(...)`)")
 
     def close(self) -> None:
         """Remove every container this Pocket started and stop its servers."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        self._closed = True
-        sandbox, self._sandbox = self._sandbox, None
-        authenticator, self._authenticator = self._authenticator, None
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+            sandbox, self._sandbox = self._sandbox, None
+            authenticator, self._authenticator = self._authenticator, None
+            finalizer, self._finalizer = self._finalizer, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         try:
-            if self._finalizer is not None:
-                self._finalizer.detach()
+            if finalizer is not None:
+                finalizer.detach()
             if sandbox is not None:
                 sandbox.close()
         finally:  # the callback server stops even if removing containers failed

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from runner.errors import PocketError
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings, Settings
@@ -31,6 +32,27 @@ def test_pocket_invokes_through_the_sandbox_and_close_removes_its_containers(doc
         assert echoed.value["greeting"] == "yo" and echoed.value["body"] == {"k": 1}
         sandbox_id = box._sandbox.id
     assert docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={sandbox_id}"}) == []
+
+
+@docker
+def test_concurrent_first_calls_share_one_sandbox_that_close_removes(docker_api, settings, tmp_path):
+    import shutil
+
+    folder = tmp_path / "first_calls"
+    shutil.copytree(HELLO, folder)
+    document = json.loads((folder / "pocket.json").read_text())
+    document["tool"]["name"] = "hello_first_calls"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    mine = {"label": "pocket-runner.tool=hello_first_calls"}
+
+    async def burst(box: Pocket) -> list:
+        return await asyncio.gather(*(box.ainvoke("hello_first_calls", {"name": "Ada"}) for _ in range(12)))
+
+    with Pocket(tools=[folder], settings=settings) as box:  # nothing created yet: all 12 race to create it
+        assert all(result.ok for result in asyncio.run(burst(box)))
+    assert docker_api.containers(all=True, filters=mine) == []
+    with pytest.raises(PocketError, match="this Pocket is closed"):
+        box.invoke("hello_first_calls", {"name": "Ada"})
 
 
 @docker
