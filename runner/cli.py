@@ -11,15 +11,21 @@ import argparse
 import json
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner import __version__
-from runner.errors import ManifestError, PocketError
+from runner.errors import ManifestError, PocketError, Problem
 from runner.invocation import Outcome
+
+if TYPE_CHECKING:
+    from runner.manifest import Manifest
+    from runner.settings import Settings
 
 EXIT_OK, EXIT_TOOL_FAILED, EXIT_BAD_INPUT, EXIT_AUTH_REQUIRED = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 128 + signal.SIGTERM
@@ -28,8 +34,23 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 128 + signal.SIGTERM
 EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _shown(text: str, stream: Any) -> str:
+    """Text for `stream`: on a terminal, control characters a tool printed (escape sequences that could move
+    the cursor, retitle the window or hide text) are shown as `\\x1b`-style escapes instead of obeyed."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # replaced by something without isatty, or closed
+        terminal = False
+    if not terminal or not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _say(message: str) -> None:
-    print(f"pocket: {message}", file=sys.stderr, flush=True)
+    print(_shown(f"pocket: {message}", sys.stderr), file=sys.stderr, flush=True)
 
 
 class _StdoutClosed(Exception):
@@ -39,7 +60,7 @@ class _StdoutClosed(Exception):
 def _out(text: str) -> None:
     """Print a line of results to stdout, telling a closed pipe apart from any other BrokenPipeError."""
     try:
-        print(text, flush=True)
+        print(_shown(text, sys.stdout), flush=True)
     except BrokenPipeError:
         raise _StdoutClosed from None
 
@@ -105,14 +126,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 for problem in exc.problems:
                     _out(str(problem))
                 continue
+            auth = _auth_warning(manifest, settings)
+            if auth is not None and args.strict:
+                problems += 1
+                _out(str(replace(auth, is_warning=False)))
+                continue
             valid += 1
-            for warning in manifest.warnings:
+            for warning in (*manifest.warnings, *([auth] if auth else [])):
                 _out(str(warning))
             if args.verbose:
                 _out(f"ok: {manifest.name} ({manifest.path})")
     total = valid + problems
     _out(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
     return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def _auth_warning(manifest: Manifest, settings: Settings) -> Problem | None:
+    """A manifest whose auth provider or handler neither the catalog nor these settings know: every call
+    would fail until the settings define it."""
+    from runner.auth.providers import auth_problem
+
+    if manifest.auth is None:
+        return None
+    entry = settings.auth.get(manifest.auth.provider)
+    problem = auth_problem(manifest.auth, entry.model_dump() if entry is not None else None)
+    return Problem(str(manifest.path), "/auth", problem, is_warning=True) if problem else None
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -209,12 +247,23 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         if result.truncated:
             _say("the output was cut at the output limit")
         return EXIT_OK
-    _say(result.error or "the tool failed")
+    error = result.error or "the tool failed"
+    unquoted = _unquoted_stderr(result.stderr, error)
+    if unquoted:
+        print(_shown(unquoted, sys.stderr), file=sys.stderr)
+    _say(error)
     if result.auth_url:
         _say(f"open this URL to authorize: {result.auth_url}")
-    if result.stderr and result.stderr.strip() not in (result.error or ""):  # the error may quote it already
-        print(result.stderr.rstrip("\n"), file=sys.stderr)
     return result.outcome.exit_code if result.outcome is not Outcome.OK else EXIT_TOOL_FAILED
+
+
+def _unquoted_stderr(stderr: str, error: str) -> str:
+    """The tool's stderr minus its last lines when the error already quotes them, so nothing shows twice."""
+    lines = stderr.rstrip("\n").splitlines()
+    for keep in range(len(lines) + 1):
+        if "\n".join(lines[keep:]).strip() in error:
+            return "\n".join(lines[:keep])
+    return "\n".join(lines)
 
 
 def _read_secret(prompt: str, *, secret: bool) -> str:
@@ -225,14 +274,15 @@ def _read_secret(prompt: str, *, secret: bool) -> str:
         import getpass
 
         try:
-            return getpass.getpass(prompt, stream=sys.stderr) if secret else input(prompt)
+            value = getpass.getpass(prompt, stream=sys.stderr) if secret else input(prompt)
         except EOFError:  # Ctrl-D at the prompt
             print(file=sys.stderr)
             raise PocketError(f"no value entered for {prompt.rstrip(': ')}") from None
-    line = sys.stdin.readline()
-    if not line:
-        raise PocketError(f"expected a value on stdin for {prompt.rstrip(': ')}")
-    return line.rstrip("\r\n")
+    else:
+        value = sys.stdin.readline()
+        if not value:
+            raise PocketError(f"expected a value on stdin for {prompt.rstrip(': ')}")
+    return value.strip()  # a pasted token often carries spaces or a newline (the web form strips them too)
 
 
 def _cmd_auth(args: argparse.Namespace) -> int:
@@ -504,6 +554,9 @@ def _main(argv: Sequence[str] | None) -> int:
     except ManifestError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        if args.run is not _cmd_validate:
+            sources = " ".join(map(str, getattr(args, "sources", None) or [getattr(args, "source", "SOURCE")]))
+            _say(f"fix the manifest first; `pocket validate {sources}` checks every tool at once")
         return EXIT_BAD_INPUT
     except PocketError as exc:
         _say(str(exc))

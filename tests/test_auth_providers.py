@@ -13,7 +13,7 @@ import pytest
 
 from runner.auth import Authenticator, OAuth2Handler
 from runner.auth.providers import catalog
-from runner.errors import AuthRequiredError
+from runner.errors import AuthRequiredError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"  # as tests/test_manifest.py
@@ -108,9 +108,9 @@ def test_basic_and_keypair_variables(make_settings):
 
 def test_unknown_handler_and_unknown_provider_are_clear(make_settings):
     auth = Authenticator(make_settings())
-    with pytest.raises(AuthRequiredError, match="no auth handler 'serpapi-oauth2'"):
+    with pytest.raises(SettingsError, match="no auth handler 'serpapi-oauth2'"):
         auth.environment(AuthSpec(auth_provider="serpapi", auth_handler="serpapi-oauth2"), "u")
-    with pytest.raises(AuthRequiredError, match=r"unknown auth provider 'nope'.*\[auth.nope\]"):
+    with pytest.raises(SettingsError, match=r"unknown auth provider 'nope'.*\[auth.nope\]"):
         auth.environment(AuthSpec(auth_provider="nope"), "u")
     auth.close()
 
@@ -153,7 +153,7 @@ def test_discovery_refuses_metadata_naming_another_issuer(make_settings, stand_i
         {"issuer": "https://evil.example", "authorization_endpoint": f"{stand_in.url}/a", "token_endpoint": "x"},
     )
     auth = Authenticator(make_settings({"corp": {"issuer": stand_in.url, "client_id": "c"}}))
-    with pytest.raises(AuthRequiredError, match="refusing it"):
+    with pytest.raises(SettingsError, match="refusing it"):
         auth.environment(AuthSpec(auth_provider="corp"), "u")
     auth.close()
 

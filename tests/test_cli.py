@@ -289,3 +289,59 @@ def test_importing_runner_stays_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_provider_nobody_knows_is_bad_input_not_an_authorization(tmp_path):
+    write(tmp_path, {**VALID, "auth": {"auth_provider": "nope"}})
+    result = pocket("invoke", str(tmp_path), "echo", "--body", "{}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "unknown auth provider 'nope': add it under [auth.nope] in settings" in result.stderr
+    checked = pocket("validate", str(tmp_path), cwd=tmp_path)
+    assert checked.returncode == 0
+    assert f"{tmp_path / 'pocket.json'}: /auth: warning: unknown auth provider 'nope'" in checked.stdout
+    strict = pocket("validate", "--strict", str(tmp_path), cwd=tmp_path)
+    assert strict.returncode == 2 and "/auth: error: unknown auth provider 'nope'" in strict.stdout
+    (tmp_path / "settings.toml").write_text('[auth.nope]\ntoken = "t0k3n-from-settings"\n')
+    assert pocket("validate", "--strict", str(tmp_path), cwd=tmp_path).returncode == 0  # defined in settings
+
+
+def test_list_of_a_folder_with_an_invalid_manifest_points_to_validate(tmp_path):
+    write(tmp_path / "good", VALID)
+    write(tmp_path / "bad", {**VALID, "tool": {**VALID["tool"], "name": "bad name"}})
+    result = pocket("list", str(tmp_path))
+    assert result.returncode == 2
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"pocket: fix the manifest first; `pocket validate {tmp_path}` checks every tool at once"
+    )
+
+
+@pytest.mark.docker
+def test_a_failing_tools_stderr_is_shown_once(docker_api):
+    result = pocket("invoke", str(Path(__file__).parent / "tools" / "fail"), "fail", "--body", "{}")
+    assert result.returncode == 1
+    assert result.stderr.count("something broke") == 1
+    assert "pocket: the tool exited with code 3: something broke" in result.stderr
+
+
+def test_control_characters_reach_a_terminal_escaped_and_a_pipe_unchanged():
+    import io
+
+    from runner.cli import _shown
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    text = "red \x1b[31mtext\x1b]0;title\x07 tab\tnew\nline \x9b"
+    assert _shown(text, Terminal()) == "red \\x1b[31mtext\\x1b]0;title\\x07 tab\tnew\nline \\x9b"
+    assert _shown(text, io.StringIO()) == text
+
+
+def test_a_pasted_token_loses_surrounding_spaces(monkeypatch):
+    import io
+
+    from runner.cli import _read_secret
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  tok-123 \t\r\n"))
+    assert _read_secret("token: ", secret=True) == "tok-123"

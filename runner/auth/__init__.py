@@ -40,7 +40,7 @@ from runner.auth.oauth import (
     new_state,
     pkce_pair,
 )
-from runner.auth.providers import FORM_FIELDS, Provider, resolve
+from runner.auth.providers import FORM_FIELDS, Provider, resolve, unknown_provider
 from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, describe
 from runner.errors import AuthRequiredError, SettingsError
 from runner.manifest import AuthSpec
@@ -115,10 +115,7 @@ class Authenticator:
         overrides = self._settings.auth.get(name)
         provider = resolve(name, overrides.model_dump() if overrides is not None else None)
         if provider is None:
-            raise SettingsError(
-                f"unknown auth provider {name!r}: add it under [auth.{name}] in settings "
-                "(an `issuer` for discovery, or `authorization_url` and `token_url`, or just a `token`)"
-            )
+            raise unknown_provider(name)
         if "oauth2" in provider.handlers and provider.issuer and not provider.is_oauth_ready:
             provider = discover(provider, self._http)
         with self._setup_lock:
@@ -152,12 +149,10 @@ class Authenticator:
     # -- the tool's variables ----------------------------------------------------------------------
 
     def environment(self, spec: AuthSpec, user_id: str = "default") -> dict[str, str]:
-        """The variables the tool receives. Raises AuthRequiredError when the user must authorize first."""
-        try:
-            provider = self.provider(spec.provider)
-            kind = provider.kind_of(spec.handler)
-        except SettingsError as exc:
-            raise AuthRequiredError(str(exc), provider=spec.provider) from None
+        """The variables the tool receives. Raises AuthRequiredError when the user must authorize first, and
+        SettingsError when nothing the user could authorize would help (an unknown provider or handler)."""
+        provider = self.provider(spec.provider)
+        kind = provider.kind_of(spec.handler)
         static = self._static_values(provider, kind)
         if static is not None:
             return provider.environment(kind, static)

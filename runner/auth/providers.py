@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import SettingsError
+from runner.manifest import AuthSpec
 
 KINDS = ("oauth2", "token", "basic", "keypair")
 # The fields a person enters for each non-OAuth kind, with a label and whether it is secret.
@@ -167,6 +168,26 @@ def catalog() -> dict[str, Provider]:
     """The providers shipped with the runner."""
     data = tomllib.loads((Path(__file__).with_name("providers.toml")).read_text(encoding="utf-8"))
     return {name: build_provider(name, entry) for name, entry in data.items()}
+
+
+def unknown_provider(name: str) -> SettingsError:
+    return SettingsError(
+        f"unknown auth provider {name!r}: add it under [auth.{name}] in settings "
+        "(an `issuer` for discovery, or `authorization_url` and `token_url`, or just a `token`)"
+    )
+
+
+def auth_problem(spec: AuthSpec, overrides: dict[str, Any] | None) -> str | None:
+    """Why no credential could ever satisfy a manifest's `auth` block (unknown provider or handler), or None.
+    From the catalog and settings alone: nothing is fetched."""
+    provider = resolve(spec.provider, overrides)
+    if provider is None:
+        return str(unknown_provider(spec.provider))
+    try:
+        provider.kind_of(spec.handler)
+    except SettingsError as exc:
+        return str(exc)
+    return None
 
 
 def resolve(name: str, overrides: dict[str, Any] | None) -> Provider | None:
