@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -284,13 +285,14 @@ class _TimedOut(Exception):
 
 
 def _jsonable(value: Any) -> Any:
-    """A function's return value as JSON data (pydantic models, dataclasses, dates...); else its str()."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """A function's return value as JSON data (pydantic models, dataclasses, dates...); else its str().
+    NaN and infinities, which JSON cannot hold, become null (as JavaScript's JSON.stringify makes them)."""
+    if value is None or isinstance(value, str | int | bool) or (isinstance(value, float) and math.isfinite(value)):
         return value
     from pydantic_core import to_jsonable_python
 
     try:
-        return to_jsonable_python(value)
+        return to_jsonable_python(value, inf_nan_mode="null")
     except Exception:
         return str(value)
 

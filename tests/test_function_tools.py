@@ -219,9 +219,21 @@ def test_return_values_become_json_data(tmp_path):
         """A set."""
         return {1}
 
-    pocket = Pocket([where, many], settings=settings(tmp_path))
+    @function_tool
+    def ratio(n: int) -> float:
+        """A ratio JSON cannot hold."""
+        return float("nan") if n == 0 else float("inf")
+
+    @function_tool
+    def ratios() -> dict[str, list[float]]:
+        """Ratios, one of them infinite."""
+        return {"r": [0.5, float("-inf")]}
+
+    pocket = Pocket([where, many, ratio, ratios], settings=settings(tmp_path))
     assert pocket.invoke("where", {}).value == {"city": "Lyon", "country": "FR"}
     assert pocket.invoke("many", {}).value == [1]
+    assert [pocket.invoke("ratio", {"n": n}).text() for n in (0, 1)] == ["null", "null"]
+    assert pocket.invoke("ratios", {}).text() == '{"r": [0.5, null]}'
 
 
 def test_nested_models_are_passed_as_models(tmp_path):
