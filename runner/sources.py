@@ -91,16 +91,20 @@ def find_tool_folders(
         if not root.is_dir():
             raise SourceError(
                 f"{_redact(source)}: there is no folder {subdir!r} in {where}. "
-                "Check the part after '#' (a path from the repository root)."
+                f"Check the part after '#' (a path from the repository root). {_cache_note(checkout)}"
             )
     folders = _tool_folders_below(root)
     if not folders:
         inside = f"folder {subdir!r} of {where}" if subdir else where
         raise SourceError(
             f"{_redact(source)}: no pocket.json in {inside} or any folder below it. "
-            "Check the repository, ref and folder (`URL@REF#FOLDER`)."
+            f"Check the repository, ref and folder (`URL@REF#FOLDER`). {_cache_note(checkout)}"
         )
     return [ToolFolder(path, source, commit) for path in folders]
+
+
+def _cache_note(checkout: Path) -> str:
+    return f"(Read from the cached copy {checkout}: delete that folder to fetch it again.)"
 
 
 # --- local folders ------------------------------------------------------------------------------
@@ -541,20 +545,22 @@ def _fetch(remote: _Remote, *, commit: str | None = None, ref_name: str | None =
 def _fetch_objects(remote: _Remote, repo: Path, commit: str | None, ref_name: str | None, abbreviated: str) -> str:
     """Fetch as little as the server allows: the commit alone, else the ref alone, else everything."""
     everything = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
-    attempts: list[list[str]] = []
+    shallow = ["--depth", "1"]
+    attempts: list[tuple[list[str], list[str]]] = []  # (options, refspecs)
     if commit:
-        attempts.append(["--depth", "1", commit])
+        attempts.append((shallow, [commit]))
         if ref_name:
-            attempts.append(["--depth", "1", ref_name])  # servers that refuse fetching by hash
-    attempts.append(everything)  # dumb HTTP servers refuse shallow fetches; abbreviated hashes need history
+            attempts.append((shallow, [ref_name]))  # servers that refuse fetching by hash
+    attempts.append(([], everything))  # dumb HTTP servers refuse shallow fetches; abbreviated hashes need history
     error: _GitError | None = None
-    for extra in attempts:
-        if extra is not everything and error is not None and "shallow" in error.reason:
+    for options, refspecs in attempts:
+        if options and error is not None and "shallow" in error.reason:
             continue  # the server cannot do shallow fetches at all (dumb HTTP)
-        if extra is everything and (repo / ".git" / "shallow").exists():
-            extra = ["--unshallow", *everything]  # the ref moved since ls-remote: the commit is further back
+        if not options and (repo / ".git" / "shallow").exists():
+            options = ["--unshallow"]  # the ref moved since ls-remote: the commit is further back
         try:
-            _git(["fetch", "-q", "--no-tags", "--", remote.url, *extra], cwd=repo, secrets=remote.secrets)
+            # Options before `--`: after it, git takes every word as a refspec (`--depth` included).
+            _git(["fetch", "-q", "--no-tags", *options, "--", remote.url, *refspecs], cwd=repo, secrets=remote.secrets)
             error = None
         except _GitError as exc:
             if exc.final:

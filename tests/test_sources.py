@@ -240,9 +240,11 @@ def test_subdir_that_is_missing_or_outside(git_remote, cache_dir):
     with pytest.raises(SourceError) as err:
         find(f"{git_remote.git_url}@v1#docs", cache_dir)
     where = f"{git_remote.git_url} @ {git_remote.commits['v1'][:7]}"
+    checkout = cache_dir / "git" / next(p.name for p in (cache_dir / "git").iterdir()) / git_remote.commits["v1"]
     assert str(err.value) == (
         f"{git_remote.git_url}@v1#docs: no pocket.json in folder 'docs' of {where} or any folder below it. "
-        "Check the repository, ref and folder (`URL@REF#FOLDER`)."
+        f"Check the repository, ref and folder (`URL@REF#FOLDER`). (Read from the cached copy {checkout}: delete "
+        "that folder to fetch it again.)"
     )
 
 
@@ -378,6 +380,35 @@ def test_concurrent_fetches_of_the_same_commit_both_succeed(git_remote, cache_di
     assert leftovers(cache_dir) == []
     [url_dir] = (cache_dir / "git").iterdir()
     assert sorted(p.name for p in url_dir.iterdir()) == [git_remote.commits["dev"], "refs.json"]
+
+
+def test_a_fetch_takes_only_the_one_commit_it_needs(git_remote, cache_dir, monkeypatch):
+    import runner.sources
+
+    real_git, fetches = runner.sources._git, []
+
+    def recording_git(args, **options):
+        try:
+            return real_git(args, **options)
+        finally:
+            if args[0] == "fetch":
+                fetches.append(args)
+
+    monkeypatch.setattr(runner.sources, "_git", recording_git)
+    folders, _ = find(f"{git_remote.git_url}@dev", cache_dir)
+    assert names(folders) == ["delta", "alpha", "beta", "gamma"]
+    assert len(fetches) == 1, fetches  # no fallback to every branch with its whole history
+    assert fetches[0][:6] == ["fetch", "-q", "--no-tags", "--depth", "1", "--"]
+
+
+def test_a_damaged_cached_copy_says_where_it_is(git_remote, cache_dir):
+    [folder, *_] = find(f"{git_remote.git_url}@v1", cache_dir)[0]
+    checkout = folder.path.parents[1]
+    for child in checkout.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    with pytest.raises(SourceError) as err:
+        find(f"{git_remote.git_url}@v1", cache_dir)
+    assert f"Read from the cached copy {checkout}: delete that folder to fetch it again." in str(err.value)
 
 
 def test_a_deleted_checkout_is_fetched_again(git_remote, cache_dir):
