@@ -218,6 +218,7 @@ def _read_layers(files: list[Path]) -> dict[str, Any]:
             includes=[],
             preload=[],
             secrets=None,
+            auto_cast=False,  # values are literal: no `@int 0042` -> 42, no `@format {env[...]}`, no `@read_file`
         )
         for name, value in os.environ.items():
             if name.startswith(ENV_PREFIX + "_") and len(name) > len(ENV_PREFIX) + 1:

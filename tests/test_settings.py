@@ -50,6 +50,21 @@ def test_numeric_secrets_stay_strings(folder, monkeypatch):
     assert settings.variables["hello"]["GREETING"] == "7"
 
 
+def test_values_are_literal_never_dynaconf_templates_or_casts(folder, monkeypatch):
+    """dynaconf would run `@format {env[...]}`, `@read_file` and `@int` in any value: one provider's token
+    could become every other provider's secrets, or a file of the machine."""
+    monkeypatch.setenv("POCKET_AUTH__LINEAR__TOKEN", "@int 0042")
+    monkeypatch.setenv("POCKET_AUTH__NOTION__TOKEN", "@format {this.AUTH}")
+    (folder / "settings.toml").write_text(
+        '[sandbox]\npython_image = "@format {env[HOME]}"\n[auth.x]\ntoken = "@read_file /etc/hostname"\n'
+    )
+    settings = load_settings(directory=folder)
+    assert settings.auth["linear"].token.get_secret_value() == "@int 0042"
+    assert settings.auth["notion"].token.get_secret_value() == "@format {this.AUTH}"
+    assert settings.sandbox.python_image == "@format {env[HOME]}"
+    assert settings.auth["x"].token.get_secret_value() == "@read_file /etc/hostname"
+
+
 def test_nothing_but_pocket_variables_leaks_in(folder, tmp_path_factory, monkeypatch):
     evil = tmp_path_factory.mktemp("evil") / "evil.toml"
     evil.write_text('[sandbox]\ntimeout_seconds = 999\n[auth.evil]\nclient_id = "x"\n')
