@@ -32,8 +32,9 @@ exit status on both streams after the tool ends (marked with a per-call nonce), 
 without waiting for the engine to notice the exit.
 
 Network: `false` is `--network none`; `true` is the default bridge; a list of hosts puts the
-container on an internal network (no route out) whose only exit is a hardened proxy container
-(`egress_proxy.py`) allowing exactly those hosts, given to the tool as HTTP_PROXY/HTTPS_PROXY.
+container on an internal network (no route out, and no address for the host on it) whose only exit is
+a hardened proxy container (`egress_proxy.py`) allowing exactly those hosts at public addresses, given
+to the tool as HTTP_PROXY/HTTPS_PROXY.
 
 Background work (refilling pools, removing used containers) waits until no call is running, so it
 does not take CPU from calls; a runner started later removes what a dead runner left (labels name
@@ -1142,7 +1143,12 @@ class Sandbox:
             api = self.api
             labels = {LABEL: "1", LABEL_OWNER: self._owner, LABEL_SANDBOX: self.id}
             suffix = hashlib.sha256("\n".join(hosts).encode()).hexdigest()[:8]
-            network = api.create_network(f"pocket-egress-{self.id}-{suffix}", internal=True, labels=labels)["Id"]
+            # inhibit_ipv4: the host side of the bridge gets no address, so the host (and what listens on
+            # it) is unreachable from this network too; only the proxy, a container on it, is there.
+            network = api.create_network(
+                f"pocket-egress-{self.id}-{suffix}", internal=True, labels=labels,
+                options={"com.docker.network.bridge.inhibit_ipv4": "true"},
+            )["Id"]  # fmt: skip
             try:
                 subnet = api.inspect_network(network)["IPAM"]["Config"][0]["Subnet"]
                 proxy = self._start_proxy(network, subnet, hosts, labels)
@@ -1160,7 +1166,7 @@ class Sandbox:
 
         api = self.api
         host_config = api.create_host_config(
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, pids_limit=64,
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], read_only=True, pids_limit=256,
             tmpfs={**self._volume_tmpfs(self.settings.python_image), **TMPFS},
             mem_limit="64m", memswap_limit="64m", nano_cpus=500_000_000, network_mode="bridge",
             log_config=docker.types.LogConfig(type="none"),

@@ -1,4 +1,6 @@
-"""Asks the egress proxy for a tunnel to an allowed host and to another one; tries DNS itself. Sends no data."""
+"""Asks the egress proxy for a tunnel to an allowed host and to another one; tries DNS itself, the host
+machine directly (the network's gateway and docker0), and holding more connections than the proxy serves.
+Sends no data beyond the CONNECT lines."""
 
 import json
 import os
@@ -14,9 +16,51 @@ def tunnel(host: str, port: int) -> str:
         return sock.recv(200).split(b"\r\n")[0].decode()
 
 
+def direct(ip: str) -> str:
+    """'reachable' when the host answers at all (even 'connection refused' means a route to it)."""
+    try:
+        socket.create_connection((ip, 9), timeout=2).close()
+        return "reachable"
+    except ConnectionRefusedError:
+        return "reachable"
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def gateway() -> str:
+    with open("/proc/net/route") as routes:
+        for line in routes.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "00000000":
+                return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+    # no default route: the first address of our own /16-or-smaller network, where a gateway would be
+    return proxy.hostname.rsplit(".", 1)[0] + ".1"
+
+
 try:
     socket.getaddrinfo("example.com", 443)
     dns = "resolved"
 except OSError as exc:
     dns = type(exc).__name__
-print(json.dumps({"allowed": tunnel("pypi.org", 443), "denied": tunnel("example.com", 443), "dns": dns}))
+
+held = []  # more idle connections than the proxy serves at once: it refuses the extra, keeps serving
+for _ in range(110):
+    held.append(socket.create_connection((proxy.hostname, proxy.port), timeout=10))
+flood = held[-1].recv(200).split(b"\r\n")[0].decode()
+for sock in held:
+    sock.close()
+
+print(
+    json.dumps(
+        {
+            "allowed": tunnel("pypi.org", 443),
+            "denied": tunnel("example.com", 443),
+            "private": tunnel("localhost", 443),
+            "dns": dns,
+            "gateway": direct(gateway()),
+            "docker0": direct("172.17.0.1"),
+            "flood": flood,
+            "after_flood": tunnel("pypi.org", 443),
+        }
+    )
+)
