@@ -414,11 +414,25 @@ class _Stream:
                 view = view[sent:]
         return True
 
-    def alive(self) -> bool:
-        """False when the container already closed the stream (a waiting launcher writes nothing)."""
+    def idle(self) -> bool:
+        """True when nothing waits to be read: a pooled launcher writes nothing until its call, so anything
+        there (usually the end of the stream) means the container is of no use."""
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
             return not readable
+        except (OSError, ValueError):
+            return False
+
+    def alive(self) -> bool:
+        """False once the container closed the stream; output written since the last call is dropped (a warm
+        handler's background thread may log between calls: that belongs to no call, and is no death)."""
+        try:
+            for _ in range(64):  # bounded: a handler that never stops writing is still alive
+                if not select.select([self.sock], [], [], 0)[0]:
+                    break
+                if not self._read_once(None) and self.eof:
+                    return False
+            return True
         except (OSError, ValueError):
             return False
 
@@ -598,7 +612,7 @@ class _Pool:
         while True:
             with self.lock:
                 started = self.idle.popleft() if self.idle else None
-            if started is None or started.stream.alive():
+            if started is None or started.stream.idle():
                 break
             self.sandbox._discard(started)  # it died while waiting (engine restart, someone removed it)
         self.refill()
@@ -696,9 +710,12 @@ class _WarmWorker:
         state = "stop" if reply and stderr_done else stream.read_until(deadline, on_frame)
         if reply and stderr_done:
             try:
-                answer = json.loads(reply[0])
+                # NaN and infinities, which JSON cannot hold, become null (as for function tools)
+                answer = json.loads(reply[0], parse_constant=lambda _constant: None)
                 if not isinstance(answer, dict):
                     raise ValueError("not an object")
+                if self.line:  # more than one reply: something besides warm.py wrote to the protocol
+                    self.broken = True
             except ValueError:  # the handler wrote to the protocol's fd: nothing it says can be trusted now
                 self.broken = True
                 preview = reply[0][:200].decode("utf-8", "replace")

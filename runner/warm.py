@@ -3,7 +3,7 @@
 Runs inside the tool's container (stdlib only, any Python 3.8+). Protocol, one JSON document per line:
 stdin  {"id": "...", "env": {NAME: value}, "body": {...}}
 stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}, then "\x1e<id>\n" on stderr
-Anything the handler prints goes to stderr, so it can never corrupt the protocol. The environment
+Anything the handler prints goes to stderr, so a print cannot corrupt the protocol. The environment
 is the container's own plus the request's `env` during a call, and the container's own between calls.
 """
 

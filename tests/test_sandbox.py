@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -874,3 +875,41 @@ def test_a_warm_call_returns_all_the_stderr_its_handler_wrote_before_replying(do
     for n, result in enumerate(results):
         assert result.ok and result.value == {"n": n}, result
         assert result.stderr.startswith("line 0\n") and result.stderr.endswith("line 1999\nEND\n"), n
+
+
+def _warm_tool(tmp_path: Path, name: str, code: str) -> Any:
+    folder = _write_tool(tmp_path / name, name, "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["handler"] = f"{name}:handle"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    (folder / f"{name}.py").write_text(code)
+    return load_manifest(folder)
+
+
+@docker
+def test_a_warm_handler_logging_between_calls_keeps_its_container_and_state(docker_api, tmp_path):
+    manifest = _warm_tool(
+        tmp_path, "chatty",
+        "import sys, threading\nseen = []\n\ndef later():\n    print('late log line', file=sys.stderr, flush=True)\n\n"
+        "def handle(body):\n    seen.append(body['n'])\n    threading.Timer(0.2, later).start()\n    return seen\n",
+    )  # fmt: skip
+    with Sandbox(SandboxSettings(warm_tools=("chatty",), pool_size=0)) as box:
+        first = box.run(manifest, {"n": 1}, {})
+        time.sleep(0.6)  # the late line arrives while no call runs
+        second = box.run(manifest, {"n": 2}, {})
+    assert (first.value, second.value) == ([1], [1, 2])  # the same container: its state survived
+    assert "late log line" not in second.stderr  # it belongs to no call
+
+
+@docker
+def test_a_warm_handler_forging_replies_loses_its_container_and_nan_becomes_null(docker_api, tmp_path):
+    manifest = _warm_tool(
+        tmp_path, "forger",
+        "import os\n\ndef handle(body):\n    if body.get('forge'):\n"
+        "        os.write(3, b'{\"ok\": true, \"value\": \"FORGED\"}\\n')\n"
+        "    return {'n': body['n'], 'x': float('nan')}\n",
+    )  # fmt: skip
+    with Sandbox(SandboxSettings(warm_tools=("forger",), pool_size=0)) as box:
+        box.run(manifest, {"forge": True, "n": 1}, {})
+        after = box.run(manifest, {"n": 2}, {})
+    assert after.ok and after.value == {"n": 2, "x": None}, after  # a fresh container, not the forged leftover
