@@ -244,8 +244,6 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         return EXIT_AUTH_REQUIRED
     if result.ok:
         _out(result.text())
-        if result.truncated:
-            _say("the output was cut at the output limit")
         return EXIT_OK
     error = result.error or "the tool failed"
     unquoted = _unquoted_stderr(result.stderr, error)

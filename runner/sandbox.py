@@ -27,7 +27,8 @@ the tool's files on the host's disk), pids/memory/CPU limits (the settings' valu
 manifest may only lower; `[sandbox.tools.NAME]` grants more), no network unless the manifest asks, no
 logs kept by the engine, never a bind mount or the Docker socket. Tokens travel on the attach stream,
 never in the container's config. stdout and stderr are read from the attach stream with byte caps, so the
-runner's memory stays bounded; a monotonic deadline kills the container. The launcher reports the
+runner's memory stays bounded (a call whose stdout was cut fails: cut JSON is no result; its value is the
+cut text); a monotonic deadline kills the container. The launcher reports the
 exit status on both streams after the tool ends (marked with a per-call nonce), so a call returns
 without waiting for the engine to notice the exit.
 
@@ -1369,9 +1370,15 @@ class Sandbox:
                 f"({limits.output_limit} bytes) and was stopped",
                 **common,
             )  # fmt: skip
+        if exit_code == 0 and truncated:  # cut JSON is not a result: never hand it on as a success
+            return Invocation(
+                name, Outcome.TOOL_FAILED, value=stdout, exit_code=0,
+                error=f"the tool's output was over the output limit ({limits.output_limit} bytes) and was cut; "
+                f"raise [sandbox.tools.{name}] output_limit_bytes",
+                **common,
+            )  # fmt: skip
         if exit_code == 0:
-            value = parse_output(stdout) if not truncated else stdout
-            return Invocation(name, Outcome.OK, value=value, exit_code=0, **common)
+            return Invocation(name, Outcome.OK, value=parse_output(stdout), exit_code=0, **common)
         if exit_code == 137 and self._oom_killed(started.id, wait=True):
             error = f"killed: out of memory (limit {limits.memory_mb} MiB)"
         elif exit_code is None:

@@ -283,8 +283,12 @@ def test_output_over_the_cap_is_cut_and_reported(sandbox, tmp_path):
         tmp_path / "chatty", "chatty", "python -c \"print('y' * 3000)\"", sandbox={"output_limit_bytes": 1024}
     )
     result = sandbox.run(load_manifest(folder), {}, {})
-    assert result.outcome is Outcome.OK and result.truncated
-    assert result.value == "y" * 1024
+    assert result.outcome is Outcome.TOOL_FAILED and result.truncated  # cut output is never a success
+    assert result.error == (
+        "the tool's output was over the output limit (1024 bytes) and was cut; "
+        "raise [sandbox.tools.chatty] output_limit_bytes"
+    )
+    assert result.value == "y" * 1024  # still there, for whoever wants it
 
 
 @docker
