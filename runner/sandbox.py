@@ -5,10 +5,11 @@ Images. Each tool gets an image `pocket-tool/<name>:<hash16>`: its base image, t
 that goes in (base image id, tool files, launcher), so an edited tool is rebuilt and an unchanged one
 never is; the images its earlier versions built (same tool, same folder) are then removed. Builds reach
 package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and `sandbox.pip_index_url`, given
-to the build step only (a build argument: with the classic builder it shows in the image's history; it
-is redacted from build errors and progress). The context is only regular files, directories and symlinks
-(a FIFO would block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder
-with only a pocket.json whose entrypoint names files is refused before any build.
+to the build step only: as a predefined proxy build argument (INDEX_ARG), which the classic builder keeps
+out of the image's history and config, moved into PIP_INDEX_URL by the build script; it is redacted from
+build errors and progress. The context is only regular files, directories and symlinks (a FIFO would
+block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with only a
+pocket.json whose entrypoint names files is refused before any build.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
@@ -101,6 +102,9 @@ EGRESS_PORT = 3128
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
+# passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
+INDEX_ARG = "FTP_PROXY"
 
 
 class SandboxError(ToolFailedError):
@@ -307,7 +311,6 @@ def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
     if has_build:
         lines += [
             "COPY pocket-build/ /pocket-build/",
-            "ARG POCKET_PIP_INDEX_URL",
             "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build",
         ]
     lines.append("USER 65534:65534")
@@ -323,7 +326,8 @@ def _build_script(build: str, ca: bool) -> bytes:
             f" npm_config_cafile={cert}"
         )
     script += [
-        'if [ -n "$POCKET_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$POCKET_PIP_INDEX_URL"; fi',
+        f'if [ -n "${{{INDEX_ARG}:-}}" ]; then export PIP_INDEX_URL="${INDEX_ARG}"; fi',
+        f"unset {INDEX_ARG} {INDEX_ARG.lower()}",
         "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore HOME=/root",
         f"/bin/sh -c {shlex.quote(build)}",
     ]
@@ -884,9 +888,11 @@ class Sandbox:
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
         dockerfile = _dockerfile(base_id, bool(build), ca is not None)
+        script = _build_script(build, ca is not None) if build else None
         h = hashlib.sha256()
-        for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run, build or ""):
+        for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
+        h.update((script or b"") + b"\0")  # holds entrypoint.build
         for name in ("launcher.sh", "warm.py"):
             h.update(_package_file(name) + b"\0")
         for rel, path in files:
@@ -899,7 +905,6 @@ class Sandbox:
                     for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
                         h.update(block)
                 h.update(b"\0")
-        script = _build_script(build, ca is not None) if build else None
         return _Context(h.hexdigest()[:16], files, dockerfile, script, ca)
 
     def _check_context_size(self, manifest: Manifest, files: list[tuple[str, Path]]) -> None:
@@ -1008,7 +1013,7 @@ class Sandbox:
         self._say(f"building image {tag} for tool {manifest.name!r}")
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
-        buildargs = {"POCKET_PIP_INDEX_URL": index_url} if index_url else {}
+        buildargs = {INDEX_ARG: index_url} if index_url else {}
         redact = _redactor(index_url)
         error = None
         context_file = None

@@ -631,6 +631,31 @@ def test_a_build_can_pip_install_the_tool(sandbox, tool):
     assert "-packages/pipbuild_tool" in result.value["installed_at"]
 
 
+# -- builds: a deadline, isolation, no secret in the image -----------------------------------------------
+
+
+@docker
+def test_the_index_url_reaches_the_build_and_never_the_image(docker_api, tmp_path):
+    password = f"pw{time.time_ns()}"
+    check = (
+        "import os; assert os.environ['PIP_INDEX_URL'].startswith('http://bob:'); assert 'FTP_PROXY' not in os.environ"
+    )
+    entrypoint = {"build": f'python -c "{check}"', "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "private", "private", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    settings = SandboxSettings(pool_size=0, pip_index_url=f"http://bob:{password}@127.0.0.1:9/simple")
+    with Sandbox(settings, progress=messages.append) as box:
+        image = box.image(manifest)  # the build's assert passed
+    try:
+        history = json.dumps(docker_api.history(image))
+        config = json.dumps(docker_api.inspect_image(image))
+    finally:
+        docker_api.remove_image(image)
+    assert "pocket-build/build.sh" in history  # the build step is there, without its arguments
+    for shown in (history, config, "\n".join(messages)):
+        assert password not in shown and "127.0.0.1:9" not in shown
+
+
 # -- review findings: ceilings, volumes, build context, secrets, engine errors, close, missing code ------
 
 
