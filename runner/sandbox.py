@@ -11,6 +11,9 @@ build errors and progress. The context is only regular files, directories and sy
 block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with only a
 pocket.json whose entrypoint names files is refused before any build.
 
+Builds have a deadline, `sandbox.build_timeout_seconds`, apart from the call's timeout, at which the
+build step's container is killed, so the build fails in the engine and leaves no container.
+
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
 `exec`s the tool's `entrypoint.run` with the body left on its stdin. Because nothing about a call is
@@ -105,6 +108,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
+BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
+# The classic builder announces a step's container like this, after the step's line and before its output.
+_RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
 
 
 class SandboxError(ToolFailedError):
@@ -311,7 +317,7 @@ def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
     if has_build:
         lines += [
             "COPY pocket-build/ /pocket-build/",
-            "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build",
+            BUILD_STEP,
         ]
     lines.append("USER 65534:65534")
     return "\n".join(lines) + "\n"
@@ -375,6 +381,40 @@ def _redactor(url: str) -> Callable[[str], str]:
         return text
 
     return redact
+
+
+class _BuildWatch:
+    """Stops a build at its deadline by killing the container running `entrypoint.build`.
+
+    The classic builder then fails the build and removes that container, and the blocked read of its
+    progress returns. (Closing the build's response would cancel it too, but the docker SDK keeps the
+    response inside its generator.) The container is the one announced right after BUILD_STEP's line, before
+    any output of the build itself, which may print anything.
+    """
+
+    def __init__(self, kill: Callable[[str], None]):
+        self._kill = kill
+        self._at_step = False
+        self.container: str | None = None
+        self.expired = threading.Event()
+
+    def saw(self, line: str) -> bool:
+        """Follow the builder's progress, one line at a time; True at the line naming the build step's container."""
+        if self.container is not None:
+            return False
+        match = _RUNNING_IN.match(line)
+        if self._at_step and match:
+            self.container = match.group(1)
+            if self.expired.is_set():
+                self._kill(self.container)
+            return True
+        self._at_step = line.startswith("Step ") and line.endswith(f" : {BUILD_STEP}")
+        return False
+
+    def expire(self) -> None:
+        self.expired.set()
+        if self.container is not None:
+            self._kill(self.container)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1010,15 +1050,19 @@ class Sandbox:
             return False
 
     def _build(self, manifest: Manifest, context: _Context, tag: str) -> None:
-        self._say(f"building image {tag} for tool {manifest.name!r}")
+        limit = self.settings.build_timeout_seconds
+        self._say(f"building image {tag} for tool {manifest.name!r} (up to sandbox.build_timeout_seconds = {limit:g})")
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
-        buildargs = {INDEX_ARG: index_url} if index_url else {}
         redact = _redactor(index_url)
-        error = None
+        watch = _BuildWatch(self._kill)
+        timer = threading.Timer(limit, watch.expire)
+        timer.daemon = True
+        failure: dict[str, Any] | None = None
         context_file = None
         try:
             context_file = self._tar(manifest, context)
+            timer.start()
             stream = self.api.build(
                 fileobj=context_file,
                 custom_context=True,
@@ -1027,30 +1071,63 @@ class Sandbox:
                 forcerm=True,
                 pull=False,
                 decode=True,
-                buildargs=buildargs,
                 labels={LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: _folder_key(manifest.folder)},
+                buildargs={INDEX_ARG: index_url} if index_url else {},
             )
-            for chunk in stream:
-                if "error" in chunk:
-                    error = redact(chunk.get("error") or "unknown error")
-                    tail.append(error.rstrip())
-                    break
-                for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
-                    if line.strip():
-                        line = redact(line)
-                        tail.append(line)
-                        self._say(f"build {manifest.name}: {line}")
+            failure = self._follow_build(manifest.name, stream, watch, tail, redact)
         except Exception as exc:
-            error = redact(str(exc))
+            failure = {"error": str(exc)}
         finally:
+            timer.cancel()
             if context_file is not None:
                 context_file.close()
-        if error is not None or not self._image_exists(tag):
-            log = "\n".join(tail)
-            raise BuildError(
-                f"building the image of tool {manifest.name!r} failed: {error}\n--- build log (tail) ---\n{log}"
+        if failure is None and self._image_exists(tag):
+            self._say(f"built {tag}")
+            return
+        log = "\n".join(tail)
+        raise BuildError(f"{self._build_failure(manifest, failure, watch, redact)}\n--- build log (tail) ---\n{log}")
+
+    def _follow_build(
+        self,
+        name: str,
+        stream: Iterator[dict[str, Any]],
+        watch: _BuildWatch,
+        tail: deque[str],
+        redact: Callable[[str], str],
+    ) -> dict[str, Any] | None:
+        """Show the build's output as it comes (redacted) and keep its tail; returns the engine's error, if any."""
+        for chunk in stream:
+            if "error" in chunk:
+                return chunk
+            for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                if not line.strip():
+                    continue
+                step_started = watch.saw(line)
+                line = redact(line)
+                self._say(f"build {name}: {line}")
+                if step_started:
+                    tail.clear()  # the log kept from here on is entrypoint.build's own output
+                else:
+                    tail.append(line)
+        return None
+
+    def _build_failure(
+        self, manifest: Manifest, failure: dict[str, Any] | None, watch: _BuildWatch, redact: Callable[[str], str]
+    ) -> str:
+        """Why a build failed, in the tool's terms: its command and exit code, not the builder's RUN line."""
+        what = f"building the image of tool {manifest.name!r}"
+        if watch.expired.is_set():
+            limit = self.settings.build_timeout_seconds
+            return (
+                f"{what} took longer than sandbox.build_timeout_seconds ({limit:g} s) and was stopped; "
+                "raise that setting if the build needs more time"
             )
-        self._say(f"built {tag}")
+        failure = failure or {"error": "the image is missing after the build"}
+        code = (failure.get("errorDetail") or {}).get("code")
+        if code is None or watch.container is None:  # not the build step: the engine's own words
+            return f"{what} failed: {redact(failure.get('error') or 'unknown error')}"
+        command = redact(manifest.entrypoint.build or "")
+        return f"{what} failed: entrypoint.build ({command!r}) exited with code {code}"
 
     # -- containers --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 from runner.invocation import Outcome
 from runner.manifest import load_manifest
 from runner.sandbox import (
+    BUILD_STEP,
     Sandbox,
     _Output,
     image_repository,
@@ -502,8 +503,11 @@ def test_a_rebuild_removes_the_image_of_the_earlier_version_and_no_other(docker_
 def test_a_failed_build_is_a_clear_error_with_the_log_tail(sandbox, tool):
     result = sandbox.run(tool("badbuild"), {}, {})
     assert result.outcome is Outcome.TOOL_FAILED
-    assert "building the image of tool 'badbuild' failed" in result.error
-    assert "fatal: the thing is broken" in result.error and "\x1b[" not in result.error
+    headline, _, log = result.error.partition("\n--- build log (tail) ---\n")
+    build = "echo compiling the thing; echo 'fatal: the thing is broken' >&2; exit 7"
+    assert headline == f"building the image of tool 'badbuild' failed: entrypoint.build ({build!r}) exited with code 7"
+    assert {"compiling the thing", "fatal: the thing is broken"} == set(log.splitlines()[:2])  # stdout, stderr
+    assert "pocket-build" not in result.error and "\x1b[" not in result.error  # no builder internals
 
 
 @docker
@@ -632,6 +636,39 @@ def test_a_build_can_pip_install_the_tool(sandbox, tool):
 
 
 # -- builds: a deadline, isolation, no secret in the image -----------------------------------------------
+
+
+def _build_step(messages: list[str]) -> tuple[str, str]:
+    """The image the build step started from and the container that ran it, as the builder's progress named them.
+
+    A failed build leaves that image behind, untagged (the builder's cache): a test removes it when it is its own.
+    """
+    lines = [m.split(": ", 1)[1] for m in messages if m.startswith("build ")]
+    step = next(i for i, line in enumerate(lines) if line.endswith(f" : {BUILD_STEP}"))
+    return lines[step - 1].removeprefix(" ---> "), lines[step + 1].removeprefix(" ---> Running in ")
+
+
+@docker
+def test_a_build_over_build_timeout_is_stopped_in_the_engine_and_leaves_no_container(docker_api, tmp_path):
+    marker = f"slow-build-{time.time_ns()}"
+    entrypoint = {"build": f"echo {marker}; sleep 60", "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "slowbuild", "slowbuild", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0, build_timeout_seconds=2), progress=messages.append) as box:
+        started = time.monotonic()
+        result = box.run(manifest, {}, {}, timeout=30)
+        elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.TOOL_FAILED and elapsed < 6, (elapsed, result)
+    assert result.error.startswith(
+        "building the image of tool 'slowbuild' took longer than sandbox.build_timeout_seconds (2 s) and was stopped"
+    )
+    assert marker in result.error  # the log tail
+    assert any("up to sandbox.build_timeout_seconds = 2" in m for m in messages)
+    below, container = _build_step(messages)
+    docker_api.remove_image(below)
+    assert docker_api.containers(all=True, filters={"id": container}) == []
+    tag = messages[0].split()[2]  # "building image pocket-tool/slowbuild:HASH for tool ..."
+    assert tag.startswith("pocket-tool/slowbuild:") and docker_api.images(name=tag) == []
 
 
 @docker
