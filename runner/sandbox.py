@@ -11,8 +11,12 @@ build errors and progress. The context is only regular files, directories and sy
 block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with only a
 pocket.json whose entrypoint names files is refused before any build.
 
-Builds have a deadline, `sandbox.build_timeout_seconds`, apart from the call's timeout, at which the
-build step's container is killed, so the build fails in the engine and leaves no container.
+Builds are not calls. `entrypoint.build` runs as root in the classic builder's container, with Docker's
+default capabilities and seccomp profile: it is code trusted at install time. What the builder offers
+is applied: no network when `sandbox.allow_network` is false, memory (no swap) capped at
+`sandbox.build_memory_mb`, and a deadline, `sandbox.build_timeout_seconds`, apart from the call's timeout,
+at which the build step's container is killed, so the build fails in the engine and leaves no container.
+Otherwise builds get the default bridge network, to reach package indexes.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
@@ -1072,7 +1076,7 @@ class Sandbox:
                 pull=False,
                 decode=True,
                 labels={LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: _folder_key(manifest.folder)},
-                buildargs={INDEX_ARG: index_url} if index_url else {},
+                **self._build_isolation(index_url),
             )
             failure = self._follow_build(manifest.name, stream, watch, tail, redact)
         except Exception as exc:
@@ -1111,6 +1115,17 @@ class Sandbox:
                     tail.append(line)
         return None
 
+    def _build_isolation(self, index_url: str) -> dict[str, Any]:
+        """The build step's limits: no network when tools may have none, capped memory, the index URL kept out of
+        the image (see INDEX_ARG). It still runs as root with Docker's default capabilities: the classic builder
+        offers nothing else."""
+        memory = self.settings.build_memory_mb * 1024 * 1024
+        return {
+            "buildargs": {INDEX_ARG: index_url} if index_url else {},
+            "network_mode": None if self.settings.allow_network else "none",
+            "container_limits": {"memory": memory, "memswap": memory},
+        }
+
     def _build_failure(
         self, manifest: Manifest, failure: dict[str, Any] | None, watch: _BuildWatch, redact: Callable[[str], str]
     ) -> str:
@@ -1127,7 +1142,13 @@ class Sandbox:
         if code is None or watch.container is None:  # not the build step: the engine's own words
             return f"{what} failed: {redact(failure.get('error') or 'unknown error')}"
         command = redact(manifest.entrypoint.build or "")
-        return f"{what} failed: entrypoint.build ({command!r}) exited with code {code}"
+        message = f"{what} failed: entrypoint.build ({command!r}) exited with code {code}"
+        if code == 137:
+            memory = self.settings.build_memory_mb
+            message += f" (killed: out of memory? a build may use sandbox.build_memory_mb = {memory})"
+        if not self.settings.allow_network:
+            message += "; builds get no network while sandbox.allow_network = false, so one fetching packages fails"
+        return message
 
     # -- containers --------------------------------------------------------------------------------
 

@@ -672,6 +672,39 @@ def test_a_build_over_build_timeout_is_stopped_in_the_engine_and_leaves_no_conta
 
 
 @docker
+def test_a_build_gets_no_network_when_tools_may_have_none_and_capped_memory(docker_api, tmp_path):
+    build = (
+        "ls /sys/class/net > nets; "
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null > memory || cat /sys/fs/cgroup/memory/memory.limit_in_bytes > memory"
+    )
+    run = "cat nets memory"
+    manifest = load_manifest(
+        _write_tool(tmp_path / "isolated", "isolated", run, entrypoint={"build": build, "run": run})
+    )
+    with Sandbox(SandboxSettings(pool_size=0, allow_network=False, build_memory_mb=300)) as box:
+        result = box.run(manifest, {}, {})
+        image = box.image(manifest)
+    docker_api.remove_image(image)
+    assert result.ok, result
+    assert result.value.split() == ["lo", str(300 * 1024 * 1024)]
+
+
+@docker
+def test_a_failed_build_without_network_says_builds_get_none(docker_api, tmp_path):
+    entrypoint = {"build": "exit 3", "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "offline", "offline", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0, allow_network=False), progress=messages.append) as box:
+        result = box.run(manifest, {}, {})
+    docker_api.remove_image(_build_step(messages)[0])
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert (
+        "entrypoint.build ('exit 3') exited with code 3; builds get no network while sandbox.allow_network = false"
+        in result.error
+    )
+
+
+@docker
 def test_the_index_url_reaches_the_build_and_never_the_image(docker_api, tmp_path):
     password = f"pw{time.time_ns()}"
     check = (
