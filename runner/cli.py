@@ -244,8 +244,6 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         return EXIT_AUTH_REQUIRED
     if result.ok:
         _out(result.text())
-        if result.truncated:
-            _say("the output was cut at the output limit")
         return EXIT_OK
     error = result.error or "the tool failed"
     unquoted = _unquoted_stderr(result.stderr, error)
@@ -411,6 +409,9 @@ EXAMPLES = {
   echo '{"name": "Ada"}' | pocket invoke tools-example/hello hello
   pocket invoke ./tools slack_get_messages --body '{"channel": "C1", "limit": 5}' --user alice
 
+--timeout limits the tool's run; a first call builds the tool's image before, under its own limit
+(sandbox.build_timeout_seconds), showing the build's progress on stderr.
+
 exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed""",
     "auth": """examples:
   pocket auth login slack                      # OAuth in the browser (client id/secret in .secrets.toml)
@@ -485,7 +486,7 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     invoke.add_argument("--body", metavar="JSON", help="the body: JSON, @file.json, or - for stdin (default: stdin)")
     invoke.add_argument("--user", default="default", help="whose credentials to use (default: %(default)s)")
     invoke.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
-    invoke.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="wall-clock limit of this call")
+    invoke.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="wall-clock limit of the run")
     invoke.set_defaults(run=_cmd_invoke)
 
     auth = command("auth", "Sign in to providers, show and remove stored credentials.")

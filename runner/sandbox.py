@@ -5,10 +5,18 @@ Images. Each tool gets an image `pocket-tool/<name>:<hash16>`: its base image, t
 that goes in (base image id, tool files, launcher), so an edited tool is rebuilt and an unchanged one
 never is; the images its earlier versions built (same tool, same folder) are then removed. Builds reach
 package indexes through the host's CA bundle (or `sandbox.ca_bundle`) and `sandbox.pip_index_url`, given
-to the build step only (a build argument: with the classic builder it shows in the image's history; it
-is redacted from build errors and progress). The context is only regular files, directories and symlinks
-(a FIFO would block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder
-with only a pocket.json whose entrypoint names files is refused before any build.
+to the build step only: as a predefined proxy build argument (INDEX_ARG), which the classic builder keeps
+out of the image's history and config, moved into PIP_INDEX_URL by the build script; it is redacted from
+build errors and progress. The context is only regular files, directories and symlinks (a FIFO would
+block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with only a
+pocket.json whose entrypoint names files is refused before any build.
+
+Builds are not calls. `entrypoint.build` runs as root in the classic builder's container, with Docker's
+default capabilities and seccomp profile: it is code trusted at install time. What the builder offers
+is applied: no network when `sandbox.allow_network` is false, memory (no swap) capped at
+`sandbox.build_memory_mb`, and a deadline, `sandbox.build_timeout_seconds`, apart from the call's timeout,
+at which the build step's container is killed, so the build fails in the engine and leaves no container.
+Otherwise builds get the default bridge network, to reach package indexes.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
 runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
@@ -27,7 +35,8 @@ the tool's files on the host's disk), pids/memory/CPU limits (the settings' valu
 manifest may only lower; `[sandbox.tools.NAME]` grants more), no network unless the manifest asks, no
 logs kept by the engine, never a bind mount or the Docker socket. Tokens travel on the attach stream,
 never in the container's config. stdout and stderr are read from the attach stream with byte caps, so the
-runner's memory stays bounded; a monotonic deadline kills the container. The launcher reports the
+runner's memory stays bounded (a call whose stdout was cut fails: cut JSON is no result; its value is the
+cut text); a monotonic deadline kills the container. The launcher reports the
 exit status on both streams after the tool ends (marked with a per-call nonce), so a call returns
 without waiting for the engine to notice the exit.
 
@@ -101,6 +110,12 @@ EGRESS_PORT = 3128
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
+# passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
+INDEX_ARG = "FTP_PROXY"
+BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
+# The classic builder announces a step's container like this, after the step's line and before its output.
+_RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
 
 
 class SandboxError(ToolFailedError):
@@ -307,8 +322,7 @@ def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
     if has_build:
         lines += [
             "COPY pocket-build/ /pocket-build/",
-            "ARG POCKET_PIP_INDEX_URL",
-            "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build",
+            BUILD_STEP,
         ]
     lines.append("USER 65534:65534")
     return "\n".join(lines) + "\n"
@@ -323,7 +337,8 @@ def _build_script(build: str, ca: bool) -> bytes:
             f" npm_config_cafile={cert}"
         )
     script += [
-        'if [ -n "$POCKET_PIP_INDEX_URL" ]; then export PIP_INDEX_URL="$POCKET_PIP_INDEX_URL"; fi',
+        f'if [ -n "${{{INDEX_ARG}:-}}" ]; then export PIP_INDEX_URL="${INDEX_ARG}"; fi',
+        f"unset {INDEX_ARG} {INDEX_ARG.lower()}",
         "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore HOME=/root",
         f"/bin/sh -c {shlex.quote(build)}",
     ]
@@ -371,6 +386,40 @@ def _redactor(url: str) -> Callable[[str], str]:
         return text
 
     return redact
+
+
+class _BuildWatch:
+    """Stops a build at its deadline by killing the container running `entrypoint.build`.
+
+    The classic builder then fails the build and removes that container, and the blocked read of its
+    progress returns. (Closing the build's response would cancel it too, but the docker SDK keeps the
+    response inside its generator.) The container is the one announced right after BUILD_STEP's line, before
+    any output of the build itself, which may print anything.
+    """
+
+    def __init__(self, kill: Callable[[str], None]):
+        self._kill = kill
+        self._at_step = False
+        self.container: str | None = None
+        self.expired = threading.Event()
+
+    def saw(self, line: str) -> bool:
+        """Follow the builder's progress, one line at a time; True at the line naming the build step's container."""
+        if self.container is not None:
+            return False
+        match = _RUNNING_IN.match(line)
+        if self._at_step and match:
+            self.container = match.group(1)
+            if self.expired.is_set():
+                self._kill(self.container)
+            return True
+        self._at_step = line.startswith("Step ") and line.endswith(f" : {BUILD_STEP}")
+        return False
+
+    def expire(self) -> None:
+        self.expired.set()
+        if self.container is not None:
+            self._kill(self.container)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -901,9 +950,11 @@ class Sandbox:
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
         dockerfile = _dockerfile(base_id, bool(build), ca is not None)
+        script = _build_script(build, ca is not None) if build else None
         h = hashlib.sha256()
-        for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run, build or ""):
+        for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
+        h.update((script or b"") + b"\0")  # holds entrypoint.build
         for name in ("launcher.sh", "warm.py"):
             h.update(_package_file(name) + b"\0")
         for rel, path in files:
@@ -916,7 +967,6 @@ class Sandbox:
                     for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
                         h.update(block)
                 h.update(b"\0")
-        script = _build_script(build, ca is not None) if build else None
         return _Context(h.hexdigest()[:16], files, dockerfile, script, ca)
 
     def _check_context_size(self, manifest: Manifest, files: list[tuple[str, Path]]) -> None:
@@ -1022,15 +1072,19 @@ class Sandbox:
             return False
 
     def _build(self, manifest: Manifest, context: _Context, tag: str) -> None:
-        self._say(f"building image {tag} for tool {manifest.name!r}")
+        limit = self.settings.build_timeout_seconds
+        self._say(f"building image {tag} for tool {manifest.name!r} (up to sandbox.build_timeout_seconds = {limit:g})")
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
-        buildargs = {"POCKET_PIP_INDEX_URL": index_url} if index_url else {}
         redact = _redactor(index_url)
-        error = None
+        watch = _BuildWatch(self._kill)
+        timer = threading.Timer(limit, watch.expire)
+        timer.daemon = True
+        failure: dict[str, Any] | None = None
         context_file = None
         try:
             context_file = self._tar(manifest, context)
+            timer.start()
             stream = self.api.build(
                 fileobj=context_file,
                 custom_context=True,
@@ -1039,30 +1093,80 @@ class Sandbox:
                 forcerm=True,
                 pull=False,
                 decode=True,
-                buildargs=buildargs,
                 labels={LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: _folder_key(manifest.folder)},
+                **self._build_isolation(index_url),
             )
-            for chunk in stream:
-                if "error" in chunk:
-                    error = redact(chunk.get("error") or "unknown error")
-                    tail.append(error.rstrip())
-                    break
-                for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
-                    if line.strip():
-                        line = redact(line)
-                        tail.append(line)
-                        self._say(f"build {manifest.name}: {line}")
+            failure = self._follow_build(manifest.name, stream, watch, tail, redact)
         except Exception as exc:
-            error = redact(str(exc))
+            failure = {"error": str(exc)}
         finally:
+            timer.cancel()
             if context_file is not None:
                 context_file.close()
-        if error is not None or not self._image_exists(tag):
-            log = "\n".join(tail)
-            raise BuildError(
-                f"building the image of tool {manifest.name!r} failed: {error}\n--- build log (tail) ---\n{log}"
+        if failure is None and self._image_exists(tag):
+            self._say(f"built {tag}")
+            return
+        log = "\n".join(tail)
+        raise BuildError(f"{self._build_failure(manifest, failure, watch, redact)}\n--- build log (tail) ---\n{log}")
+
+    def _follow_build(
+        self,
+        name: str,
+        stream: Iterator[dict[str, Any]],
+        watch: _BuildWatch,
+        tail: deque[str],
+        redact: Callable[[str], str],
+    ) -> dict[str, Any] | None:
+        """Show the build's output as it comes (redacted) and keep its tail; returns the engine's error, if any."""
+        for chunk in stream:
+            if "error" in chunk:
+                return chunk
+            for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                if not line.strip():
+                    continue
+                step_started = watch.saw(line)
+                line = redact(line)
+                self._say(f"build {name}: {line}")
+                if step_started:
+                    tail.clear()  # the log kept from here on is entrypoint.build's own output
+                else:
+                    tail.append(line)
+        return None
+
+    def _build_isolation(self, index_url: str) -> dict[str, Any]:
+        """The build step's limits: no network when tools may have none, capped memory, the index URL kept out of
+        the image (see INDEX_ARG). It still runs as root with Docker's default capabilities: the classic builder
+        offers nothing else."""
+        memory = self.settings.build_memory_mb * 1024 * 1024
+        return {
+            "buildargs": {INDEX_ARG: index_url} if index_url else {},
+            "network_mode": None if self.settings.allow_network else "none",
+            "container_limits": {"memory": memory, "memswap": memory},
+        }
+
+    def _build_failure(
+        self, manifest: Manifest, failure: dict[str, Any] | None, watch: _BuildWatch, redact: Callable[[str], str]
+    ) -> str:
+        """Why a build failed, in the tool's terms: its command and exit code, not the builder's RUN line."""
+        what = f"building the image of tool {manifest.name!r}"
+        if watch.expired.is_set():
+            limit = self.settings.build_timeout_seconds
+            return (
+                f"{what} took longer than sandbox.build_timeout_seconds ({limit:g} s) and was stopped; "
+                "raise that setting if the build needs more time"
             )
-        self._say(f"built {tag}")
+        failure = failure or {"error": "the image is missing after the build"}
+        code = (failure.get("errorDetail") or {}).get("code")
+        if code is None or watch.container is None:  # not the build step: the engine's own words
+            return f"{what} failed: {redact(failure.get('error') or 'unknown error')}"
+        command = redact(manifest.entrypoint.build or "")
+        message = f"{what} failed: entrypoint.build ({command!r}) exited with code {code}"
+        if code == 137:
+            memory = self.settings.build_memory_mb
+            message += f" (killed: out of memory? a build may use sandbox.build_memory_mb = {memory})"
+        if not self.settings.allow_network:
+            message += "; builds get no network while sandbox.allow_network = false, so one fetching packages fails"
+        return message
 
     # -- containers --------------------------------------------------------------------------------
 
@@ -1392,9 +1496,15 @@ class Sandbox:
                 f"({limits.output_limit} bytes) and was stopped",
                 **common,
             )  # fmt: skip
+        if exit_code == 0 and truncated:  # cut JSON is not a result: never hand it on as a success
+            return Invocation(
+                name, Outcome.TOOL_FAILED, value=stdout, exit_code=0,
+                error=f"the tool's output was over the output limit ({limits.output_limit} bytes) and was cut; "
+                f"raise [sandbox.tools.{name}] output_limit_bytes",
+                **common,
+            )  # fmt: skip
         if exit_code == 0:
-            value = parse_output(stdout) if not truncated else stdout
-            return Invocation(name, Outcome.OK, value=value, exit_code=0, **common)
+            return Invocation(name, Outcome.OK, value=parse_output(stdout), exit_code=0, **common)
         if exit_code == 137 and self._oom_killed(started.id, wait=True):
             error = f"killed: out of memory (limit {limits.memory_mb} MiB)"
         elif exit_code is None:

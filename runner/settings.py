@@ -80,6 +80,10 @@ class SandboxSettings(_Section):
     # from build errors and never shown in a repr.
     pip_index_url: SecretStr | None = None
     max_context_mb: int = Field(default=100, ge=1)  # largest tool folder (build context) the sandbox sends
+    # A tool's image build (`entrypoint.build`, run once before its first call) has its own limits: the call's
+    # timeout is the tool's run time, and a build may take longer than any call, but never forever.
+    build_timeout_seconds: float = Field(default=600.0, gt=0)
+    build_memory_mb: int = Field(default=2048, ge=64)  # memory of the build step, no swap beyond it
     # Tools (by name, or "*") whose `entrypoint.handler` runs in warm mode: loaded once per container and
     # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
     warm_tools: tuple[str, ...] = ()

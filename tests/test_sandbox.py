@@ -15,6 +15,7 @@ import pytest
 from runner.invocation import Outcome
 from runner.manifest import load_manifest
 from runner.sandbox import (
+    BUILD_STEP,
     Sandbox,
     _Output,
     image_repository,
@@ -292,8 +293,12 @@ def test_output_over_the_cap_is_cut_and_reported(sandbox, tmp_path):
         tmp_path / "chatty", "chatty", "python -c \"print('y' * 3000)\"", sandbox={"output_limit_bytes": 1024}
     )
     result = sandbox.run(load_manifest(folder), {}, {})
-    assert result.outcome is Outcome.OK and result.truncated
-    assert result.value == "y" * 1024
+    assert result.outcome is Outcome.TOOL_FAILED and result.truncated  # cut output is never a success
+    assert result.error == (
+        "the tool's output was over the output limit (1024 bytes) and was cut; "
+        "raise [sandbox.tools.chatty] output_limit_bytes"
+    )
+    assert result.value == "y" * 1024  # still there, for whoever wants it
 
 
 @docker
@@ -507,8 +512,11 @@ def test_a_rebuild_removes_the_image_of_the_earlier_version_and_no_other(docker_
 def test_a_failed_build_is_a_clear_error_with_the_log_tail(sandbox, tool):
     result = sandbox.run(tool("badbuild"), {}, {})
     assert result.outcome is Outcome.TOOL_FAILED
-    assert "building the image of tool 'badbuild' failed" in result.error
-    assert "fatal: the thing is broken" in result.error and "\x1b[" not in result.error
+    headline, _, log = result.error.partition("\n--- build log (tail) ---\n")
+    build = "echo compiling the thing; echo 'fatal: the thing is broken' >&2; exit 7"
+    assert headline == f"building the image of tool 'badbuild' failed: entrypoint.build ({build!r}) exited with code 7"
+    assert {"compiling the thing", "fatal: the thing is broken"} == set(log.splitlines()[:2])  # stdout, stderr
+    assert "pocket-build" not in result.error and "\x1b[" not in result.error  # no builder internals
 
 
 @docker
@@ -634,6 +642,97 @@ def test_a_build_can_pip_install_the_tool(sandbox, tool):
     assert result.ok, result
     assert result.value["body"] == {"q": 1}
     assert "-packages/pipbuild_tool" in result.value["installed_at"]
+
+
+# -- builds: a deadline, isolation, no secret in the image -----------------------------------------------
+
+
+def _build_step(messages: list[str]) -> tuple[str, str]:
+    """The image the build step started from and the container that ran it, as the builder's progress named them.
+
+    A failed build leaves that image behind, untagged (the builder's cache): a test removes it when it is its own.
+    """
+    lines = [m.split(": ", 1)[1] for m in messages if m.startswith("build ")]
+    step = next(i for i, line in enumerate(lines) if line.endswith(f" : {BUILD_STEP}"))
+    return lines[step - 1].removeprefix(" ---> "), lines[step + 1].removeprefix(" ---> Running in ")
+
+
+@docker
+def test_a_build_over_build_timeout_is_stopped_in_the_engine_and_leaves_no_container(docker_api, tmp_path):
+    marker = f"slow-build-{time.time_ns()}"
+    entrypoint = {"build": f"echo {marker}; sleep 60", "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "slowbuild", "slowbuild", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0, build_timeout_seconds=2), progress=messages.append) as box:
+        started = time.monotonic()
+        result = box.run(manifest, {}, {}, timeout=30)
+        elapsed = time.monotonic() - started
+    assert result.outcome is Outcome.TOOL_FAILED and elapsed < 6, (elapsed, result)
+    assert result.error.startswith(
+        "building the image of tool 'slowbuild' took longer than sandbox.build_timeout_seconds (2 s) and was stopped"
+    )
+    assert marker in result.error  # the log tail
+    assert any("up to sandbox.build_timeout_seconds = 2" in m for m in messages)
+    below, container = _build_step(messages)
+    docker_api.remove_image(below)
+    assert docker_api.containers(all=True, filters={"id": container}) == []
+    tag = messages[0].split()[2]  # "building image pocket-tool/slowbuild:HASH for tool ..."
+    assert tag.startswith("pocket-tool/slowbuild:") and docker_api.images(name=tag) == []
+
+
+@docker
+def test_a_build_gets_no_network_when_tools_may_have_none_and_capped_memory(docker_api, tmp_path):
+    build = (
+        "ls /sys/class/net > nets; "
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null > memory || cat /sys/fs/cgroup/memory/memory.limit_in_bytes > memory"
+    )
+    run = "cat nets memory"
+    manifest = load_manifest(
+        _write_tool(tmp_path / "isolated", "isolated", run, entrypoint={"build": build, "run": run})
+    )
+    with Sandbox(SandboxSettings(pool_size=0, allow_network=False, build_memory_mb=300)) as box:
+        result = box.run(manifest, {}, {})
+        image = box.image(manifest)
+    docker_api.remove_image(image)
+    assert result.ok, result
+    assert result.value.split() == ["lo", str(300 * 1024 * 1024)]
+
+
+@docker
+def test_a_failed_build_without_network_says_builds_get_none(docker_api, tmp_path):
+    entrypoint = {"build": "exit 3", "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "offline", "offline", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0, allow_network=False), progress=messages.append) as box:
+        result = box.run(manifest, {}, {})
+    docker_api.remove_image(_build_step(messages)[0])
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert (
+        "entrypoint.build ('exit 3') exited with code 3; builds get no network while sandbox.allow_network = false"
+        in result.error
+    )
+
+
+@docker
+def test_the_index_url_reaches_the_build_and_never_the_image(docker_api, tmp_path):
+    password = f"pw{time.time_ns()}"
+    check = (
+        "import os; assert os.environ['PIP_INDEX_URL'].startswith('http://bob:'); assert 'FTP_PROXY' not in os.environ"
+    )
+    entrypoint = {"build": f'python -c "{check}"', "run": "true"}
+    manifest = load_manifest(_write_tool(tmp_path / "private", "private", "true", entrypoint=entrypoint))
+    messages: list[str] = []
+    settings = SandboxSettings(pool_size=0, pip_index_url=f"http://bob:{password}@127.0.0.1:9/simple")
+    with Sandbox(settings, progress=messages.append) as box:
+        image = box.image(manifest)  # the build's assert passed
+    try:
+        history = json.dumps(docker_api.history(image))
+        config = json.dumps(docker_api.inspect_image(image))
+    finally:
+        docker_api.remove_image(image)
+    assert "pocket-build/build.sh" in history  # the build step is there, without its arguments
+    for shown in (history, config, "\n".join(messages)):
+        assert password not in shown and "127.0.0.1:9" not in shown
 
 
 # -- review findings: ceilings, volumes, build context, secrets, engine errors, close, missing code ------
