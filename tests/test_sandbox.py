@@ -178,10 +178,13 @@ def test_environment_is_exactly_the_tool_variables_plus_runtime_needs(sandbox, t
 def test_tokens_never_appear_in_the_container_config(docker_api, tool):
     """Tokens travel on the attach stream, so `docker inspect` (or anyone who may run it) never sees them."""
     with Sandbox(SandboxSettings(pool_size=0)) as box:
+        box.image(tool("sleeper"))  # built first: the call below starts its container at once
         call = threading.Thread(target=box.run, args=(tool("sleeper"), {}, {"SLACK_BOT_TOKEN": "xoxb-very-secret"}))
         call.start()
-        time.sleep(0.5)
-        running = docker_api.containers(filters={"label": f"pocket-runner.sandbox={box.id}"})
+        running, deadline = [], time.monotonic() + 10
+        while not running and time.monotonic() < deadline:
+            time.sleep(0.05)
+            running = docker_api.containers(filters={"label": f"pocket-runner.sandbox={box.id}"})
         configs = [docker_api.inspect_container(c["Id"]) for c in running]
         call.join()
     assert configs and "xoxb-very-secret" not in json.dumps(configs)
