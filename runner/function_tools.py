@@ -120,16 +120,24 @@ class FunctionTool:
         signature = _signature(func)
         accepts_any_keyword = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
         if auth_provider is not None:
-            from runner.auth import token_variable
+            from runner.auth import token_variables
+            from runner.errors import SettingsError
 
             self.auth = AuthSpec(auth_provider=auth_provider, auth_handler=auth_handler, scopes=tuple(scopes))
-            variable = token_variable(auth_provider)
-            if variable not in signature.parameters and not accepts_any_keyword:
+            try:
+                variables = token_variables(auth_provider, auth_handler)
+            except SettingsError as exc:  # an auth_handler the provider does not offer
+                raise TypeError(f"{_where(func)}: {exc}") from None
+            # Each variable of the credential the function takes is injected, never asked of the model (a key
+            # pair's secret too); **kwargs takes them all.
+            taken = set(variables) if accepts_any_keyword else set(variables) & set(signature.parameters)
+            if not taken:
+                wanted = f"no parameter {variables[0]}" if len(variables) == 1 else f"none of {', '.join(variables)}"
                 raise TypeError(
-                    f"{_where(func)} needs {auth_provider} credentials but has no parameter {variable}: "
-                    f"add `{variable}: str` to receive the token (it is never shown to the model)"
+                    f"{_where(func)} needs {auth_provider} credentials but has {wanted}: "
+                    f"add `{variables[0]}: str` to receive the token (it is never shown to the model)"
                 )
-            self.token_parameters = frozenset({variable})
+            self.token_parameters = frozenset(taken)
         elif scopes or auth_handler:
             raise TypeError("scopes and auth_handler need an auth_provider")
         self._accepts_any_keyword = accepts_any_keyword

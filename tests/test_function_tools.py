@@ -123,6 +123,35 @@ def test_auth_needs_the_token_parameter():
         def star(repo: str) -> None: ...
 
 
+def test_every_variable_of_a_credential_is_injected_and_none_is_asked_of_the_model(tmp_path):
+    @function_tool(auth_provider="kraken")
+    def balance(pair: str, KRAKEN_API_KEY: str, KRAKEN_API_SECRET: str) -> list[str]:
+        """Balance of a pair."""
+        return [pair, KRAKEN_API_KEY[:4], KRAKEN_API_SECRET[:4]]
+
+    @function_tool(auth_provider="linkedin", auth_handler="linkedin-basicauth")
+    def profile(LINKEDIN_USERNAME: str, LINKEDIN_PASSWORD: str) -> int:
+        """Length of the password."""
+        return len(LINKEDIN_PASSWORD)
+
+    assert balance.input_schema["properties"] == {"pair": {"type": "string"}}
+    assert balance.input_schema["required"] == ["pair"] and profile.input_schema["properties"] == {}
+    with Pocket([balance, profile], settings=settings(tmp_path)) as pocket:
+        pocket.authenticator.login_with("kraken", {"api_key": "key-1234", "api_secret": "sec-5678"})
+        pocket.authenticator.login_with("linkedin", {"username": "ada", "password": "pw-123456"}, kind="basic")
+        # the model cannot supply the secret itself: the schema forbids extra keys
+        assert pocket.invoke("balance", {"pair": "XBT", "KRAKEN_API_SECRET": "made-up"}).outcome is Outcome.BAD_INPUT
+        assert pocket.invoke("balance", {"pair": "XBT"}).value == ["XBT", "key-", "sec-"]
+        assert pocket.invoke("profile", {}).value == 9
+
+
+def test_an_auth_handler_the_provider_does_not_offer_is_refused_when_decorated():
+    with pytest.raises(TypeError, match="provider 'serpapi' has no auth handler 'oauth2'; it offers serpapi-token"):
+
+        @function_tool(auth_provider="serpapi", auth_handler="oauth2")
+        def search(q: str, SERPAPI_TOKEN: str) -> None: ...
+
+
 def test_auth_through_var_keyword_is_accepted():
     @function_tool(auth_provider="github")
     def star(repo: str, **env: str) -> str:

@@ -73,10 +73,17 @@ _GRANT_GONE = {
 
 def token_variable(provider: str) -> str:
     """The main variable a provider's tools read their token from (hyperpocket's names)."""
+    return token_variables(provider)[0]
+
+
+def token_variables(provider: str, handler: str | None = None) -> tuple[str, ...]:
+    """Every variable a tool of `provider` receives with `handler`'s kind of credential, the main one first
+    (`KRAKEN_API_KEY`, `KRAKEN_API_SECRET`). From the catalog alone: a provider defined only in settings
+    gets the default names."""
     from runner.auth.providers import catalog
 
     entry = catalog().get(provider) or Provider(name=provider)
-    return next(iter(entry.env_templates(entry.default_kind)))
+    return tuple(entry.env_templates(entry.kind_of(handler)))
 
 
 class Authenticator:
