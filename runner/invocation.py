@@ -137,6 +137,8 @@ def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
         return [f"the body is not JSON data: {exc}"]
+    except RecursionError:
+        return ["the body is nested too deeply"]
     from referencing.exceptions import Unresolvable
 
     validator = _validator(json.dumps(input_schema, sort_keys=True))
@@ -144,6 +146,8 @@ def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
         errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
     except Unresolvable as exc:  # a manifest's load refuses these; a schema built in code may still hold one
         return [f"the tool's inputSchema cannot check it: its $ref {exc.ref!r} points to nothing"]
+    except RecursionError:  # a recursive schema walking a body just under json's own depth limit
+        return ["the body is nested too deeply"]
     problems = []
     for error in errors:
         field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"

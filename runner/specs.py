@@ -201,6 +201,8 @@ def _json_arguments(text: Any) -> tuple[Any, str | None]:
         return json.loads(text), None
     except (TypeError, ValueError) as exc:
         return None, f"the tool call's arguments are not valid JSON: {exc}"
+    except RecursionError:
+        return None, "the tool call's arguments are nested too deeply to read"
 
 
 def parse_tool_call(call: Any) -> ToolCall:

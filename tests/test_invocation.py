@@ -48,3 +48,12 @@ def test_output_is_parsed_as_json_only_when_it_is_json():
     assert parse_output("hello\n") == "hello"
     assert parse_output("{not json") == "{not json"
     assert parse_output("") == ""
+
+
+def test_a_body_nested_too_deeply_is_a_problem_not_a_crash():
+    from runner.invocation import body_problems
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert body_problems({"type": "object"}, {"x": deep}) == ["the body is nested too deeply"]

@@ -199,6 +199,9 @@ def test_the_agents_mistakes_come_back_as_results(pocket):
     bad_json = pocket.invoke({"id": "c", "type": "function", "function": {"name": "add", "arguments": "{oops"}})
     assert bad_json["content"].startswith("error: the tool call's arguments are not valid JSON")
     assert bad_json.invocation.outcome is Outcome.BAD_INPUT
+    arguments = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    too_deep = pocket.invoke({"id": "c", "type": "function", "function": {"name": "add", "arguments": arguments}})
+    assert too_deep["content"] == "error: the tool call's arguments are nested too deeply to read"
     unknown = pocket.invoke({"type": "tool_use", "id": "t", "name": "nope", "input": {}})
     assert unknown["is_error"] is True and "unknown tool 'nope'" in unknown["content"]
     bad_body = pocket.invoke({"type": "tool_use", "id": "t", "name": "add", "input": {"a": "x"}})
