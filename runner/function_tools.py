@@ -245,14 +245,24 @@ class FunctionTool:
         return Invocation(self.name, Outcome.OK, value=_jsonable(value), duration_seconds=time.perf_counter() - started)
 
     async def arun(
-        self, body: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float | None, started: float
+        self,
+        body: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        *,
+        timeout: float | None,
+        workers: Callable[[], concurrent.futures.ThreadPoolExecutor],
+        started: float,
     ) -> Invocation:
-        """Call an async function on the running event loop, cancelled at the timeout."""
+        """Call the function from async code: an async one on the running event loop, cancelled at the timeout;
+        a sync one on a worker thread, waited for that long (the loop's own wait: no thread sits waiting)."""
         arguments = self.arguments(body, secrets)
         if isinstance(arguments, list):
             return Invocation(self.name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(arguments))
         try:
-            value = await self._bounded(arguments, timeout)
+            if self.is_async:
+                value = await self._bounded(arguments, timeout)
+            else:
+                value = await self._bounded_thread(arguments, timeout, workers())
         except _TimedOut:
             return self._timed_out(timeout, started)
         except Exception as exc:
@@ -264,6 +274,17 @@ class FunctionTool:
             return await asyncio.wait_for(self.func(**arguments), timeout)
         except TimeoutError:
             if timeout is None:  # raised by the function itself
+                raise
+            raise _TimedOut from None
+
+    async def _bounded_thread(
+        self, arguments: dict[str, Any], timeout: float | None, workers: concurrent.futures.ThreadPoolExecutor
+    ) -> Any:
+        future = workers.submit(self.func, **arguments)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            if timeout is None or (future.done() and not future.cancelled()):  # raised by the function itself
                 raise
             raise _TimedOut from None
 

@@ -315,7 +315,7 @@ class Pocket:
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
         loop = asyncio.get_running_loop()
-        if not (isinstance(tool, FunctionTool) and tool.is_async):
+        if not isinstance(tool, FunctionTool):
             return await loop.run_in_executor(
                 self._workers(), functools.partial(self._invoke, tool_name, body, **options)
             )
@@ -329,7 +329,7 @@ class Pocket:
         if isinstance(prepared, Invocation):
             return prepared
         _, secrets = prepared
-        result = await tool.arun(body, secrets, timeout=options["timeout"], started=started)
+        result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
         return redact(result, secrets.values())
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:

@@ -337,7 +337,26 @@ def test_timeouts(tmp_path):
     assert result.error == "timed out after 0.2 s"
     result = asyncio.run(pocket.ainvoke("slow_echo", {"text": "x", "delay": 2}, timeout=0.2))
     assert result.error == "timed out after 0.2 s"
+    result = asyncio.run(pocket.ainvoke("sleepy", {"seconds": 2}, timeout=0.2))
+    assert result.error.startswith("timed out after 0.2 s (an in-process function cannot be stopped")
     pocket.close()
+
+
+def test_many_concurrent_sync_calls_with_a_timeout_all_finish(tmp_path):
+    """Each waits on the event loop, not on a worker thread that the function itself would need."""
+
+    @function_tool
+    def nap(n: int) -> int:
+        """Nap briefly."""
+        time.sleep(0.2)
+        return n
+
+    async def burst(pocket: Pocket) -> list:
+        return await asyncio.gather(*(pocket.ainvoke("nap", {"n": n}, timeout=5) for n in range(100)))
+
+    with Pocket([nap], settings=settings(tmp_path)) as pocket:
+        results = asyncio.run(burst(pocket))
+    assert [r.value for r in results] == list(range(100)), [r.error for r in results if not r.ok][:3]
 
 
 def test_plain_functions_are_accepted(tmp_path):
