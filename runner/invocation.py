@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -58,6 +59,29 @@ class Invocation:
         if isinstance(self.value, str):
             return self.value
         return json.dumps(self.value, ensure_ascii=False)
+
+
+class Cancellation:
+    """Stops one call from another thread: `cancel()` runs the stop its sandbox attached (killing the call's
+    container), now or as soon as one is attached. A cancelled `ainvoke` uses it, so the tool does not go on
+    with its side effects after the agent stopped waiting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop: Callable[[], None] | None = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled, stop = True, self._stop
+        if stop is not None:
+            stop()
+
+    def attach(self, stop: Callable[[], None]) -> None:
+        with self._lock:
+            self._stop, cancelled = stop, self.cancelled
+        if cancelled:
+            stop()
 
 
 REDACTED = "[redacted]"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from runner.errors import AuthRequiredError, PocketError, SettingsError, SourceError
 from runner.function_tools import FunctionTool, function_tool
-from runner.invocation import Invocation, Outcome, body_problems, redact
+from runner.invocation import Cancellation, Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
 from runner.settings import Settings, load_settings
 
@@ -293,6 +293,7 @@ class Pocket:
         user_id: str = "default",
         variables: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Invocation:
         started = time.perf_counter()
         prepared = self._prepare(tool_name, body, user_id, timeout)
@@ -309,16 +310,22 @@ class Pocket:
                 **(variables or {}),
                 **secrets,
             }
-            result = self._sandbox_for_calls().run(tool, body, environment, timeout=timeout, user_id=user_id)
+            result = self._sandbox_for_calls().run(
+                tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
+            )
         return redact(result, secrets.values())
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
         loop = asyncio.get_running_loop()
         if not isinstance(tool, FunctionTool):
-            return await loop.run_in_executor(
-                self._workers(), functools.partial(self._invoke, tool_name, body, **options)
-            )
+            cancellation = Cancellation()
+            call = functools.partial(self._invoke, tool_name, body, cancellation=cancellation, **options)
+            try:
+                return await loop.run_in_executor(self._workers(), call)
+            except asyncio.CancelledError:  # the agent stopped waiting: so does the tool, in its container
+                cancellation.cancel()
+                raise
         started = time.perf_counter()
         if tool.auth is None:  # nothing that may block: stay on the loop
             prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])

@@ -79,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import PocketError, ToolFailedError
-from runner.invocation import Invocation, Outcome, parse_output
+from runner.invocation import Cancellation, Invocation, Outcome, parse_output
 from runner.manifest import RESERVED_PREFIX, RESERVED_VARIABLES, Manifest
 from runner.settings import SandboxSettings, Settings, ToolLimits
 
@@ -1391,8 +1391,10 @@ class Sandbox:
         timeout: float | None = None,
         user_id: str = "default",
         warm: bool | None = None,
+        cancellation: Cancellation | None = None,
     ) -> Invocation:
         """Run one call of `manifest`'s tool with `body` on stdin and exactly `environment` (plus HOME, PATH).
+        `cancellation.cancel()`, from any thread, kills the call's container.
 
         Never raises for what the tool does: failures, timeouts, memory kills and build failures come
         back as an `Invocation` with outcome TOOL_FAILED; a manifest or environment the sandbox refuses
@@ -1418,7 +1420,7 @@ class Sandbox:
             warm = self._is_warm(name)
         try:
             if warm and manifest.entrypoint.handler:
-                result = self._run_warm(manifest, body, environment, limits, user_id, started_at)
+                result = self._run_warm(manifest, body, environment, limits, user_id, started_at, cancellation)
                 return self._closed_result(result) if self._closed and not result.ok else result
             spec = self._spec(manifest, limits, "call")
             pool = self._pool(spec) if self.settings.pool_size else None
@@ -1429,7 +1431,7 @@ class Sandbox:
             explanation = getattr(exc, "explanation", None) or exc
             return failed(Outcome.TOOL_FAILED, f"the sandbox could not start the tool's container: {explanation}")
         try:
-            self._enter_call(started.id)
+            self._enter_call(started.id, cancellation)
             with self._running():
                 result = self._call(name, started, stdin, nonce, limits, started_at)
         finally:
@@ -1440,12 +1442,15 @@ class Sandbox:
             self._discard(started)
         return self._closed_result(result) if self._closed and not result.ok else result
 
-    def _enter_call(self, cid: str) -> None:
-        """Mark a container as serving a call, so close() kills it; killed now if close() already ran."""
+    def _enter_call(self, cid: str, cancellation: Cancellation | None = None) -> None:
+        """Mark a container as serving a call, so close() (or the call's cancellation) kills it; killed now if
+        either already happened."""
         with self._lock:
             self._in_flight.add(cid)
         if self._closed:
             self._kill(cid)
+        if cancellation is not None:
+            cancellation.attach(lambda: self._kill(cid))
 
     @staticmethod
     def _closed_result(result: Invocation) -> Invocation:
@@ -1542,6 +1547,7 @@ class Sandbox:
         limits: Limits,
         user_id: str,
         started_at: float,
+        cancellation: Cancellation | None,
     ) -> Invocation:
         spec = self._spec(manifest, limits, "warm")
         key = (spec, user_id)
@@ -1568,7 +1574,7 @@ class Sandbox:
                 self._warm[key].append(worker)
                 self._warm_busy.add(id(worker))
         try:
-            self._enter_call(worker.started.id)
+            self._enter_call(worker.started.id, cancellation)
             with self._running():
                 state, value, stderr = worker.call(environment, body, limits)
         finally:

@@ -156,3 +156,31 @@ def test_closing_a_pocket_during_slow_calls_ends_them_and_removes_their_containe
     assert closing < 3, closing
     assert docker_api.containers(all=True, filters=mine) == []
     assert [r.error for r in results] == ["the sandbox was closed"] * 3
+
+
+@docker
+def test_a_cancelled_ainvoke_stops_its_tool(docker_api, tmp_path):
+    from runner.settings import ToolLimits
+
+    # sleeper's manifest asks for 1 s: the operator grants it 30 s, so only the cancellation can end it
+    sandbox = SandboxSettings(pool_size=0, tools={"sleeper": ToolLimits(timeout_seconds=30)})
+    settings = Settings(cache_dir=tmp_path / "cache", data_dir=tmp_path / "data", sandbox=sandbox)
+
+    async def agent(box: Pocket) -> float:
+        call = asyncio.create_task(box.ainvoke("sleeper", {}))
+        mine = {"label": f"pocket-runner.sandbox={box._sandbox_for_calls().id}"}
+        deadline = time.monotonic() + 20
+        while not docker_api.containers(filters=mine) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        cancelled = time.monotonic()
+        while docker_api.containers(filters=mine) and time.monotonic() < cancelled + 10:
+            await asyncio.sleep(0.05)
+        assert docker_api.containers(filters=mine) == []  # no longer running the tool
+        return time.monotonic() - cancelled
+
+    with Pocket(tools=[TOOLS / "sleeper"], settings=settings) as box:
+        box._sandbox_for_calls().image(box.tools["sleeper"])  # built first: the call starts at once
+        assert asyncio.run(agent(box)) < 3
