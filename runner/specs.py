@@ -91,7 +91,10 @@ def strict_problems(schema: Mapping[str, Any]) -> list[str]:
         is_object = types == "object" or (isinstance(types, list) and "object" in types) or "properties" in node
         if is_object:
             if node.get("additionalProperties") is not False:
-                problems.append(f"{where or '/'}: objects need additionalProperties: false")
+                problems.append(
+                    f"{where or '/'}: objects need additionalProperties: false (for a pydantic model of a function "
+                    "tool: model_config = ConfigDict(extra='forbid'))"
+                )
             missing = sorted(set(node.get("properties", {})) - set(node.get("required", [])))
             if missing:
                 problems.append(f"{where or '/'}: every property must be required; not so for {', '.join(missing)}")
@@ -118,7 +121,8 @@ def tool_spec(spec: ToolSpec, format: str | SpecFormat = SpecFormat.OPENAI, *, s
         if problems:
             raise ValueError(f"tool {spec.name!r} cannot be strict: " + "; ".join(problems))
     if kind is SpecFormat.ANTHROPIC:
-        return {"name": spec.name, "description": spec.description, "input_schema": schema}
+        anthropic = {"name": spec.name, "description": spec.description, "input_schema": schema}
+        return {**anthropic, "strict": True} if strict else anthropic
     if kind is SpecFormat.OPENAI_RESPONSES:
         # Responses defaults `strict` to true when it is left out: always say which one is meant.
         return {
@@ -216,7 +220,7 @@ def parse_tool_call(call: Any) -> ToolCall:
     kind = data.get("type")
     if kind == "tool_use":
         arguments = data.get("input")
-        return ToolCall(SpecFormat.ANTHROPIC, str(data.get("id", "")), str(data.get("name", "")), arguments)
+        return ToolCall(SpecFormat.ANTHROPIC, str(data.get("id") or ""), str(data.get("name") or ""), arguments)
     if kind == "function_call":
         arguments, problem = _json_arguments(data.get("arguments"))
         call_id = str(data.get("call_id") or data.get("id") or "")
@@ -224,7 +228,8 @@ def parse_tool_call(call: Any) -> ToolCall:
     function = data.get("function")
     if isinstance(function, Mapping) and kind in (None, "function"):
         arguments, problem = _json_arguments(function.get("arguments"))
-        return ToolCall(SpecFormat.OPENAI, str(data.get("id", "")), str(function.get("name", "")), arguments, problem)
+        name = str(function.get("name") or "")
+        return ToolCall(SpecFormat.OPENAI, str(data.get("id") or ""), name, arguments, problem)
     raise TypeError(
         f"not a tool call (type {kind!r}, keys {sorted(data)}); expected an OpenAI tool call, an OpenAI Responses "
         "function_call or an Anthropic tool_use block"
@@ -241,7 +246,8 @@ def answer_messages(calls: list[ToolCall], results: list[ToolResult]) -> list[di
 
 def tool_calls(response: Any) -> list[ToolCall]:
     """Every tool call in a model response: an OpenAI ChatCompletion (or its message), a Responses
-    response (or its `output` list), or an Anthropic Message (or its `content` list); dicts or SDK objects."""
+    response (or its `output` list), or an Anthropic Message (or its `content` list); dicts or SDK objects.
+    OpenAI `custom` tool calls are left out: Pocket's tools are function tools, so those are the agent's own."""
     data = response if isinstance(response, list) else _as_dict(response)
     if isinstance(data, dict):
         if "choices" in data:  # ChatCompletion: the first choice's message

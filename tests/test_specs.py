@@ -143,11 +143,17 @@ def test_strict_only_when_the_schema_allows_it(pocket):
     with pytest.raises(ValueError, match=r"these tools cannot be strict: add: .* \| hello: .*minLength"):
         pocket.tool_specs("openai", strict=True)
     assert tool_specs([closed], "openai", strict=True)[0]["function"]["strict"] is True
+    closed_hint = " (for a pydantic model of a function tool: model_config = ConfigDict(extra='forbid'))"
     assert strict_problems({"type": "object", "properties": {"o": {"type": "object", "properties": {}}}}) == [
-        "/: objects need additionalProperties: false",
+        "/: objects need additionalProperties: false" + closed_hint,
         "/: every property must be required; not so for o",
-        "/properties/o: objects need additionalProperties: false",
+        "/properties/o: objects need additionalProperties: false" + closed_hint,
     ]
+    anthropic = tool_spec(closed.tool, "anthropic", strict=True)
+    assert anthropic["strict"] is True and "strict" not in tool_spec(closed.tool, "anthropic")
+    from anthropic.types import ToolParam
+
+    assert_matches(ToolParam, anthropic)
 
 
 def test_a_schema_without_type_gets_object_and_properties():
@@ -202,6 +208,8 @@ def test_the_agents_mistakes_come_back_as_results(pocket):
     arguments = '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"
     too_deep = pocket.invoke({"id": "c", "type": "function", "function": {"name": "add", "arguments": arguments}})
     assert too_deep["content"] == "error: the tool call's arguments are nested too deeply to read"
+    no_id = pocket.invoke({"type": "tool_use", "id": None, "name": "add", "input": {"a": 1}})
+    assert no_id["tool_use_id"] == ""  # never the text "None"
     unknown = pocket.invoke({"type": "tool_use", "id": "t", "name": "nope", "input": {}})
     assert unknown["is_error"] is True and "unknown tool 'nope'" in unknown["content"]
     bad_body = pocket.invoke({"type": "tool_use", "id": "t", "name": "add", "input": {"a": "x"}})
