@@ -4,16 +4,18 @@ Google, Notion and Linear, tested against a local stand-in of their token endpoi
 from __future__ import annotations
 
 import base64
+import html
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 import pytest
 
 from runner.auth import Authenticator, OAuth2Handler
 from runner.auth.providers import catalog
-from runner.errors import AuthRequiredError, SettingsError
+from runner.errors import AuthRequiredError, PocketError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"  # as tests/test_manifest.py
@@ -515,4 +517,51 @@ def test_a_refresh_error_echoing_the_refresh_token_never_shows_it(make_settings,
         auth.environment(spec, "u")
     assert "could not refresh [redacted]" in str(info.value)
     assert "RT-secret" not in str(info.value) + repr(info.value)
+    auth.close()
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """The error and every exception it holds on to: what an error tracker or `logging.exception` may show."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def test_a_refresh_error_keeps_no_unredacted_exception_in_its_chain(make_settings, stand_in):
+    auth = quirky(make_settings, stand_in, "linear")
+    spec = AuthSpec(auth_provider="linear")
+    url = start(auth, spec)
+    stand_in.json("POST /token", {"access_token": "lin_1", "refresh_token": "RT-chained-55555555", "expires_in": 100})
+    assert complete(auth, url).status_code == 200
+    expire(auth, "linear")
+    stand_in.json("POST /token", {"error": "server_error", "error_description": "bad RT-chained-55555555"}, 500)
+    with pytest.raises(PocketError) as info:
+        auth.environment(spec, "u")
+    for error in exception_chain(info.value):
+        assert "RT-chained" not in str(error) + repr(error), type(error).__name__
+    auth.close()
+
+
+@pytest.mark.parametrize("provider", ["notion", "linear"])  # client_secret_basic, client_secret_post
+def test_a_token_endpoint_echoing_the_client_credentials_never_shows_the_secret(make_settings, stand_in, provider):
+    secret = "cl/sec+ret=42-abcdef"  # characters that percent-encoding and Basic encoding change
+    auth = quirky(make_settings, stand_in, provider, client_secret=secret)
+    url = start(auth, AuthSpec(auth_provider=provider))
+
+    def echo(request):
+        sent = f"{request.headers.get('authorization', '')} {request.body.decode()}"
+        body = json.dumps({"error": "invalid_client", "error_description": f"refused: {sent}"}).encode()
+        return 401, {"Content-Type": "application/json"}, body
+
+    stand_in.routes["POST /token"] = echo
+    page = complete(auth, url)
+    sent = stand_in.requests[-1]
+    basic = sent.headers.get("authorization", "").removeprefix("Basic ")
+    shown = page.text + json.dumps(auth.wait(timeout=0))
+    assert page.status_code == 400 and "refused:" in shown
+    for form in (secret, quote(secret, safe=""), quote_plus(secret), basic or secret):
+        assert form not in shown and html.escape(form) not in shown
     auth.close()

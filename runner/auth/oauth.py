@@ -19,7 +19,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -196,14 +196,18 @@ class OAuth2Handler:
     # -- token endpoint --------------------------------------------------------------------------
 
     def _token_request(self, url: str, data: dict[str, str]) -> dict[str, Any]:
-        try:
-            return self._parse(self._post(url, data))
-        except OAuthError as exc:  # a server may echo what it was sent (a refresh token) in its description
-            sent = [v for k, v in data.items() if k in _SECRET_FIELDS]
-            if self.client.client_secret is not None:
-                sent.append(self.client.client_secret.get_secret_value())
-            description = redact_text(exc.description, sent) if exc.description else None
-            raise OAuthError(exc.provider, exc.error, description, status=exc.status) from None
+        return self._parse(self._post(url, data), self._echoable(data))
+
+    def _echoable(self, data: dict[str, str]) -> list[str]:
+        """Every form in which a request to the server carries a secret. A server may echo what it was sent
+        (a refresh token, the client's `Authorization: Basic` header, a form body) in its error text."""
+        sent = [v for k, v in data.items() if k in _SECRET_FIELDS]
+        if self.client.client_secret is not None:
+            client_id, secret = self.client.client_id, self.client.client_secret.get_secret_value()
+            sent.append(secret)
+            for pair in (f"{client_id}:{secret}", f"{quote(client_id, safe='')}:{quote(secret, safe='')}"):
+                sent.append(base64.b64encode(pair.encode()).decode())
+        return [form for value in sent for form in (value, quote(value, safe=""), quote_plus(value))]
 
     def _post(self, url: str, data: dict[str, str]) -> httpx.Response:
         """POST to a token-like endpoint (token, revocation, device) with the client's authentication."""
@@ -221,14 +225,16 @@ class OAuth2Handler:
                 data["client_secret"] = self.client.client_secret.get_secret_value()
         try:
             if p.token_request_format == "json":
-                response = self.http.post(url, json=data, headers=headers, auth=auth)
-            else:
-                response = self.http.post(url, data=data, headers=headers, auth=auth)
+                return self.http.post(url, json=data, headers=headers, auth=auth)
+            return self.http.post(url, data=data, headers=headers, auth=auth)
         except httpx.HTTPError as exc:
-            raise OAuthError(p.name, "unreachable", f"cannot reach the token endpoint: {type(exc).__name__}") from None
-        return response
+            problem = type(exc).__name__
+        # Raised outside the except block: the httpx error (whose request holds the body) is not chained.
+        raise OAuthError(p.name, "unreachable", f"cannot reach the token endpoint: {problem}")
 
-    def _parse(self, response: httpx.Response) -> dict[str, Any]:
+    def _parse(self, response: httpx.Response, echoable: list[str]) -> dict[str, Any]:
+        """The response's JSON (or form) document, or the server's error as an OAuthError with every secret
+        the request carried (`echoable`) redacted before the text is cut to length."""
         name = self.provider.name
         content_type = response.headers.get("content-type", "")
         payload: Any
@@ -247,14 +253,16 @@ class OAuth2Handler:
                 status=response.status_code,
             )  # fmt: skip
         if self.provider.ok_field and payload.get(self.provider.ok_field) is False:
-            raise OAuthError(name, str(payload.get("error") or "error"), None, status=response.status_code)
+            error = redact_text(str(payload.get("error") or "error"), echoable)
+            raise OAuthError(name, error, None, status=response.status_code)
         if payload.get("error"):
             error = payload["error"]
             if isinstance(error, dict):  # {"error": {"code": ..., "message": ...}}
                 error, description = error.get("code") or error.get("status") or "error", error.get("message")
             else:
                 description = payload.get("error_description")
-            raise OAuthError(name, str(error), str(description) if description else None, status=response.status_code)
+            described = redact_text(str(description), echoable) if description else None
+            raise OAuthError(name, redact_text(str(error), echoable), described, status=response.status_code)
         if response.status_code >= 400:
             raise OAuthError(name, f"http_{response.status_code}", None, status=response.status_code)
         return payload
@@ -337,7 +345,7 @@ class OAuth2Handler:
                 if token:
                     response = self._post(p.revocation_url, {"token": token, "token_type_hint": hint})
                     if response.status_code != 200:
-                        self._parse(response)  # raises the server's error
+                        self._parse(response, self._echoable({"token": token}))  # raises the server's error
                         confirmed = False
             return confirmed
         except (httpx.HTTPError, ValueError, OAuthError):
