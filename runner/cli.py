@@ -308,9 +308,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             if not outcome["deleted"]:
                 _say(f"no stored {args.provider} credential for user {args.user!r}")
                 return EXIT_OK
-            _say(f"forgot the {args.provider} credential of user {args.user!r}" + (
-                "; revoked at the provider" if outcome["revoked"] else "; the provider was not asked to revoke it"
-            ))  # fmt: skip
+            _say(f"forgot the {args.provider} credential of user {args.user!r}{_revocation(args.provider, outcome)}")
             return EXIT_OK
         provider = auth.provider(args.provider)
         kind = provider.kind_of(args.handler) if args.handler else None
@@ -361,6 +359,20 @@ def _cmd_auth(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         auth.close()
+
+
+def _revocation(provider: str, outcome: dict[str, Any]) -> str:
+    """What logout did at the provider, honestly: a token it did not revoke may still work there."""
+    revoked, kept = outcome["revoked_tokens"], outcome["not_revoked"]
+    if outcome["revoked"]:
+        return "; revoked at the provider"
+    if not kept:
+        return "; the provider was not asked to revoke it"
+    which = " and ".join(f"the {token} ({why})" for token, why in kept.items())
+    done = f"; revoked the {' and the '.join(revoked)} at the provider, but not " if revoked else "; not revoked: "
+    still = "it may still work" if len(kept) == 1 else "they may still work"
+    until = "it expires" if len(kept) == 1 else "they expire"
+    return f"{done}{which}: {still} at {provider} until {until} or you remove the app's access there"
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -156,3 +156,53 @@ def test_no_value_at_the_prompt_is_bad_input(tmp_path, callback_port):
     assert child.returncode == 2, err
     assert "Traceback" not in err and "internal error" not in err
     assert "no value entered for SerpApi token or api key" in err
+
+
+def stand_in_provider(tmp_path: Path, callback_port: int, stand_in) -> list[str]:
+    """Settings files defining "acme", an OAuth provider whose endpoints are the stand-in's."""
+    files = write_settings(tmp_path, callback_port)
+    Path(files[3]).write_text(
+        f'[auth.acme]\nauthorization_url = "{stand_in.url}/authorize"\ntoken_url = "{stand_in.url}/token"\n'
+        f'revocation_url = "{stand_in.url}/revoke"\nclient_id = "acme-client"\nclient_secret = "acme-secret"\n'
+    )
+    return files
+
+
+def authorize_acme(files: list[str], stand_in, user: str = "default") -> None:
+    """The OAuth flow, played as the provider's redirect back to the callback, leaving a stored grant."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    import httpx
+
+    from runner.auth import Authenticator
+    from runner.settings import load_settings
+
+    stand_in.json("POST /token", {"access_token": "acme-access-1", "refresh_token": "acme-refresh-1", "expires_in": 60})
+    auth = Authenticator(load_settings(files[1], files[3]))
+    try:
+        query = parse_qs(urlsplit(auth.authorization_url("acme", user_id=user)).query)
+        callback = query["redirect_uri"][0] + "?" + urlencode({"code": "c", "state": query["state"][0]})
+        assert httpx.get(callback).status_code == 200
+    finally:
+        auth.close()
+
+
+def test_logout_revokes_each_token_and_says_which_may_still_be_live(tmp_path, callback_port, stand_in, capsys):
+    files = stand_in_provider(tmp_path, callback_port, stand_in)
+    authorize_acme(files, stand_in)
+
+    def revoke(request):
+        if request.form()["token_type_hint"] == "refresh_token":  # RFC 7009 2.2.1: a legitimate answer
+            return 400, {"Content-Type": "application/json"}, b'{"error": "unsupported_token_type"}'
+        return 200, {}, b""
+
+    stand_in.routes["POST /revoke"] = revoke
+    assert main([*files, "auth", "logout", "acme"]) == 0
+    asked = [r.form()["token"] for r in stand_in.requests if r.path == "/revoke"]
+    assert asked == ["acme-refresh-1", "acme-access-1"]  # the access token is revoked even so
+    err = capsys.readouterr().err
+    assert "forgot the acme credential of user 'default'" in err
+    assert "revoked the access token at the provider" in err
+    assert "not the refresh token (unsupported_token_type): it may still work at acme" in err
+    assert main([*files, "auth", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

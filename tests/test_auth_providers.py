@@ -421,7 +421,9 @@ def test_slack_logout_revokes_with_auth_revoke(make_settings, stand_in):
     auth = quirky(make_settings, stand_in, "slack", revocation_url=f"{stand_in.url}/revoke")
     auth.login_with("slack", {"token": "xoxb-revoke-me-1234"}, user_id="u", kind="token")
     stand_in.json("POST /revoke", {"ok": True, "revoked": True})
-    assert auth.logout("slack", user_id="u") == {"deleted": True, "revoked": True}
+    assert auth.logout("slack", user_id="u") == {
+        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
+    }  # fmt: skip
     assert stand_in.requests[-1].headers["authorization"] == "Bearer xoxb-revoke-me-1234"
     auth.close()
 
@@ -432,7 +434,9 @@ def test_github_logout_deletes_the_grant(make_settings, stand_in):
     stand_in.json("POST /token", {"access_token": "gho_to_revoke_123", "scope": "repo", "token_type": "bearer"})
     assert complete(auth, url).status_code == 200
     stand_in.routes["DELETE /applications/github-client/grant"] = lambda _r: (204, {}, b"")
-    assert auth.logout("github", user_id="u") == {"deleted": True, "revoked": True}
+    assert auth.logout("github", user_id="u") == {
+        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
+    }  # fmt: skip
     request = stand_in.requests[-1]
     assert request.json() == {"access_token": "gho_to_revoke_123"}
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"github-client:github-secret").decode()

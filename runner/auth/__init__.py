@@ -34,6 +34,7 @@ from runner.auth.oauth import (
     OAuthError,
     OAuthHandler,
     Pending,
+    Revocation,
     TokenSet,
     discover,
     make_handler,
@@ -54,6 +55,7 @@ __all__ = [
     "OAuthError",
     "OAuthHandler",
     "Pending",
+    "Revocation",
     "TokenSet",
     "token_variable",
 ]
@@ -570,18 +572,30 @@ class Authenticator:
                 rows.append({"user": "*", "provider": name, "kind": "settings", "status": ACTIVE, "scopes": []})
         return rows
 
-    def logout(self, provider: str, *, user_id: str = "default") -> dict[str, bool]:
-        """Forget the user's credential; revoke it at the provider first where the provider allows it."""
+    def logout(self, provider: str, *, user_id: str = "default") -> dict[str, Any]:
+        """Forget the user's credential, revoking it at the provider first where the provider allows it.
+        Says which tokens were revoked (`revoked_tokens`) and which may still work there (`not_revoked`,
+        token -> why); `revoked` is True only when every token was."""
         entry = self.provider(provider)
         with self.store.lock(user_id, entry.name):
             credential = self.store.get(user_id, entry.name)
-            revoked = False
-            if credential is not None and credential.kind == "oauth2" and self.client(entry) is not None:
-                revoked = self.handler(entry).revoke(credential)
-            elif credential is not None and credential.kind == "token" and entry.revocation_method == "slack":
-                revoked = self.handler(entry).revoke(credential) if self.client(entry) else False
+            revocation = self._revoke(credential, entry) if credential is not None else Revocation()
             deleted = self.store.delete(user_id, entry.name)
-        return {"deleted": deleted, "revoked": revoked}
+        return {
+            "deleted": deleted,
+            "revoked": revocation.complete,
+            "revoked_tokens": list(revocation.revoked),
+            "not_revoked": dict(revocation.not_revoked),
+        }
+
+    def _revoke(self, credential: Credential, entry: Provider) -> Revocation:
+        """What pocket obtained by OAuth (and a pasted Slack token, which Slack can revoke) is revoked at the
+        provider; a pasted key or password is revoked where the person created it."""
+        if credential.kind != "oauth2" and not (credential.kind == "token" and entry.revocation_method == "slack"):
+            return Revocation()
+        if self.client(entry) is None:
+            return Revocation.refused(credential, "no OAuth client is configured to ask the provider")
+        return self.handler(entry).revoke(credential)
 
     # -- device authorization grant (RFC 8628) --------------------------------------------------
 

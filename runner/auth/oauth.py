@@ -101,6 +101,28 @@ class TokenSet:
         return f"TokenSet(scopes={self.scopes!r}, expires_in={self.expires_in!r}, refresh={refresh})"
 
 
+# The tokens a credential may hold, as a person reads them, in the order RFC 7009 revocation goes.
+_TOKENS = (("refresh_token", "refresh token"), ("token", "access token"))
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What revoking a credential at its provider did, token by token. A token not revoked may still work at
+    the provider until it expires: `pocket auth logout` says so rather than claim that it is gone."""
+
+    revoked: tuple[str, ...] = ()  # "refresh token", "access token"
+    not_revoked: dict[str, str] = field(default_factory=dict)  # token -> why not
+
+    @classmethod
+    def refused(cls, credential: Credential, why: str) -> Revocation:
+        """Every token the credential holds, none revoked, for one reason."""
+        return cls(not_revoked={label: why for name, label in _TOKENS if credential.value(name)})
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.revoked) and not self.not_revoked
+
+
 @dataclass(frozen=True)
 class DeviceAuthorization:
     """RFC 8628 device authorization response: what to show the person and how to poll."""
@@ -156,7 +178,7 @@ class OAuthHandler(Protocol):
 
     def refresh(self, credential: Credential) -> TokenSet: ...
 
-    def revoke(self, credential: Credential) -> bool: ...
+    def revoke(self, credential: Credential) -> Revocation: ...
 
 
 class OAuth2Handler:
@@ -315,41 +337,65 @@ class OAuth2Handler:
 
     # -- revocation ------------------------------------------------------------------------------
 
-    def revoke(self, credential: Credential) -> bool:
-        """Revoke at the provider where it can. True when the provider confirmed (or knows no token)."""
+    def revoke(self, credential: Credential) -> Revocation:
+        """Revoke each token at the provider where it can. Each is tried on its own: a server refusing one
+        (`unsupported_token_type` is a legitimate RFC 7009 answer for a refresh token) keeps no other alive."""
         p = self.provider
-        method = p.revocation_method
-        if method == "none" or not p.revocation_url:
-            return False
+        if p.revocation_method == "none" or not p.revocation_url:
+            return Revocation.refused(credential, "the provider offers no revocation")
+        if p.revocation_method == "github":
+            return self._revoke_github_grant(credential, p.revocation_url)
+        # RFC 7009: the refresh token first (revoking it revokes the grant on most servers). Slack's
+        # auth.revoke takes the access token only.
+        names = _TOKENS if p.revocation_method != "slack" else _TOKENS[1:]
+        revoked, not_revoked = [], {}
+        for name, label in names:
+            token = credential.value(name)
+            if token:
+                problem = self._revoke_token(p.revocation_url, token, hint=label.replace(" ", "_"))
+                if problem is None:
+                    revoked.append(label)
+                else:
+                    not_revoked[label] = problem
+        return Revocation(tuple(revoked), not_revoked)
+
+    def _revoke_token(self, url: str, token: str, *, hint: str) -> str | None:
+        """Revoke one token (RFC 7009, or Slack's auth.revoke). None once revoked, else why not."""
         try:
-            if method == "slack":
-                token = credential.value("token")
-                response = self.http.post(p.revocation_url, headers={"Authorization": f"Bearer {token}"})
-                return response.status_code == 200 and response.json().get("ok") is True
-            if method == "github":
-                if self.client.client_secret is None:
-                    return False
-                response = self.http.request(
-                    "DELETE",
-                    p.revocation_url.replace("{client_id}", quote(self.client.client_id, safe="")),
-                    json={"access_token": credential.value("token")},
-                    auth=(self.client.client_id, self.client.client_secret.get_secret_value()),
-                    headers={"Accept": "application/vnd.github+json"},
-                )
-                return response.status_code in (204, 404)
-            confirmed = True
-            # RFC 7009: revoke the refresh token first (revoking it revokes the grant on most servers);
-            # 200 means revoked, or unknown to the server, which is as good.
-            for name, hint in (("refresh_token", "refresh_token"), ("token", "access_token")):
-                token = credential.value(name)
-                if token:
-                    response = self._post(p.revocation_url, {"token": token, "token_type_hint": hint})
-                    if response.status_code != 200:
-                        self._parse(response, self._echoable({"token": token}))  # raises the server's error
-                        confirmed = False
-            return confirmed
-        except (httpx.HTTPError, ValueError, OAuthError):
-            return False
+            if self.provider.revocation_method == "slack":
+                response = self.http.post(url, headers={"Authorization": f"Bearer {token}"})
+                answer = response.json()
+                if response.status_code == 200 and isinstance(answer, dict) and answer.get("ok") is True:
+                    return None
+                error = answer.get("error") if isinstance(answer, dict) else None
+                return redact_text(str(error or f"HTTP {response.status_code}"), self._echoable({"token": token}))
+            response = self._post(url, {"token": token, "token_type_hint": hint})
+            if response.status_code == 200:  # revoked, or unknown to the server, which is as good
+                return None
+            self._parse(response, self._echoable({"token": token}))  # raises the server's error
+            return f"HTTP {response.status_code}"
+        except OAuthError as exc:
+            return exc.error + (f" ({exc.description})" if exc.description else "")
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"the provider could not be asked: {type(exc).__name__}"
+
+    def _revoke_github_grant(self, credential: Credential, url: str) -> Revocation:
+        """GitHub deletes the whole grant, every token of it, given the access token and the client's Basic auth."""
+        if self.client.client_secret is None:
+            return Revocation.refused(credential, "GitHub needs the client secret to revoke")
+        try:
+            response = self.http.request(
+                "DELETE",
+                url.replace("{client_id}", quote(self.client.client_id, safe="")),
+                json={"access_token": credential.value("token")},
+                auth=(self.client.client_id, self.client.client_secret.get_secret_value()),
+                headers={"Accept": "application/vnd.github+json"},
+            )
+        except httpx.HTTPError as exc:
+            return Revocation.refused(credential, f"the provider could not be asked: {type(exc).__name__}")
+        if response.status_code not in (204, 404):  # 404: the grant is gone already
+            return Revocation.refused(credential, f"HTTP {response.status_code}")
+        return Revocation(tuple(label for name, label in _TOKENS if credential.value(name)))
 
     # -- device authorization grant (RFC 8628) --------------------------------------------------
 
