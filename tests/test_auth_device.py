@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from runner.auth import Authenticator, OAuthError
@@ -131,3 +133,55 @@ def test_closing_stops_device_polling(make_settings, oidc_server):
     for poller in pollers:
         poller.join(timeout=2)
         assert not poller.is_alive()
+
+
+def device_provider(make_settings, stand_in, device_answer: dict, **credentials) -> Authenticator:
+    """ "acme" with its device and token endpoints on the stand-in; the token endpoint says "pending" once."""
+    import json
+
+    stand_in.json(
+        "POST /device", {"device_code": "dc-1", "user_code": "WXYZ", "verification_uri": "https://x/d"} | device_answer
+    )
+    answers = iter([{"error": "authorization_pending"}, {"access_token": "acme-device-token", "expires_in": 60}])
+
+    def token(_request):
+        answer = next(answers, {"error": "authorization_pending"})
+        return (400 if "error" in answer else 200), {"Content-Type": "application/json"}, json.dumps(answer).encode()
+
+    stand_in.routes["POST /token"] = token
+    entry = {
+        "authorization_url": f"{stand_in.url}/authorize",
+        "token_url": f"{stand_in.url}/token",
+        "device_authorization_url": f"{stand_in.url}/device",
+        "client_id": "c",
+    }
+    return Authenticator(make_settings({"acme": entry}, **credentials))
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [(-1, 5), (0, 5), (0.2, 5), ("abc", 5), (None, 5), ([], 5), ("3", 3), (10**9, 60)],
+)
+def test_the_server_interval_is_clamped_to_a_sane_pace(make_settings, stand_in, interval, expected):
+    auth = device_provider(make_settings, stand_in, {"interval": interval, "expires_in": "soon"})
+    device = auth.start_device("acme")
+    assert 590 < device.expires_at - time.time() <= 600  # an expiry that is not a number: 10 minutes
+    waits: list[float] = []
+    auth.finish_device(device, sleep=waits.append)
+    assert waits == [expected, expected]
+    auth.close()
+
+
+@pytest.mark.parametrize("interval", [-1, "abc"])
+def test_an_agent_asking_with_a_nonsense_interval_gets_the_url_and_no_request_flood(make_settings, stand_in, interval):
+    from runner.errors import AuthRequiredError
+
+    auth = device_provider(make_settings, stand_in, {"interval": interval}, device_flow=True)
+    try:
+        with pytest.raises(AuthRequiredError) as caught:
+            auth.environment(AuthSpec(auth_provider="acme"), "u")
+        assert "enter the code WXYZ" in str(caught.value)
+        time.sleep(1)
+        assert [r for r in stand_in.requests if r.path == "/token"] == []  # the first poll comes after 5 s
+    finally:
+        auth.close()

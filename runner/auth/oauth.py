@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import math
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -415,8 +416,8 @@ class OAuth2Handler:
                 user_code=str(payload["user_code"]),
                 verification_uri=str(payload.get("verification_uri") or payload["verification_url"]),
                 verification_uri_complete=payload.get("verification_uri_complete"),
-                expires_at=time.time() + float(payload.get("expires_in") or 600),
-                interval=float(payload.get("interval") or 5),
+                expires_at=time.time() + _seconds(payload.get("expires_in"), default=600, ceiling=3600),
+                interval=_seconds(payload.get("interval"), default=5, ceiling=60),
             )
         except KeyError as exc:
             raise OAuthError(p.name, "invalid_response", f"device authorization response lacks {exc}") from None
@@ -442,6 +443,16 @@ class OAuth2Handler:
                     interval += 5
                     continue
                 raise
+
+
+def _seconds(value: Any, *, default: float, ceiling: float) -> float:
+    """A duration the server gave, in seconds: `default` when it is missing, not a number or under one second
+    (a negative polling interval would be a busy loop), and at most `ceiling` (an absurd one, never a poll)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return default
+    return min(seconds, ceiling) if math.isfinite(seconds) and seconds >= 1 else default
 
 
 def load_handler_class(spec: str) -> type:
