@@ -26,10 +26,12 @@ _EXPORTS = {
     "SourceError": "runner.errors",
     "SettingsError": "runner.errors",
     "AuthRequiredError": "runner.errors",
+    "AuthUnavailableError": "runner.errors",
 }
 
 __all__ = [
     "AuthRequiredError",
+    "AuthUnavailableError",
     "FunctionTool",
     "Invocation",
     "Manifest",
@@ -47,7 +49,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from runner.errors import AuthRequiredError, ManifestError, PocketError, SettingsError, SourceError
+    from runner.errors import (
+        AuthRequiredError,
+        AuthUnavailableError,
+        ManifestError,
+        PocketError,
+        SettingsError,
+        SourceError,
+    )
     from runner.function_tools import FunctionTool, function_tool
     from runner.invocation import Invocation, Outcome
     from runner.manifest import Manifest, load_manifest

@@ -69,3 +69,14 @@ class AuthRequiredError(PocketError):
         self.provider = provider
         self.url = url
         super().__init__(message)
+
+
+class AuthUnavailableError(PocketError):
+    """The user's credential expired and the provider cannot refresh it right now (unreachable, 5xx). No
+    consent or setting would help: the call fails as a tool failure, and a later one may succeed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, provider: str):
+        self.provider = provider
+        super().__init__(message)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from runner.errors import AuthRequiredError, PocketError, SettingsError, SourceError
+from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError, SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Cancellation, Invocation, Outcome, body_problems, redact
 from runner.manifest import Manifest, load_manifest
@@ -276,6 +276,10 @@ class Pocket:
             return tool, self._auth().environment(tool.auth, user_id)
         except SettingsError as exc:  # an unknown provider or handler: the configuration must change
             return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
+        except AuthUnavailableError as exc:  # the provider is down: consent would not help, a later call may
+            return Invocation(
+                tool_name, Outcome.TOOL_FAILED, error=str(exc), duration_seconds=time.perf_counter() - started
+            )
         except AuthRequiredError as exc:
             return Invocation(
                 tool_name,

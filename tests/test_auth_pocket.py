@@ -212,3 +212,34 @@ def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path,
     code = main(["--settings", str(settings), "--secrets", str(secrets), "invoke", str(tool), "search", "--body", "{}"])
     assert code == 3
     assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("provider_down", ["503", "unreachable"])
+def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_consent(
+    make_settings, stand_in, provider_down
+):
+    from pydantic import SecretStr
+
+    from runner.auth.store import Credential
+    from runner.function_tools import function_tool
+
+    @function_tool(auth_provider="linear")
+    def issues(LINEAR_TOKEN: str) -> str:
+        """List issues."""
+        return "none"
+
+    token_url = f"{stand_in.url}/token" if provider_down == "503" else "http://127.0.0.1:9/token"  # discard port
+    stand_in.json("POST /token", {"error": "temporarily_unavailable"}, status=503)
+    settings = make_settings({"linear": {"token_url": token_url, "client_id": "c", "client_secret": "s"}})
+    with Pocket([issues], settings=settings) as pocket:
+        expired = Credential(
+            user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
+            secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
+        )  # fmt: skip
+        pocket.authenticator.store.put(expired)
+        result = pocket.invoke("issues", {})
+        assert result.outcome is Outcome.TOOL_FAILED and result.outcome.exit_code == 1
+        assert "refreshing it failed" in result.error and "try again later" in result.error
+        assert result.auth_url is None
+        assert pocket.initialize_tool_auth() == {}  # no URL would help: nothing to show the person
+        assert pocket.authenticator.store.get("default", "linear").status == "active"  # kept for the next try

@@ -15,7 +15,7 @@ import pytest
 
 from runner.auth import Authenticator, OAuth2Handler
 from runner.auth.providers import catalog
-from runner.errors import AuthRequiredError, PocketError, SettingsError
+from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"  # as tests/test_manifest.py
@@ -497,7 +497,7 @@ def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_se
     auth._config = auth._config.model_copy(update={"refresh_margin_seconds": 60})
     assert auth.environment(spec, "u") == {"LINEAR_TOKEN": "lin_1"}
     expire(auth, "linear")
-    with pytest.raises(AuthRequiredError, match="server_error"):
+    with pytest.raises(AuthUnavailableError, match="server_error"):  # not "authorization required"
         auth.environment(spec, "u")
     assert auth.store.get("u", "linear").status == "active"  # not the grant's fault: kept for the next try
     auth.close()
@@ -517,7 +517,7 @@ def test_a_refresh_error_echoing_the_refresh_token_never_shows_it(make_settings,
     stand_in.json(
         "POST /token", {"error": "server_error", "error_description": "could not refresh RT-secret-987654321"}, 500
     )
-    with pytest.raises(AuthRequiredError) as info:
+    with pytest.raises(AuthUnavailableError) as info:
         auth.environment(spec, "u")
     assert "could not refresh [redacted]" in str(info.value)
     assert "RT-secret" not in str(info.value) + repr(info.value)

@@ -3,7 +3,8 @@
 `Authenticator` is what `Pocket` and the CLI use:
 - `environment(spec, user_id)` -> the variables of one tool call (`SLACK_BOT_TOKEN`, ...), refreshing
   ahead of expiry; raises `AuthRequiredError` carrying the URL the person must open when the user has
-  no usable credential (an OAuth authorization URL, or the local form to paste a token).
+  no usable credential (an OAuth authorization URL, or the local form to paste a token), and
+  `AuthUnavailableError` when an expired token cannot be refreshed now (the provider is down).
 - `require_scopes(provider, scopes)`: the scopes the loaded tools need; consent asks for their union.
 - `authorization_url(...)`, `wait(...)`: start consent and wait for the callbacks (hyperpocket's
   `initialize_tool_auth` / `wait_tool_auth`).
@@ -43,12 +44,13 @@ from runner.auth.oauth import (
 )
 from runner.auth.providers import FORM_FIELDS, Provider, resolve, unknown_provider
 from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, describe
-from runner.errors import AuthRequiredError, SettingsError
+from runner.errors import AuthRequiredError, AuthUnavailableError, SettingsError
 from runner.manifest import AuthSpec
 from runner.settings import Settings
 
 __all__ = [
     "AuthRequiredError",
+    "AuthUnavailableError",
     "Authenticator",
     "Credential",
     "OAuth2Handler",
@@ -258,7 +260,7 @@ class Authenticator:
                     )
                 if still_valid:
                     return current
-                raise AuthRequiredError(
+                raise AuthUnavailableError(
                     f"{provider.title}: the token expired and refreshing it failed ({exc}); try again later",
                     provider=name,
                 ) from None
@@ -365,7 +367,8 @@ class Authenticator:
 
     def initialize(self, specs: Iterable[AuthSpec], user_id: str = "default") -> dict[str, str]:
         """For each provider of `specs` the user still has to authorize: the URL to open (hyperpocket's
-        `initialize_tool_auth`). Providers already usable are left out."""
+        `initialize_tool_auth`). Providers already usable are left out, and so are those whose grant only
+        waits for the provider to be reachable again: no consent would help there."""
         urls: dict[str, str] = {}
         for spec in specs:
             if spec.provider in urls:
@@ -374,6 +377,8 @@ class Authenticator:
                 self.environment(spec, user_id)
             except AuthRequiredError as exc:
                 urls[spec.provider] = exc.url or str(exc)
+            except AuthUnavailableError:
+                continue
         return urls
 
     def pending(self, user_id: str | None = None) -> list[Pending]:
