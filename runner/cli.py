@@ -286,7 +286,7 @@ def _read_secret(prompt: str, *, secret: bool) -> str:
 def _cmd_auth(args: argparse.Namespace) -> int:
     import time
 
-    from runner.auth import Authenticator
+    from runner.auth import Authenticator, grant_outcome
     from runner.auth.providers import FORM_FIELDS
 
     auth = Authenticator(_settings(args))
@@ -346,15 +346,21 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             device = auth.start_device(provider.name, user_id=args.user, scopes=args.scope)
             _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
             _say(f"and enter the code {device.user_code}")
-            auth.finish_device(device)
+            outcome = grant_outcome(device.scopes, auth.finish_device(device))
         else:
             url = auth.authorization_url(provider.name, user_id=args.user, kind="oauth2", scopes=args.scope)
             _say(f"open this URL to authorize {provider.title} for user {args.user!r}:")
             _out(url)
             outcome = auth.wait(args.timeout, user_id=args.user).get(provider.name, "authorized")
-            if outcome != "authorized":
-                _say(f"{provider.title} was not authorized: {outcome}")
-                return EXIT_AUTH_REQUIRED
+        if outcome.startswith("partial"):
+            _say(
+                f"{provider.title} is authorized for user {args.user!r}, but not for everything asked ({outcome}): "
+                "the tools that need the rest cannot run until it is granted"
+            )
+            return EXIT_AUTH_REQUIRED
+        if outcome != "authorized":
+            _say(f"{provider.title} was not authorized: {outcome}")
+            return EXIT_AUTH_REQUIRED
         _say(f"{provider.title} is authorized for user {args.user!r}")
         return EXIT_OK
     finally:

@@ -206,3 +206,15 @@ def test_logout_revokes_each_token_and_says_which_may_still_be_live(tmp_path, ca
     assert "not the refresh token (unsupported_token_type): it may still work at acme" in err
     assert main([*files, "auth", "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_oauth_login_granted_without_a_scope_says_which_and_exits_3(tmp_path, callback_port, oidc_server, person):
+    files = write_settings(tmp_path, callback_port, oidc_server.issuer)
+    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--scope", "api:admin"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    url = child.stdout.readline().strip()
+    assert url.startswith(oidc_server.issuer), child.stderr.read()
+    assert person.visit(person.authorize(url)).status_code == 200
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 3, err
+    assert "testidp is authorized for user 'default', but not for everything asked (partial: declined api:admin)" in err

@@ -310,3 +310,15 @@ def test_the_callback_server_refuses_a_negative_content_length(authenticator, ca
         )  # and the stream stays open: a read to EOF would hang here
         answer = conn.recv(4096).decode()
     assert answer.startswith("HTTP/1.0 413") or answer.startswith("HTTP/1.1 413")
+
+
+def test_scopes_the_provider_did_not_grant_are_named_on_the_page_and_by_wait(authenticator, person, oidc_server):
+    spec = AuthSpec(auth_provider="testidp", scopes=["api:read", "api:admin"])  # the server knows no api:admin
+    page = person.visit(person.authorize(url_from(authenticator, spec)))
+    assert page.status_code == 200
+    assert "testidp is connected, but not for everything asked" in page.text
+    assert "testidp did not grant api:admin" in page.text
+    assert authenticator.wait(timeout=0) == {"testidp": "partial: declined api:admin"}
+    stored = authenticator.store.get("default", "testidp")
+    assert "api:read" in stored.scopes and "api:admin" not in stored.scopes  # what was granted is kept
+    assert authenticator.environment(SPEC, "default")["TESTIDP_TOKEN"]  # and serves the tools it covers

@@ -243,3 +243,12 @@ def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_conse
         assert result.auth_url is None
         assert pocket.initialize_tool_auth() == {}  # no URL would help: nothing to show the person
         assert pocket.authenticator.store.get("default", "linear").status == "active"  # kept for the next try
+
+
+def test_a_partly_granted_authorization_makes_wait_false(pocket_factory, tmp_path, person):
+    pocket = pocket_factory([make_tool(tmp_path, "admin", "testidp", ["api:read", "api:admin"])])
+    url = pocket.initialize_tool_auth()["testidp"]
+    worker = threading.Thread(target=lambda: person.visit(person.authorize(url)))
+    worker.start()
+    assert pocket.wait_tool_auth(timeout=30) is False  # the server grants no api:admin
+    worker.join()

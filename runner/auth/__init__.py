@@ -388,8 +388,9 @@ class Authenticator:
 
     def wait(self, timeout: float | None = None, *, user_id: str | None = None) -> dict[str, str]:
         """Wait until every pending authorization (of `user_id`, or of everyone) is finished or `timeout`
-        passes. Returns provider -> "authorized", "failed: why" or "pending", for the requests pending
-        now and those finished since the last `wait` (each outcome is reported once)."""
+        passes. Returns provider -> "authorized", "partial: declined SCOPES" (a grant stored without
+        every scope asked for), "failed: why" or "pending", for the requests pending now and those finished
+        since the last `wait` (each outcome is reported once)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             self._expire_pending()
@@ -410,7 +411,7 @@ class Authenticator:
                     result[key[1]] = "pending"
                     continue
                 ok, message = self._outcomes.pop(key, (False, "unknown"))
-                result[key[1]] = "authorized" if ok else f"failed: {message}"
+                result[key[1]] = message if ok else f"failed: {message}"
             return result
 
     # -- the callback server's requests ----------------------------------------------------------
@@ -451,6 +452,8 @@ class Authenticator:
         return pending
 
     def _finish(self, pending: Pending, ok: bool, message: str) -> None:
+        """Record how a request ended, for `wait`: a grant was stored (`ok`, with the `grant_outcome`), or
+        not, and why."""
         with self._changed:
             self._outcomes[(pending.user_id, pending.provider)] = (ok, message)
             if ok:  # other requests of this user for this provider are answered too
@@ -489,7 +492,16 @@ class Authenticator:
         credential = _from_tokens(pending.user_id, provider.name, tokens, requested=pending.scopes)
         with self.store.lock(pending.user_id, provider.name):
             self.store.put(credential)
-        self._finish(pending, True, "authorized")
+        self._finish(pending, True, grant_outcome(pending.scopes, credential))
+        declined = declined_scopes(pending.scopes, credential)
+        if declined:
+            return Page(
+                200,
+                f"{provider.title} is connected, but not for everything asked",
+                f"{provider.title} did not grant {', '.join(declined)}. pocket keeps what was granted for user "
+                f"{pending.user_id}; the tools that need the rest cannot run until it is. You can close this tab.",
+                "info",
+            )
         return Page(
             200,
             f"{provider.title} is connected",
@@ -653,7 +665,7 @@ class Authenticator:
                 raise _Closed
 
         try:
-            self.finish_device(device, sleep=sleep)
+            credential = self.finish_device(device, sleep=sleep)
         except _Closed:
             return
         except (OAuthError, SettingsError) as exc:
@@ -663,7 +675,7 @@ class Authenticator:
             return
         with self._changed:
             self._pending.pop(pending.state, None)
-        self._finish(pending, True, "authorized")
+        self._finish(pending, True, grant_outcome(device.scopes, credential))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -725,3 +737,15 @@ def _from_tokens(
         obtained_at=now,
         extra={**(previous.extra if previous else {}), **tokens.extra},
     )
+
+
+def declined_scopes(requested: Iterable[str], credential: Credential) -> list[str]:
+    """The requested scopes the provider did not grant (it may drop any it does not know, or the person may
+    untick some): a tool needing one would ask for consent again."""
+    return sorted(set(requested) - set(credential.scopes))
+
+
+def grant_outcome(requested: Iterable[str], credential: Credential) -> str:
+    """How a stored grant answers a request, as `wait` reports it: "authorized", or "partial: declined ..."."""
+    declined = declined_scopes(requested, credential)
+    return f"partial: declined {', '.join(declined)}" if declined else "authorized"
