@@ -298,6 +298,9 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             elif not rows:
                 _out("no stored credentials" + (f" for user {args.user!r}" if not args.all_users else ""))
             for row in rows if not args.json else []:
+                if row["status"] == "unreadable":
+                    _out(f"{row['provider']} ({row['user']}): unreadable: {row['problem']}")
+                    continue
                 expiry = row.get("expires_at")
                 when = "no expiry" if expiry is None else f"expires in {int(expiry - time.time())} s"
                 scopes = f" [{', '.join(row['scopes'])}]" if row.get("scopes") else ""

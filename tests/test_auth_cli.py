@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -218,3 +219,62 @@ def test_oauth_login_granted_without_a_scope_says_which_and_exits_3(tmp_path, ca
     _, err = child.communicate(timeout=30)
     assert child.returncode == 3, err
     assert "testidp is authorized for user 'default', but not for everything asked (partial: declined api:admin)" in err
+
+
+def login_token(files: list[str], provider: str, user: str, value: str, monkeypatch) -> int:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(value + "\n"))
+    return main([*files, "auth", "login", provider, "--user", user])
+
+
+def test_a_deleted_key_file_is_never_silently_replaced(tmp_path, callback_port, monkeypatch, capsys):
+    files = write_settings(tmp_path, callback_port)
+    for provider, user in (("serpapi", "alice"), ("serpapi", "bob"), ("github", "alice")):
+        assert login_token(files, provider, user, f"{provider}-{user}-key-123456", monkeypatch) == 0
+    key = tmp_path / "data" / "credentials" / "auth.key"
+    key.unlink()
+    capsys.readouterr()
+
+    assert main([*files, "auth", "status", "--all-users"]) == 0  # every row is reported, none hides another
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["github (alice)", "serpapi (alice)", "serpapi (bob)"]
+    for line in lines:
+        assert "unreadable:" in line and f"cannot be read: the key file {key} is missing" in line
+        assert "pocket auth logout" in line
+    assert not key.exists()
+
+    assert login_token(files, "serpapi", "carol", "serpapi-carol-key-1", monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert f"the key file {key} is missing, and 3 stored credentials were encrypted with it" in err
+    assert "Restore the key file, or forget them" in err and not key.exists()
+
+    assert main([*files, "auth", "logout", "serpapi", "--user", "alice"]) == 0
+    assert main([*files, "auth", "logout", "github", "--user", "alice"]) == 0
+    err = capsys.readouterr().err
+    assert "forgot the serpapi credential of user 'alice'" in err and "could not be decrypted" in err
+    # The last unreadable row is bob's own: logging in again replaces it, under a new key.
+    assert login_token(files, "serpapi", "bob", "serpapi-bob-key-new", monkeypatch) == 0
+    assert key.exists()
+    assert main([*files, "auth", "status", "--all-users"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["serpapi (bob): token, active, no expiry"]
+
+
+def test_rows_sealed_with_another_key_are_reported_forgotten_and_replaced(
+    tmp_path, callback_port, stand_in, monkeypatch, capsys
+):
+    files = stand_in_provider(tmp_path, callback_port, stand_in)
+    authorize_acme(files, stand_in, user="alice")
+    assert login_token(files, "serpapi", "bob", "serpapi-bob-key-123456", monkeypatch) == 0
+    key = tmp_path / "data" / "credentials" / "auth.key"
+    key.write_bytes(base64.b64encode(os.urandom(32)) + b"\n")  # another key: the rows no longer decrypt
+    capsys.readouterr()
+
+    assert main([*files, "auth", "status", "--all-users"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("unreadable" in line and "cannot be decrypted" in line for line in lines)
+
+    authorize_acme(files, stand_in, user="alice")  # a new consent replaces the row it cannot read
+    assert main([*files, "auth", "status", "--all-users"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("acme (alice): oauth2, active") and "serpapi (bob): unreadable" in lines[1]
+    assert main([*files, "auth", "logout", "serpapi", "--user", "bob"]) == 0
+    assert "forgot the serpapi credential of user 'bob'" in capsys.readouterr().err

@@ -43,7 +43,7 @@ from runner.auth.oauth import (
     pkce_pair,
 )
 from runner.auth.providers import FORM_FIELDS, Provider, resolve, unknown_provider
-from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, describe
+from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, UnreadableCredential, describe
 from runner.errors import AuthRequiredError, AuthUnavailableError, SettingsError
 from runner.manifest import AuthSpec
 from runner.settings import Settings
@@ -316,12 +316,10 @@ class Authenticator:
         local form to enter a token. The same URL is returned while that request is pending."""
         entry = self.provider(provider)
         kind = self._kind_for_url(entry, kind or entry.default_kind)
+        self.store.require_key(user_id, entry.name)  # before the person consents, not after
         if kind == "oauth2":
             handler = self.handler(entry)
-            granted: tuple[str, ...] = ()
-            stored = self.store.get(user_id, entry.name)
-            if stored is not None and stored.status == ACTIVE and stored.kind == "oauth2":
-                granted = stored.scopes
+            granted = self._granted_scopes(user_id, entry.name)
             wanted = tuple(sorted(set(scopes) | set(self.required_scopes(entry.name)) | set(granted)))
         else:
             wanted = ()
@@ -359,6 +357,17 @@ class Authenticator:
             self._pending[state] = pending
             self._outcomes.pop((user_id, entry.name), None)
         return pending.url
+
+    def _granted_scopes(self, user_id: str, provider: str) -> tuple[str, ...]:
+        """The scopes of the user's active OAuth grant, asked for again so a new consent keeps them. A row that
+        cannot be decrypted grants nothing: the new consent replaces it."""
+        try:
+            stored = self.store.get(user_id, provider)
+        except UnreadableCredential:
+            return ()
+        if stored is not None and stored.status == ACTIVE and stored.kind == "oauth2":
+            return stored.scopes
+        return ()
 
     def _expire_pending(self) -> None:
         for state in [s for s, p in self._pending.items() if p.expired]:
@@ -579,7 +588,11 @@ class Authenticator:
         for user, name in self.store.entries(user_id):
             if provider is not None and name != provider:
                 continue
-            credential = self.store.get(user, name)
+            try:
+                credential = self.store.get(user, name)
+            except UnreadableCredential as exc:  # said for this row; the others are still shown
+                rows.append({"user": user, "provider": name, "status": "unreadable", "problem": str(exc)})
+                continue
             if credential is not None:
                 rows.append(describe(credential))
         for name, entry in sorted(self._settings.auth.items()):
@@ -595,8 +608,11 @@ class Authenticator:
         token -> why); `revoked` is True only when every token was."""
         entry = self.provider(provider)
         with self.store.lock(user_id, entry.name):
-            credential = self.store.get(user_id, entry.name)
-            revocation = self._revoke(credential, entry) if credential is not None else Revocation()
+            try:
+                credential = self.store.get(user_id, entry.name)
+                revocation = self._revoke(credential, entry) if credential is not None else Revocation()
+            except UnreadableCredential:  # forgotten all the same: nothing else can be done with it
+                revocation = Revocation(not_revoked={"stored credential": "it could not be decrypted"})
             deleted = self.store.delete(user_id, entry.name)
         return {
             "deleted": deleted,
@@ -623,6 +639,7 @@ class Authenticator:
         handler = self.handler(entry)
         if not isinstance(handler, OAuth2Handler):
             raise SettingsError(f"{entry.title}: the custom handler does not implement the device grant")
+        self.store.require_key(user_id, entry.name)  # before the person approves, not after
         wanted = tuple(sorted(set(scopes) | set(self.required_scopes(entry.name))))
         return handler.start_device(user_id, wanted)
 

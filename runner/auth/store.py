@@ -4,7 +4,8 @@
   JSON document encrypted with AES-256-GCM; the associated data binds it to its (user, provider) row,
   so a ciphertext copied to another row does not decrypt. No token byte is readable in the file.
 - The key comes from settings (base64 of 32 bytes) or from a key file generated on first use, created
-  with mode 0600 and refused when others can read it.
+  with mode 0600 and refused when others can read it. A key file gone missing is not replaced while rows
+  sealed with it remain: such rows are `UnreadableCredential`s, as are rows sealed with another key.
 - WAL mode and `BEGIN IMMEDIATE` write transactions: several processes can use the file at once, and
   an interrupted write leaves the previous row intact.
 - `lock(user, provider)` serialises refreshes across threads (a lock per key) and processes (a file
@@ -109,33 +110,22 @@ class Credential:
     __str__ = __repr__
 
 
-def _load_key(data_dir: Path, configured: SecretStr | None) -> bytes:
-    if configured is not None:
-        try:
-            key = base64.b64decode(configured.get_secret_value(), validate=True)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise SettingsError("credentials.encryption_key must be the base64 encoding of 32 random bytes")
-        return key
-    path = data_dir / KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # Written whole to a private temporary file, then linked into place: a process that loses the
-        # race reads the winner's complete key, never a half-written one.
-        temporary = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
-                file.flush()
-                os.fsync(file.fileno())
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                pass
-        finally:
-            temporary.unlink(missing_ok=True)
+class UnreadableCredential(SettingsError):
+    """A stored row that cannot be decrypted: its key file is gone, the key changed, or the row was tampered
+    with. `pocket auth status` reports it, `logout` forgets it, and a new authorization replaces it."""
+
+
+def _configured_key(configured: SecretStr) -> bytes:
+    try:
+        key = base64.b64decode(configured.get_secret_value(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError("credentials.encryption_key must be the base64 encoding of 32 random bytes")
+    return key
+
+
+def _read_key(path: Path) -> bytes:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SettingsError(f"{path}: the credential key file must be readable by its owner only (chmod 600 {path})")
@@ -148,6 +138,26 @@ def _load_key(data_dir: Path, configured: SecretStr | None) -> bytes:
     return key
 
 
+def _new_key(path: Path) -> bytes:
+    """A key file made for a store with no row yet (or none sealed with another key), then read back."""
+    # Written whole to a private temporary file, then linked into place: a process that loses the
+    # race reads the winner's complete key, never a half-written one.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        temporary.unlink(missing_ok=True)
+    return _read_key(path)
+
+
 class CredentialStore:
     """Encrypted credentials per (user, provider) in one SQLite file."""
 
@@ -156,7 +166,6 @@ class CredentialStore:
         self._dir = Path(data_dir) / STORE_DIR
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self._dir, 0o700)
-        self._aead = AESGCM(_load_key(self._dir, encryption_key))
         self.path = Path(path) if path is not None else self._dir / STORE_FILE
         self._locks_dir = self._dir / "locks"
         self._locks_dir.mkdir(exist_ok=True, mode=0o700)
@@ -170,6 +179,34 @@ class CredentialStore:
                 " PRIMARY KEY (user_id, provider))"
             )
         os.chmod(self.path, 0o600)
+        self._key_file = self._dir / KEY_FILE
+        self._aead: AESGCM | None = None
+        if encryption_key is not None:
+            self._aead = AESGCM(_configured_key(encryption_key))
+        elif self._key_file.exists():
+            self._aead = AESGCM(_read_key(self._key_file))
+        elif not self.entries():  # rows without their key file wait for it: see require_key
+            self._aead = AESGCM(_new_key(self._key_file))
+
+    def require_key(self, user_id: str, provider: str) -> None:
+        """Make sure a credential of (user, provider) can be stored, before a person is asked to consent.
+
+        A lost key file is replaced only when no other row was sealed with it: a new key would leave
+        those rows unreadable for good, even once the file is restored. Otherwise a SettingsError says
+        what to do."""
+        with self._guard:
+            if self._aead is not None:
+                return
+            others = [entry for entry in self.entries() if entry != (user_id, provider)]
+            if others:
+                count = f"{len(others)} stored credential{'s were' if len(others) > 1 else ' was'}"
+                raise SettingsError(
+                    f"cannot store a {provider} credential for user {user_id!r}: the key file {self._key_file} "
+                    f"is missing, and {count} encrypted with it. Restore the key file, or forget them with "
+                    "`pocket auth logout PROVIDER --user USER` (`pocket auth status --all-users` lists them); "
+                    "a new key is made once none is left"
+                )
+            self._aead = AESGCM(_new_key(self._key_file))
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -186,17 +223,26 @@ class CredentialStore:
         return json.dumps(["pocket-runner credential v1", user_id, provider]).encode()
 
     def _seal(self, credential: Credential) -> bytes:
+        self.require_key(credential.user_id, credential.provider)
+        assert self._aead is not None
         nonce = secrets.token_bytes(12)
         aad = self._aad(credential.user_id, credential.provider)
         return nonce + self._aead.encrypt(nonce, credential.to_json(), aad)
 
     def _open(self, user_id: str, provider: str, sealed: bytes) -> Credential:
+        if self._aead is None:
+            raise UnreadableCredential(
+                f"the stored {provider} credential of user {user_id!r} cannot be read: the key file "
+                f"{self._key_file} is missing (deleted, or another data_dir?). Restore it, or forget this "
+                f"credential with `pocket auth logout {provider} --user {user_id}`"
+            )
         try:
             plain = self._aead.decrypt(sealed[:12], sealed[12:], self._aad(user_id, provider))
         except InvalidTag:
-            raise SettingsError(
+            raise UnreadableCredential(
                 f"the stored {provider} credential of user {user_id!r} cannot be decrypted: wrong key or tampered "
-                f"row ({self.path}); run `pocket auth logout {provider} --user {user_id}` and log in again"
+                f"row ({self.path}); replace it with `pocket auth login {provider} --user {user_id}`, or forget "
+                f"it with `pocket auth logout {provider} --user {user_id}`"
             ) from None
         return Credential.from_json(user_id, provider, plain)
 
