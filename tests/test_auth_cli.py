@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from runner.cli import main
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
 
@@ -278,3 +280,27 @@ def test_rows_sealed_with_another_key_are_reported_forgotten_and_replaced(
     assert lines[0].startswith("acme (alice): oauth2, active") and "serpapi (bob): unreadable" in lines[1]
     assert main([*files, "auth", "logout", "serpapi", "--user", "bob"]) == 0
     assert "forgot the serpapi credential of user 'bob'" in capsys.readouterr().err
+
+
+def test_a_credentials_folder_of_another_user_is_a_clear_settings_error(tmp_path, callback_port):
+    """A folder `nobody` owns, and a CLI without the power to chmod what it does not own (root less
+    CAP_FOWNER: what any other user is): the person is told which folder and what to set."""
+    import pwd
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and util-linux's setpriv, to drop the power to chmod another user's folder")
+    files = write_settings(tmp_path, callback_port)
+    folder = tmp_path / "data" / "credentials"
+    folder.mkdir(parents=True)
+    os.chown(folder, pwd.getpwnam("nobody").pw_uid, -1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
+    result = subprocess.run(
+        [setpriv, "--bounding-set=-fowner", "--", POCKET, *files, "auth", "status"],
+        capture_output=True, text=True, timeout=30, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "internal error" not in result.stderr
+    assert f"cannot use {folder} for credentials" in result.stderr
+    assert "it belongs to another user" in result.stderr and "Set data_dir" in result.stderr

@@ -158,14 +158,27 @@ def _new_key(path: Path) -> bytes:
     return _read_key(path)
 
 
+def _private_folder(path: Path) -> None:
+    """Make the folder, or keep it, private to this user (0700). One this user may not make or chmod
+    (another user's folder, a read-only mount) is a settings problem to explain, not a crash."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        whose = "; it belongs to another user" if path.exists() and path.stat().st_uid != os.geteuid() else ""
+        raise SettingsError(
+            f"cannot use {path} for credentials: {exc.strerror}{whose}. Set data_dir (in settings.toml, or "
+            "POCKET_DATA_DIR) to a folder of this user's own"
+        ) from None
+
+
 class CredentialStore:
     """Encrypted credentials per (user, provider) in one SQLite file."""
 
     def __init__(self, data_dir: Path, encryption_key: SecretStr | None = None, *, path: Path | None = None):
         # A private folder: the key, the database with its WAL and shared-memory files, and the lock files.
         self._dir = Path(data_dir) / STORE_DIR
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self._dir, 0o700)
+        _private_folder(self._dir)
         self.path = Path(path) if path is not None else self._dir / STORE_FILE
         self._locks_dir = self._dir / "locks"
         self._locks_dir.mkdir(exist_ok=True, mode=0o700)
