@@ -304,6 +304,7 @@ class Pocket:
         if isinstance(prepared, Invocation):
             return prepared
         tool, secrets = prepared
+        hidden = self._auth().secret_values(tool.auth, secrets) if tool.auth else ()  # a username is shown
         if isinstance(tool, FunctionTool):
             result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
         else:
@@ -317,7 +318,7 @@ class Pocket:
             result = self._sandbox_for_calls().run(
                 tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
             )
-        return redact(result, secrets.values())
+        return redact(result, hidden)
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
@@ -340,8 +341,9 @@ class Pocket:
         if isinstance(prepared, Invocation):
             return prepared
         _, secrets = prepared
+        hidden = self._auth().secret_values(tool.auth, secrets) if tool.auth else ()  # a username is shown
         result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
-        return redact(result, secrets.values())
+        return redact(result, hidden)
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default

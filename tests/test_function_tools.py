@@ -438,3 +438,29 @@ def test_function_tools_folders_and_git_repositories_together(tmp_path, tool_rep
         assert pocket.invoke("alpha", {}).value["env"]["REGION"] == "eu"
     with pytest.raises(SourceError, match="two tools are named 'alpha'"):
         Pocket([repository, f"file://{tool_repo.bare}@main#tools/alpha"], settings=settings(tmp_path))
+
+
+def test_only_values_made_from_a_secret_are_redacted(tmp_path):
+    """A username is no secret, and masking it by substring mangled results ("Canada" for user "ada")."""
+
+    @function_tool(auth_provider="linkedin", auth_handler="linkedin-basicauth")
+    def profile(**credentials: str) -> dict[str, str]:
+        """Who is signed in, and where."""
+        return {
+            "country": "Canada",
+            "user": credentials["LINKEDIN_USERNAME"],
+            "password": credentials["LINKEDIN_PASSWORD"],
+            "basic": credentials["LINKEDIN_BASIC_AUTH"],
+        }
+
+    @function_tool(auth_provider="linkedin", auth_handler="linkedin-basicauth")
+    async def aprofile(**credentials: str) -> str:
+        """The same, async."""
+        return f"{credentials['LINKEDIN_USERNAME']} in Canada, {credentials['LINKEDIN_PASSWORD']}"
+
+    auth = {"linkedin": {"username": "ada", "password": "pw-123456"}}
+    with Pocket([profile, aprofile], settings=settings(tmp_path, auth=auth)) as pocket:
+        assert pocket.invoke("profile", {}).value == {
+            "country": "Canada", "user": "ada", "password": "[redacted]", "basic": "[redacted]"
+        }  # fmt: skip
+        assert asyncio.run(pocket.ainvoke("aprofile", {})).value == "ada in Canada, [redacted]"

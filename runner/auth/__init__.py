@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -179,6 +179,14 @@ class Authenticator:
         elif credential is not None and credential.status == EXPIRED:
             missing = " (the stored grant expired or was revoked)"
         self._raise_required(provider, kind, user_id, spec.scopes, missing)
+
+    def secret_values(self, spec: AuthSpec, environment: Mapping[str, str]) -> list[str]:
+        """The values of `environment` (what `environment(spec)` gave) to mask in the tool's result: every one
+        but those made from no secret field, such as a username. A variable the templates of the spec's kind
+        do not name is taken as secret."""
+        provider = self.provider(spec.provider)
+        plain = provider.plain_variables(provider.kind_of(spec.handler))
+        return [value for variable, value in environment.items() if variable not in plain]
 
     def _usable(self, credential: Credential, provider: Provider, spec: AuthSpec, kind: str) -> bool:
         offered = set(provider.handlers) | ({"token"} if "oauth2" in provider.handlers else set())

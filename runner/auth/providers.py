@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 from runner.errors import SettingsError
@@ -23,6 +24,9 @@ FORM_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "basic": (("username", "Username", False), ("password", "Password", True)),
     "keypair": (("api_key", "API key", True), ("api_secret", "API secret", True)),
 }
+# Fields whose values are not secret. Any other field of a template (a token, a password, a field this
+# catalog does not know) makes its variable secret: masked in a tool's result.
+_PLAIN_FIELDS = frozenset(name for fields in FORM_FIELDS.values() for name, _, secret in fields if not secret)
 # hyperpocket's handler suffixes that mean one of our kinds.
 _KIND_ALIASES = {"basicauth": "basic", "apitoken": "token", "api_token": "token", "bearer": "token", "oauth": "oauth2"}
 # Keys of [auth.NAME] that are client credentials or stored secrets, not catalog fields.
@@ -103,6 +107,15 @@ class Provider:
             prefix = _env_prefix(self.name)
             return {f"{prefix}_USERNAME": "{username}", f"{prefix}_PASSWORD": "{password}"}
         return {f"{_env_prefix(self.name)}_TOKEN": "{token}"}
+
+    def plain_variables(self, kind: str) -> set[str]:
+        """The variables of `kind` made from no secret field (`LINKEDIN_USERNAME`): a tool's result need not
+        hide them, and masking a short common value would mangle it ("Canada" for the user "ada")."""
+        return {
+            variable
+            for variable, template in self.env_templates(kind).items()
+            if {field for _, field, _, _ in Formatter().parse(template) if field} <= _PLAIN_FIELDS
+        }
 
     def environment(self, kind: str, values: dict[str, str]) -> dict[str, str]:
         """The variables a tool receives, from a credential's field values."""
