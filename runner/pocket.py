@@ -257,8 +257,9 @@ class Pocket:
 
     def _prepare(
         self, tool_name: str, body: Any, user_id: str, timeout: float | None
-    ) -> Invocation | tuple[Tool, dict[str, str]]:
-        """The tool and its credentials, or the Invocation saying why the call cannot run."""
+    ) -> Invocation | tuple[Tool, dict[str, str], list[str]]:
+        """The tool, its credentials' variables and the values of them to redact from its result (a username is
+        shown, a token never), or the Invocation saying why the call cannot run."""
         self._check_open()
         started = time.perf_counter()
         if timeout is not None and not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
@@ -271,9 +272,10 @@ class Pocket:
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
         if tool.auth is None:
-            return tool, {}
+            return tool, {}, []
         try:
-            return tool, self._auth().environment(tool.auth, user_id)
+            secrets = self._auth().environment(tool.auth, user_id)
+            return tool, secrets, self._auth().secret_values(tool.auth, secrets)
         except SettingsError as exc:  # an unknown provider or handler: the configuration must change
             return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
         except AuthUnavailableError as exc:  # the provider is down: consent would not help, a later call may
@@ -303,8 +305,7 @@ class Pocket:
         prepared = self._prepare(tool_name, body, user_id, timeout)
         if isinstance(prepared, Invocation):
             return prepared
-        tool, secrets = prepared
-        hidden = self._auth().secret_values(tool.auth, secrets) if tool.auth else ()  # a username is shown
+        tool, secrets, hidden = prepared
         if isinstance(tool, FunctionTool):
             result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
         else:
@@ -340,8 +341,7 @@ class Pocket:
             )
         if isinstance(prepared, Invocation):
             return prepared
-        _, secrets = prepared
-        hidden = self._auth().secret_values(tool.auth, secrets) if tool.auth else ()  # a username is shown
+        _, secrets, hidden = prepared
         result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
         return redact(result, hidden)
 
