@@ -2,7 +2,8 @@
 
 Runs inside the tool's container (stdlib only, any Python 3.8+). Protocol, one JSON document per line:
 stdin  {"id": "...", "env": {NAME: value}, "body": {...}}
-stdout {"ok": true, "value": ...} or {"ok": false, "error": "..."}, then "\x1e<id>\n" on stderr
+stdout {"id": "...", "ok": true, "value": ...} or {"id": "...", "ok": false, "error": "..."}, then "\x1e<id>\n"
+       on stderr
 Anything the handler prints goes to stderr, so a print cannot corrupt the protocol. The environment
 is the container's own plus the request's `env` during a call, and the container's own between calls.
 """
@@ -38,9 +39,9 @@ def main() -> None:
                 reply = {"ok": False, "error": load_error}
             else:
                 reply = {"ok": True, "value": handler(request.get("body"))}
-            text = json.dumps(reply, default=str)
+            text = json.dumps({"id": request.get("id"), **reply}, default=str)
         except BaseException:
-            text = json.dumps({"ok": False, "error": traceback.format_exc(limit=-3)})
+            text = json.dumps({"id": request.get("id"), "ok": False, "error": traceback.format_exc(limit=-3)})
         os.environ.clear()  # the request's tokens do not stay in the environment between calls
         os.environ.update(baseline)
         sys.stderr.flush()

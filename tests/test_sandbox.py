@@ -1012,6 +1012,7 @@ def test_a_warm_handler_forging_replies_loses_its_container_and_nan_becomes_null
         "    return {'n': body['n'], 'x': float('nan')}\n",
     )  # fmt: skip
     with Sandbox(SandboxSettings(warm_tools=("forger",), pool_size=0)) as box:
-        box.run(manifest, {"forge": True, "n": 1}, {})
+        forging = box.run(manifest, {"forge": True, "n": 1}, {})
         after = box.run(manifest, {"n": 2}, {})
-    assert after.ok and after.value == {"n": 2, "x": None}, after  # a fresh container, not the forged leftover
+    assert forging.ok and forging.value == {"n": 1, "x": None}, forging  # the reply to this request, not the forgery
+    assert after.ok and after.value == {"n": 2, "x": None}, after  # never a leftover of the previous call
