@@ -1,7 +1,7 @@
 """pocket-runner: run authenticated tools for AI agents in hardened containers.
 
-The public API is small and imported lazily, so `import runner` stays fast: docker, authlib and
-jsonschema load only when first needed.
+The public API is small and imported lazily, so `import runner` stays fast: docker, httpx,
+cryptography and jsonschema load only when first needed.
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     _say(error)
     if result.auth_url:
         _say(f"open this URL to authorize: {result.auth_url}")
-    return result.outcome.exit_code if result.outcome is not Outcome.OK else EXIT_TOOL_FAILED
+    return result.outcome.exit_code
 
 
 def _unquoted_stderr(stderr: str, error: str) -> str:

@@ -46,14 +46,6 @@ class SettingsError(PocketError):
     """settings.toml, .secrets.toml or a POCKET_ variable that is invalid."""
 
 
-class ToolNotFoundError(PocketError):
-    """A tool name that none of the loaded sources provides."""
-
-
-class BodyError(PocketError):
-    """An invocation body that does not match the tool's input schema."""
-
-
 class ToolFailedError(PocketError):
     """The tool ran and failed (non-zero exit, timeout, killed for memory, build failure)."""
 

@@ -120,7 +120,7 @@ class FunctionTool:
         signature = _signature(func)
         accepts_any_keyword = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
         if auth_provider is not None:
-            from runner.auth import token_variables
+            from runner.auth.providers import token_variables
             from runner.errors import SettingsError
 
             self.auth = AuthSpec(auth_provider=auth_provider, auth_handler=auth_handler, scopes=tuple(scopes))

@@ -312,7 +312,7 @@ class _Context:
     ca_bundle: bytes | None
 
 
-def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
+def _dockerfile(base_id: str, has_build: bool) -> str:
     lines = [
         f"FROM {base_id}",
         "COPY pocket/ /pocket/",
@@ -324,7 +324,7 @@ def _dockerfile(base_id: str, has_build: bool, ca: bool) -> str:
             "COPY pocket-build/ /pocket-build/",
             BUILD_STEP,
         ]
-    lines.append("USER 65534:65534")
+    lines.append(f"USER {USER}")
     return "\n".join(lines) + "\n"
 
 
@@ -954,7 +954,7 @@ class Sandbox:
         ca_path = self.settings.ca_bundle or _default_ca_bundle()
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
-        dockerfile = _dockerfile(base_id, bool(build), ca is not None)
+        dockerfile = _dockerfile(base_id, bool(build))
         script = _build_script(build, ca is not None) if build else None
         h = hashlib.sha256()
         for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
@@ -1181,7 +1181,7 @@ class Sandbox:
             command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
         else:
             command = ("/bin/sh", "/pocket/launch.sh")
-        limits_key = (limits.memory_mb, limits.cpus, limits.pids, limits.network)
+        limits_key = limits.container_key
         return _Spec(image, manifest.name, limits_key, command, mode)
 
     def _start(self, spec: _Spec) -> _Started:
@@ -1395,7 +1395,6 @@ class Sandbox:
         *,
         timeout: float | None = None,
         user_id: str = "default",
-        warm: bool | None = None,
         cancellation: Cancellation | None = None,
     ) -> Invocation:
         """Run one call of `manifest`'s tool with `body` on stdin and exactly `environment` (plus HOME, PATH).
@@ -1421,8 +1420,7 @@ class Sandbox:
         except PocketError as exc:
             return failed(Outcome.BAD_INPUT, str(exc))
         self._say_lowered(limits)
-        if warm is None:
-            warm = self._is_warm(name)
+        warm = self._is_warm(name)
         try:
             if warm and manifest.entrypoint.handler:
                 result = self._run_warm(manifest, body, environment, limits, user_id, started_at, cancellation)

@@ -160,6 +160,14 @@ def test_discovery_refuses_metadata_naming_another_issuer(make_settings, stand_i
     auth.close()
 
 
+def test_discovery_of_metadata_that_is_no_object_is_a_settings_error(make_settings, stand_in):
+    stand_in.json("GET /.well-known/openid-configuration", ["not", "an", "object"])
+    auth = Authenticator(make_settings({"corp": {"issuer": stand_in.url, "client_id": "c"}}))
+    with pytest.raises(SettingsError, match="cannot discover the metadata"):  # not an AttributeError
+        auth.environment(AuthSpec(auth_provider="corp"), "u")
+    auth.close()
+
+
 def test_discovery_falls_back_to_rfc8414_with_a_path(make_settings, stand_in):
     issuer = f"{stand_in.url}/tenant1"
     stand_in.json(

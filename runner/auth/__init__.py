@@ -42,7 +42,7 @@ from runner.auth.oauth import (
     new_state,
     pkce_pair,
 )
-from runner.auth.providers import FORM_FIELDS, Provider, resolve, unknown_provider
+from runner.auth.providers import FORM_FIELDS, Provider, resolve, token_variables, unknown_provider
 from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, UnreadableCredential, describe
 from runner.errors import AuthRequiredError, AuthUnavailableError, SettingsError
 from runner.manifest import AuthSpec
@@ -59,7 +59,7 @@ __all__ = [
     "Pending",
     "Revocation",
     "TokenSet",
-    "token_variable",
+    "token_variables",
 ]
 
 # Errors of a refresh that mean the grant is gone: the person has to consent again.
@@ -73,21 +73,6 @@ _GRANT_GONE = {
     "invalid_refresh_token",
     "bad_refresh_token",
 }
-
-
-def token_variable(provider: str) -> str:
-    """The main variable a provider's tools read their token from (hyperpocket's names)."""
-    return token_variables(provider)[0]
-
-
-def token_variables(provider: str, handler: str | None = None) -> tuple[str, ...]:
-    """Every variable a tool of `provider` receives with `handler`'s kind of credential, the main one first
-    (`KRAKEN_API_KEY`, `KRAKEN_API_SECRET`). From the catalog alone: a provider defined only in settings
-    gets the default names."""
-    from runner.auth.providers import catalog
-
-    entry = catalog().get(provider) or Provider(name=provider)
-    return tuple(entry.env_templates(entry.kind_of(handler)))
 
 
 class Authenticator:

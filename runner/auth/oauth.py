@@ -512,9 +512,11 @@ def discover(provider: Provider, http: httpx.Client) -> Provider:
         try:
             metadata = response.json()
         except ValueError:
-            last_problem = f"{url}: not JSON"
+            metadata = None
+        if not isinstance(metadata, dict):
+            last_problem = f"{url}: not a JSON object"
             continue
-        if not isinstance(metadata, dict) or metadata.get("issuer") != issuer:
+        if metadata.get("issuer") != issuer:
             raise SettingsError(
                 f"provider {provider.name!r}: the metadata at {url} names issuer {metadata.get('issuer')!r}, "
                 f"not {issuer!r}; refusing it (RFC 8414 section 3.3)"

@@ -183,6 +183,14 @@ def catalog() -> dict[str, Provider]:
     return {name: build_provider(name, entry) for name, entry in data.items()}
 
 
+def token_variables(provider: str, handler: str | None = None) -> tuple[str, ...]:
+    """Every variable a tool of `provider` receives with `handler`'s kind of credential, the main one first
+    (`KRAKEN_API_KEY`, `KRAKEN_API_SECRET`). From the catalog alone: a provider defined only in settings
+    gets the default names."""
+    entry = catalog().get(provider) or Provider(name=provider)
+    return tuple(entry.env_templates(entry.kind_of(handler)))
+
+
 def unknown_provider(name: str) -> SettingsError:
     return SettingsError(
         f"unknown auth provider {name!r}: add it under [auth.{name}] in settings "
