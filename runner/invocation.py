@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 class Outcome(StrEnum):
     OK = "ok"
-    BAD_INPUT = "bad_input"  # unknown tool, or a body that does not match the input schema
+    BAD_INPUT = "bad_input"  # unknown tool, bad body or timeout, unknown auth provider or handler
     TOOL_FAILED = "tool_failed"  # non-zero exit, timeout, killed, build failure
     AUTH_REQUIRED = "auth_required"  # the user has to grant access first; `auth_url` says where
 

@@ -136,8 +136,8 @@ class Pocket:
     def tool_specs(self, format: str = "openai", *, strict: bool = False) -> list[dict[str, Any]]:
         """Every tool as the given API takes it: "openai" (Chat Completions), "openai-responses", "anthropic".
 
-        With `strict`, OpenAI specs ask for strict schema adherence; every schema must allow it (ValueError
-        naming what does not).
+        With `strict`, OpenAI and Anthropic specs ask for strict schema adherence; every schema must allow it
+        (ValueError naming what does not).
         """
         from runner.specs import tool_specs
 
@@ -219,7 +219,8 @@ class Pocket:
     ) -> Any:
         """`invoke` without blocking the event loop: calls run in parallel.
 
-        Async function tools run on the loop itself; everything else on a worker thread.
+        Async function tools run on the loop itself; everything else on a worker thread. Cancelling the await
+        stops the call: a sandboxed tool's container is killed.
         """
         options = {"user_id": user_id, "variables": variables, "timeout": timeout}
         if isinstance(tool_name, str):

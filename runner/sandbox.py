@@ -19,15 +19,16 @@ at which the build step's container is killed, so the build fails in the engine 
 Otherwise builds get the default bridge network, to reach package indexes.
 
 Calls. A container starts with `/pocket/launch.sh` (POSIX sh) waiting on stdin. For a call the
-runner writes the tool's environment as `export` lines, a sentinel line and the body; the launcher
+runner writes a per-call nonce, the tool's environment as `export` lines, a sentinel line and the body; the launcher
 `exec`s the tool's `entrypoint.run` with the body left on its stdin. Because nothing about a call is
 known when the container starts, the runner keeps a small pool of them started per tool image and
 limits, so a call skips the ~0.4 s container start. Each container serves exactly one call and is
 removed after the result is returned.
 
 Warm mode (opt-in per tool in settings, `sandbox.warm_tools`): for tools with an
-`entrypoint.handler` (`module:function`), one container per tool and user runs `/pocket/warm.py`,
-which imports the handler once and serves calls as JSON lines.
+`entrypoint.handler` (`module:function`), containers per tool and user (one more when all are busy)
+run `/pocket/warm.py`, which imports the handler once and serves calls as JSON lines carrying the
+request's id.
 
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a
 small /tmp tmpfs (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous volume holds
@@ -793,7 +794,8 @@ class _WarmWorker:
 class Sandbox:
     """Runs tools in containers. Thread-safe: `Pocket.ainvoke` calls `run` from worker threads.
 
-    `run(manifest, body, environment, timeout=None, user_id="default")` returns an `Invocation`;
+    `run(manifest, body, environment, timeout=None, user_id="default", cancellation=None)` returns an
+    `Invocation`;
     `prepare(manifest)` builds the image and fills the pool ahead of the first call; `close()`
     removes every container this sandbox created; `cleanup_stale()` removes containers left by
     runners that are gone (it runs once when the engine is first used).

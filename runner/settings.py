@@ -106,8 +106,8 @@ class SandboxSettings(_Section):
 class ProviderSettings(BaseModel):
     """One provider's entry under `[auth.NAME]`: client credentials, a static credential, or overrides.
 
-    Every value here is cast to a string (dynaconf parses POCKET_ values as TOML: a numeric secret
-    would otherwise arrive as an int). Secrets are SecretStr, so they never show in a repr.
+    Every value here is cast to a string, so a number written unquoted in a TOML file (`token = 42`) is
+    still a string (POCKET_ values are never parsed). Secrets are SecretStr, so they never show in a repr.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -141,6 +141,8 @@ class CredentialSettings(_Section):
 
 
 class Settings(BaseModel):
+    """All settings: settings.toml, then .secrets.toml, then POCKET_ variables (see load_settings), validated."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)

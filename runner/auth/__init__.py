@@ -5,15 +5,17 @@
   ahead of expiry; raises `AuthRequiredError` carrying the URL the person must open when the user has
   no usable credential (an OAuth authorization URL, or the local form to paste a token), and
   `AuthUnavailableError` when an expired token cannot be refreshed now (the provider is down).
+- `secret_values(spec, environment)`: which of those values to mask in the tool's result (a token is,
+  a username is not).
 - `require_scopes(provider, scopes)`: the scopes the loaded tools need; consent asks for their union.
-- `authorization_url(...)`, `wait(...)`: start consent and wait for the callbacks (hyperpocket's
-  `initialize_tool_auth` / `wait_tool_auth`).
+- `initialize(specs, user_id)`, `authorization_url(...)`, `wait(...)`: start consent and wait for the
+  callbacks (hyperpocket's `initialize_tool_auth` / `wait_tool_auth`).
 - `login_with(...)`, `status(...)`, `logout(...)`, `start_device(...)` / `finish_device(...)`: the
   `pocket auth` commands.
 
 Modules: `providers` (the catalog, as data in providers.toml), `oauth` (the protocol), `store`
-(encrypted SQLite), `callback` (the loopback server and its pages). Tokens a tool prints are masked
-in its result by `runner.invocation.redact`, where Pocket builds every result.
+(encrypted SQLite), `callback` (the loopback server and its pages). The secret values a tool prints
+(`secret_values`) are masked in its result by `runner.invocation.redact`, where Pocket builds every result.
 """
 
 from __future__ import annotations
