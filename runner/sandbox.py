@@ -821,6 +821,7 @@ class Sandbox:
         self._pools: dict[_Spec, _Pool] = {}
         self._warm: dict[tuple[_Spec, str], list[_WarmWorker]] = {}
         self._warm_busy: set[int] = set()
+        self._warm_sweep: threading.Timer | None = None  # removes idle warm workers on time
         self._live: set[str] = set()  # every container id created and not yet removed
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pocket-sandbox")
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pocket-reaper")
@@ -1370,10 +1371,31 @@ class Sandbox:
             workers = list(self._executor.map(lambda _: _WarmWorker(self._start(warm_spec)), range(max(missing, 0))))
             with self._lock:
                 self._warm[(warm_spec, user_id)].extend(workers)
+            self._schedule_warm_sweep()
         return spec.image
 
+    def _schedule_warm_sweep(self) -> None:
+        """Reap idle warm containers on time, not only when the next warm call comes: one timer per sandbox,
+        set for the moment the least recently used idle worker reaches `warm_idle_seconds`."""
+        with self._lock:
+            if self._closed or self._warm_sweep is not None:
+                return
+            idle = [w.last_used for ws in self._warm.values() for w in ws if id(w) not in self._warm_busy]
+            if not idle:
+                return  # a busy worker schedules the sweep when its call ends
+            delay = max(0.05, min(idle) + self.settings.warm_idle_seconds - time.monotonic())
+            timer = self._warm_sweep = threading.Timer(delay, self._sweep_warm)
+            timer.daemon = True
+        timer.start()
+
+    def _sweep_warm(self) -> None:
+        with self._lock:
+            self._warm_sweep = None
+        self._reap_idle_warm()
+        self._schedule_warm_sweep()
+
     def _reap_idle_warm(self) -> None:
-        """Remove warm containers nobody used for `warm_idle_seconds` (checked on each warm call)."""
+        """Remove warm containers nobody used for `warm_idle_seconds`."""
         limit = time.monotonic() - self.settings.warm_idle_seconds
         idle: list[_WarmWorker] = []
         with self._lock:
@@ -1594,6 +1616,7 @@ class Sandbox:
             worker.started.stream.close()
             self._kill(worker.started.id)
             self._discard(worker.started)
+        self._schedule_warm_sweep()
         duration = time.perf_counter() - started_at
         common: dict[str, Any] = {"stderr": stderr, "duration_seconds": duration}
         if state == "ok":
@@ -1640,6 +1663,8 @@ class Sandbox:
         with self._lock:
             in_flight = list(self._in_flight)
             pools, self._pools = list(self._pools.values()), {}
+            if self._warm_sweep is not None:
+                self._warm_sweep.cancel()
             warm = [w for workers in self._warm.values() for w in workers if id(w) not in self._warm_busy]
             self._warm = {}
         # Calls still running first: their containers are killed, so the calls end now (and report
