@@ -70,7 +70,7 @@ def bench_pocket(settings, n: int, pause: float) -> tuple[list[float], float, fl
     from runner.pocket import Pocket
 
     with Pocket(tools=[HELLO], settings=settings) as pocket:
-        pocket._sandbox_for_calls().prepare(pocket.tools["hello"], warm_workers=8)  # warm mode: 8 ready servers
+        pocket.prepare("hello", warm_workers=8)  # the image, the pool, and in warm mode 8 ready servers
 
         def call() -> None:
             result = pocket.invoke("hello", BODY)

@@ -133,6 +133,18 @@ class Pocket:
         """
         return self._tools
 
+    def prepare(self, *tool_names: str, user_id: str = "default", warm_workers: int = 0) -> None:
+        """Build the images of sandboxed tools (all, or those named) and start their pools now, so the first
+        calls wait for neither a build nor a container start; with `warm_workers`, that many warm containers
+        of each warm-mode tool serve `user_id` already. Raises PocketError for an unknown name or a failed build.
+        """
+        for name in tool_names or list(self._tools):
+            tool = self._tools.get(name)
+            if tool is None:
+                raise PocketError(f"unknown tool {name!r} (known: {', '.join(sorted(self._tools)) or 'none'})")
+            if not isinstance(tool, FunctionTool):  # a function needs nothing ahead
+                self._sandbox_for_calls().prepare(tool, user_id=user_id, warm_workers=warm_workers)
+
     def tool_specs(self, format: str = "openai", *, strict: bool = False) -> list[dict[str, Any]]:
         """Every tool as the given API takes it: "openai" (Chat Completions), "openai-responses", "anthropic".
 

@@ -84,7 +84,7 @@ def test_ainvoke_runs_calls_in_parallel_without_blocking_the_loop(docker_api, tm
         return results, wall, ticks
 
     with Pocket(tools=[HELLO], settings=settings) as box:
-        box._sandbox_for_calls().prepare(box.tools["hello"])
+        box.prepare()
         results, wall, ticks = asyncio.run(main(box))
     assert all(r.ok for r in results), results
     assert ticks >= wall / 0.01 * 0.5  # the loop kept running while the calls ran
@@ -182,5 +182,39 @@ def test_a_cancelled_ainvoke_stops_its_tool(docker_api, tmp_path):
         return time.monotonic() - cancelled
 
     with Pocket(tools=[TOOLS / "sleeper"], settings=settings) as box:
-        box._sandbox_for_calls().image(box.tools["sleeper"])  # built first: the call starts at once
+        box.prepare("sleeper")  # built first: the call starts at once
         assert asyncio.run(agent(box)) < 3
+
+
+@docker
+def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(docker_api, tmp_path):
+    import shutil
+
+    from runner.function_tools import function_tool
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(HELLO, folder)
+    (folder / "hello.py").write_text((HELLO / "hello.py").read_text().replace("Hello", f"Hi{time.time_ns()}"))
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    messages: list[str] = []
+    settings = Settings(cache_dir=tmp_path / "c", data_dir=tmp_path / "d", sandbox=SandboxSettings(pool_size=1))
+    with Pocket(tools=[folder, add], settings=settings, progress=messages.append) as box:
+        with pytest.raises(PocketError, match="unknown tool 'nope' \\(known: add, hello\\)"):
+            box.prepare("nope")
+        box.prepare()  # every tool: the function needs nothing
+        assert any(m.startswith("building image pocket-tool/hello:") for m in messages)
+        mine = {"label": f"pocket-runner.sandbox={box._sandbox_for_calls().id}"}
+        deadline = time.monotonic() + 10
+        while not docker_api.containers(filters=mine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert docker_api.containers(filters=mine)  # a container already waits for the first call
+        messages.clear()
+        assert box.invoke("hello", {"name": "Ada"}).ok
+        assert messages == []  # no build
+        image = box._sandbox_for_calls().image(box.tools["hello"])
+    docker_api.remove_image(image)  # built for this test only
