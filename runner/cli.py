@@ -20,18 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import __version__
-from runner.errors import ManifestError, PocketError, Problem
+from runner.errors import ExitCode, ManifestError, PocketError, Problem
 from runner.invocation import Outcome
 
 if TYPE_CHECKING:
     from runner.manifest import Manifest
     from runner.settings import Settings
-
-EXIT_OK, EXIT_TOOL_FAILED, EXIT_BAD_INPUT, EXIT_AUTH_REQUIRED = 0, 1, 2, 3
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 128 + signal.SIGTERM
-# Whoever reads our stdout closed it (`pocket list X | head -1`). We exit as quietly as a Unix tool killed by
-# SIGPIPE, and with the same status (128 + 13) that a shell reports for one, so `set -o pipefail` sees the same.
-EXIT_STDOUT_CLOSED = 128 + signal.SIGPIPE
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -71,7 +65,7 @@ class _Terminated(SystemExit):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
-    raise _Terminated(EXIT_TERMINATED)
+    raise _Terminated(ExitCode.TERMINATED)
 
 
 def _positive_seconds(text: str) -> float:
@@ -102,7 +96,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         _say(f"{message} (see `{self.prog} --help`)")
-        raise SystemExit(EXIT_BAD_INPUT)
+        raise SystemExit(ExitCode.BAD_INPUT)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -138,7 +132,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 _out(f"ok: {manifest.name} ({manifest.path})")
     total = valid + problems
     _out(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
-    return EXIT_BAD_INPUT if problems else EXIT_OK
+    return ExitCode.BAD_INPUT if problems else ExitCode.OK
 
 
 def _auth_warning(manifest: Manifest, settings: Settings) -> Problem | None:
@@ -171,7 +165,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
             for m in manifests
         ]
         _out(json.dumps(rows, indent=2, ensure_ascii=False))
-        return EXIT_OK
+        return ExitCode.OK
     for m in manifests:
         auth = f"{m.auth.provider} [{', '.join(m.auth.scopes)}]" if m.auth else "no auth"
         _out(f"{m.name}: {m.tool.description}")
@@ -181,7 +175,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for field, spec in fields.items():
             kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
             _out(f"  {field}: {kind}{' (required)' if field in required else ''}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _read_body(raw: str | None) -> Any:
@@ -241,10 +235,10 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
             f"{auth.provider} authorization is needed for user {args.user!r}: run "
             f"`pocket auth login {auth.provider}{handler} --user {args.user}`, then invoke again"
         )
-        return EXIT_AUTH_REQUIRED
+        return ExitCode.AUTH_REQUIRED
     if result.ok:
         _out(result.text())
-        return EXIT_OK
+        return ExitCode.OK
     error = result.error or "the tool failed"
     unquoted = _unquoted_stderr(result.stderr, error)
     if unquoted:
@@ -305,14 +299,14 @@ def _cmd_auth(args: argparse.Namespace) -> int:
                 when = "no expiry" if expiry is None else f"expires in {int(expiry - time.time())} s"
                 scopes = f" [{', '.join(row['scopes'])}]" if row.get("scopes") else ""
                 _out(f"{row['provider']} ({row['user']}): {row['kind']}, {row['status']}{scopes}, {when}")
-            return EXIT_OK
+            return ExitCode.OK
         if args.auth_command == "logout":
             outcome = auth.logout(args.provider, user_id=args.user)
             if not outcome["deleted"]:
                 _say(f"no stored {args.provider} credential for user {args.user!r}")
-                return EXIT_OK
+                return ExitCode.OK
             _say(f"forgot the {args.provider} credential of user {args.user!r}{_revocation(args.provider, outcome)}")
-            return EXIT_OK
+            return ExitCode.OK
         provider = auth.provider(args.provider)
         kind = provider.kind_of(args.handler) if args.handler else None
         configure = (
@@ -344,7 +338,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             }
             auth.login_with(provider.name, values, user_id=args.user, kind=kind)
             _say(f"stored the {provider.title} {kind} credential of user {args.user!r} (encrypted)")
-            return EXIT_OK
+            return ExitCode.OK
         if args.device:
             device = auth.start_device(provider.name, user_id=args.user, scopes=args.scope)
             _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
@@ -360,12 +354,12 @@ def _cmd_auth(args: argparse.Namespace) -> int:
                 f"{provider.title} is authorized for user {args.user!r}, but not for everything asked ({outcome}): "
                 "the tools that need the rest cannot run until it is granted"
             )
-            return EXIT_AUTH_REQUIRED
+            return ExitCode.AUTH_REQUIRED
         if outcome != "authorized":
             _say(f"{provider.title} was not authorized: {outcome}")
-            return EXIT_AUTH_REQUIRED
+            return ExitCode.AUTH_REQUIRED
         _say(f"{provider.title} is authorized for user {args.user!r}")
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         auth.close()
 
@@ -399,14 +393,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if not args.http:
             _say(f"serving {count} over MCP on stdio, calling as user {args.user!r}")
             mcp_server.serve(pocket, transport="stdio", user_id=args.user)
-            return EXIT_OK
+            return ExitCode.OK
         sock = mcp_server.listen(args.host, args.port)  # a port in use is an error before the banner
         if args.host not in _LOOPBACK:
             _say(f"warning: {args.host} is not loopback: anyone who reaches it can call these tools as {args.user!r}")
         host = f"[{args.host}]" if ":" in args.host else args.host
         _say(f"serving {count} over MCP at http://{host}:{args.port}/mcp, calling as user {args.user!r} (Ctrl-C stops)")
         mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user, sock=sock)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -558,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_StdoutClosed, BrokenPipeError):  # BrokenPipeError: argparse printing --help into a closed pipe
         # The Python docs' recipe: point stdout at devnull so the final flush at exit cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_STDOUT_CLOSED
+        return ExitCode.STDOUT_CLOSED
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -579,21 +573,21 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.run is not _cmd_validate:
             sources = " ".join(map(str, getattr(args, "sources", None) or [getattr(args, "source", "SOURCE")]))
             _say(f"fix the manifest first; `pocket validate {sources}` checks every tool at once")
-        return EXIT_BAD_INPUT
+        return ExitCode.BAD_INPUT
     except PocketError as exc:
         _say(str(exc))
         return exc.exit_code
     except _Terminated:
         _say("terminated")
-        return EXIT_TERMINATED
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         _say("interrupted")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except _StdoutClosed:
         raise
     except Exception as exc:  # a bug of ours: say so in one line, never a traceback
         _say(f"internal error: {type(exc).__name__}: {exc} (please report this)")
-        return 70
+        return ExitCode.INTERNAL_ERROR
 
 
 if __name__ == "__main__":

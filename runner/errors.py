@@ -7,12 +7,28 @@ They never contain a token or a secret.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `pocket` exits with. Errors and invocation outcomes each name theirs."""
+
+    OK = 0
+    TOOL_FAILED = 1
+    BAD_INPUT = 2  # a bad body, manifest, source, settings or command line
+    AUTH_REQUIRED = 3
+    INTERNAL_ERROR = 70  # a bug of ours (EX_SOFTWARE)
+    INTERRUPTED = 130  # Ctrl-C
+    # Whoever reads our stdout closed it (`pocket list X | head -1`): the status a shell reports for a tool
+    # killed by SIGPIPE (128 + 13), so `set -o pipefail` sees the same.
+    STDOUT_CLOSED = 141
+    TERMINATED = 143  # SIGTERM (128 + 15)
 
 
 class PocketError(Exception):
     """Base of all runner errors; `exit_code` is what the CLI exits with."""
 
-    exit_code: int = 2
+    exit_code: ExitCode = ExitCode.BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -49,13 +65,13 @@ class SettingsError(PocketError):
 class ToolFailedError(PocketError):
     """The tool ran and failed (non-zero exit, timeout, killed for memory, build failure)."""
 
-    exit_code = 1
+    exit_code = ExitCode.TOOL_FAILED
 
 
 class AuthRequiredError(PocketError):
     """The tool needs credentials the user has not granted yet; carries the URL to show them."""
 
-    exit_code = 3
+    exit_code = ExitCode.AUTH_REQUIRED
 
     def __init__(self, message: str, *, provider: str, url: str | None = None):
         self.provider = provider
@@ -67,7 +83,7 @@ class AuthUnavailableError(PocketError):
     """The user's credential expired and the provider cannot refresh it right now (unreachable, 5xx). No
     consent or setting would help: the call fails as a tool failure, and a later one may succeed."""
 
-    exit_code = 1
+    exit_code = ExitCode.TOOL_FAILED
 
     def __init__(self, message: str, *, provider: str):
         self.provider = provider

@@ -18,6 +18,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from runner.errors import ExitCode
+
 
 class Outcome(StrEnum):
     OK = "ok"
@@ -26,8 +28,8 @@ class Outcome(StrEnum):
     AUTH_REQUIRED = "auth_required"  # the user has to grant access first; `auth_url` says where
 
     @property
-    def exit_code(self) -> int:
-        return {"ok": 0, "tool_failed": 1, "bad_input": 2, "auth_required": 3}[self.value]
+    def exit_code(self) -> ExitCode:
+        return ExitCode[self.name]
 
 
 @dataclass(frozen=True)
