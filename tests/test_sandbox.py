@@ -17,12 +17,12 @@ from runner.manifest import load_manifest
 from runner.sandbox import (
     BUILD_STEP,
     Sandbox,
-    _Output,
     image_repository,
     launcher_lines,
     owner_label,
     resolve_limits,
 )
+from runner.sandbox.stream import _Output
 from runner.settings import SandboxSettings
 from tests.fixtures_docker import HELLO
 

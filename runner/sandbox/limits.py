@@ -1,0 +1,102 @@
+"""What one call's container may use (settings, manifest and call options combined), and the lines the
+launcher (`runner/launcher.sh`) reads before a call's body."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runner.errors import PocketError
+from runner.manifest import RESERVED_PREFIX, RESERVED_VARIABLES, Manifest
+from runner.settings import SandboxSettings, ToolLimits
+
+SENTINEL = "__pocket_body_follows__"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one call's container may use, after settings, manifest and call options are combined."""
+
+    timeout: float
+    memory_mb: int
+    cpus: float
+    pids: int
+    output_limit: int
+    network: bool | tuple[str, ...]  # a tuple: only these hosts, through the egress proxy
+    # What the manifest asked for above the settings' ceilings, said once through progress
+    lowered: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def container_key(self) -> tuple[Any, ...]:
+        """The limits that are fixed when a container is created (pools are keyed by them)."""
+        return (self.memory_mb, self.cpus, self.pids, self.network)
+
+
+_LIMIT_UNITS = {"timeout_seconds": "s", "memory_mb": "MiB", "cpus": "CPUs", "pids": "processes",
+                "output_limit_bytes": "bytes"}  # fmt: skip
+
+
+def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float | None = None) -> Limits:
+    """`[sandbox.tools.NAME]` in settings wins as it is; otherwise the manifest's `sandbox` block may ask for
+    less than the settings' values, which are both the defaults and the ceilings. A call's timeout is
+    capped by the resulting timeout.
+
+    A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
+    tool's settings say `network = false`. A list of hosts means only those hosts, through the egress
+    proxy (HTTP and HTTPS via HTTP_PROXY/HTTPS_PROXY).
+    """
+    spec = manifest.sandbox
+    override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
+    wants_network = bool(spec.network)
+    if wants_network and (not settings.allow_network or override.network is False):
+        where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
+        raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
+    lowered: list[str] = []
+
+    def pick(name: str) -> Any:
+        granted = getattr(override, name)
+        if granted is not None:
+            return granted
+        ceiling, asked = getattr(settings, name), getattr(spec, name)
+        if asked is None or asked <= ceiling:
+            return asked if asked is not None else ceiling
+        lowered.append(
+            f"tool {manifest.name!r} asks for {asked:g} {_LIMIT_UNITS[name]}; limited to {ceiling:g} by "
+            f"sandbox.{name} (raise it in [sandbox.tools.{manifest.name}])"
+        )
+        return ceiling
+
+    limit = float(pick("timeout_seconds"))
+    return Limits(
+        timeout=min(float(timeout), limit) if timeout else limit,
+        memory_mb=pick("memory_mb"),
+        cpus=pick("cpus"),
+        pids=pick("pids"),
+        output_limit=pick("output_limit_bytes"),
+        network=spec.network if isinstance(spec.network, tuple) else wants_network,
+        lowered=tuple(lowered),
+    )
+
+
+def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
+    """The nonce, the `export` lines and the sentinel the launcher reads before running the tool.
+
+    Names must be shell identifiers; values may hold anything but NUL and newlines (the launcher reads
+    one line per variable). Errors name the variable, never its value.
+    """
+    lines = [f"pocket_nonce={nonce}\n"] if nonce else []
+    for name, value in environment.items():
+        if not _ENV_NAME.match(name) or name.startswith(RESERVED_PREFIX):
+            raise PocketError(f"variable name {name!r} is not a valid environment variable name")
+        if name in RESERVED_VARIABLES:
+            raise PocketError(f"variable {name!r} is reserved for the sandbox")
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise PocketError(f"variable {name!r} contains a newline or NUL byte, which the sandbox cannot pass")
+        lines.append(f"export {name}={shlex.quote(value)}\n")
+    lines.append(SENTINEL + "\n")
+    return "".join(lines).encode()
