@@ -105,6 +105,7 @@ TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the containe
 VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
 EGRESS_ALIAS = "pocket-egress"
 EGRESS_PORT = 3128
+OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
 
 
 class Sandbox(_ImageBuilder):
@@ -595,7 +596,7 @@ class Sandbox(_ImageBuilder):
             )  # fmt: skip
         if exit_code == 0:
             return Invocation(name, Outcome.OK, value=parse_output(stdout), exit_code=0, **common)
-        if exit_code == 137 and self._oom_killed(started.id, wait=True):
+        if exit_code == 137 and not self._closed and self._oom_killed(started.id, wait=True):
             error = f"killed: out of memory (limit {limits.memory_mb} MiB)"
         elif exit_code is None:
             error = "the container vanished before its exit code could be read"
@@ -615,12 +616,20 @@ class Sandbox(_ImageBuilder):
             return None
 
     def _oom_killed(self, cid: str, wait: bool = False) -> bool:
-        if wait:  # the engine records the OOM kill when the container exits
+        """Whether the kernel killed a process of the container for memory. Asked after a 137 (SIGKILL) only;
+        the engine learns of an OOM kill from its own event, which may come a little after the exit."""
+        if wait:
             self._exit_code(cid)
-        try:
-            return bool(self.api.inspect_container(cid)["State"].get("OOMKilled"))
-        except Exception:
-            return False
+        deadline = time.monotonic() + OOM_EVENT_WAIT
+        while True:
+            try:
+                if self.api.inspect_container(cid)["State"].get("OOMKilled"):
+                    return True
+            except Exception:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     # -- warm mode ---------------------------------------------------------------------------------
 
