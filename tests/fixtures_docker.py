@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +80,11 @@ def tool_copy(tmp_path: Path):
         return target
 
     return copy
+
+
+def running_containers(docker_api: Any, filters: dict[str, Any], count: int = 1, timeout: float = 20) -> list[dict]:
+    """The running containers matching `filters` once there are at least `count` (or what runs at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while len(found := docker_api.containers(filters=filters)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found

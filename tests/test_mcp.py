@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,23 +208,24 @@ def _wait_for_port(port: int, process: subprocess.Popen[Any], deadline: float = 
     raise AssertionError("the server did not start listening")
 
 
+@contextlib.contextmanager
+def _http_server(tmp_path: Path, command: list[str], port: int) -> Iterator[subprocess.Popen[str]]:
+    """`command` (which serves MCP over HTTP on `port`) running until the block ends."""
+    process = subprocess.Popen(command, cwd=REPO, env=_environment(tmp_path), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_port(port, process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture
 def http_server(tmp_path):
     """`pocket serve --http` on a free loopback port, with the function-tool script as the source of tools."""
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, _server_script(tmp_path), "http", str(port)],
-        cwd=REPO,
-        env=_environment(tmp_path),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for_port(port, process)
+    with _http_server(tmp_path, [sys.executable, _server_script(tmp_path), "http", str(port)], port):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_streamable_http_transport(http_server):
@@ -242,15 +245,8 @@ def test_streamable_http_transport(http_server):
 
 def test_pocket_serve_http_listens_on_loopback(tmp_path):
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
-        cwd=REPO,
-        env=_environment(tmp_path),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_for_port(port, process)
+    command = [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)]
+    with _http_server(tmp_path, command, port) as process:
 
         async def scenario() -> Any:
             async with Client(f"http://127.0.0.1:{port}/mcp") as client:
@@ -260,9 +256,6 @@ def test_pocket_serve_http_listens_on_loopback(tmp_path):
         listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
         if listening:  # ss is there: the socket is bound to loopback only
             assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{port}"]
-    finally:
-        process.terminate()
-        process.wait(10)
     assert f"at http://127.0.0.1:{port}/mcp" in process.stderr.read()
 
 

@@ -24,7 +24,7 @@ from runner.sandbox import (
 )
 from runner.sandbox.stream import _Output
 from runner.settings import SandboxSettings
-from tests.fixtures_docker import HELLO
+from tests.fixtures_docker import HELLO, running_containers
 
 docker = pytest.mark.docker
 
@@ -181,10 +181,7 @@ def test_tokens_never_appear_in_the_container_config(docker_api, tool):
         box.image(tool("sleeper"))  # built first: the call below starts its container at once
         call = threading.Thread(target=box.run, args=(tool("sleeper"), {}, {"SLACK_BOT_TOKEN": "xoxb-very-secret"}))
         call.start()
-        running, deadline = [], time.monotonic() + 10
-        while not running and time.monotonic() < deadline:
-            time.sleep(0.05)
-            running = docker_api.containers(filters={"label": f"pocket-runner.sandbox={box.id}"})
+        running = running_containers(docker_api, {"label": f"pocket-runner.sandbox={box.id}"}, timeout=10)
         configs = [docker_api.inspect_container(c["Id"]) for c in running]
         call.join()
     assert configs and "xoxb-very-secret" not in json.dumps(configs)
@@ -445,10 +442,7 @@ def test_containers_of_a_killed_runner_are_removed_by_the_next_one(docker_api, s
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         crashed = {"label": f"pocket-runner.sandbox={child.stdout.readline().strip()}"}
-        deadline = time.monotonic() + 20
-        while len(docker_api.containers(filters=crashed)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(docker_api.containers(filters=crashed)) == 2
+        assert len(running_containers(docker_api, crashed, 2)) == 2
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -543,6 +537,15 @@ def test_invalid_variables_are_bad_input_naming_the_variable(sandbox, tool):
 # -- warm mode -----------------------------------------------------------------------------------------
 
 
+def _warm_tool(tmp_path: Path, name: str, code: str) -> Any:
+    folder = _write_tool(tmp_path / name, name, "true")
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["handler"] = f"{name}:handle"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    (folder / f"{name}.py").write_text(code)
+    return load_manifest(folder)
+
+
 @docker
 def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api, tool):
     manifest = tool("echo")
@@ -606,13 +609,8 @@ def test_warm_mode_is_hardened_too(docker_api, tool):
 
 @docker
 def test_warm_mode_times_out_and_recovers(docker_api, tmp_path):
-    folder = _write_tool(tmp_path / "slow", "slow", "true")
-    manifest_path = folder / "pocket.json"
-    document = json.loads(manifest_path.read_text())
-    document["entrypoint"]["handler"] = "slow:handle"
-    manifest_path.write_text(json.dumps(document))
-    (folder / "slow.py").write_text("import time\n\ndef handle(body):\n    time.sleep(body['s'])\n    return 'done'\n")
-    manifest = load_manifest(folder)
+    code = "import time\n\ndef handle(body):\n    time.sleep(body['s'])\n    return 'done'\n"
+    manifest = _warm_tool(tmp_path, "slow", code)
     with Sandbox(SandboxSettings(warm_tools=("slow",))) as box:
         started = time.monotonic()
         late = box.run(manifest, {"s": 30}, {}, timeout=1)
@@ -877,15 +875,11 @@ def test_an_engine_refusal_is_tool_failed_with_the_engines_message(docker_api, t
 
 @docker
 def test_a_warm_reply_that_is_not_json_fails_the_call_and_discards_the_worker(docker_api, tmp_path):
-    folder = _write_tool(tmp_path / "liar", "liar", "true")
-    document = json.loads((folder / "pocket.json").read_text())
-    document["entrypoint"]["handler"] = "liar:handle"
-    (folder / "pocket.json").write_text(json.dumps(document))
-    (folder / "liar.py").write_text(
+    manifest = _warm_tool(
+        tmp_path, "liar",
         "import os\n\ndef handle(body):\n    if body.get('lie'):\n        os.write(3, b'not json\\n')\n"
-        "    return body\n"
-    )
-    manifest = load_manifest(folder)
+        "    return body\n",
+    )  # fmt: skip
     with Sandbox(SandboxSettings(warm_tools=("liar",), pool_size=0)) as box:
         lied = box.run(manifest, {"lie": True, "n": 1}, {})
         honest = box.run(manifest, {"n": 2}, {})
@@ -905,10 +899,8 @@ def test_close_kills_running_calls_and_leaves_no_container(docker_api, tool):
     calls = [threading.Thread(target=lambda: results.append(box.run(manifest, {}, {}))) for _ in range(2)]
     for call in calls:
         call.start()
-    deadline = time.monotonic() + 20
     mine = {"label": f"pocket-runner.sandbox={box.id}"}
-    while len(docker_api.containers(filters=mine)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    running_containers(docker_api, mine, 2)
     time.sleep(0.3)
     started = time.monotonic()
     box.close()
@@ -961,29 +953,16 @@ def test_a_folder_with_only_pocket_json_fails_before_building(docker_api, tmp_pa
 @docker
 def test_a_warm_call_returns_all_the_stderr_its_handler_wrote_before_replying(docker_api, tmp_path):
     """stdout and stderr reach the runner unordered between them: the reply must not end the read early."""
-    folder = _write_tool(tmp_path / "noisy", "noisy", "true")
-    document = json.loads((folder / "pocket.json").read_text())
-    document["entrypoint"]["handler"] = "noisy:handle"
-    (folder / "pocket.json").write_text(json.dumps(document))
-    (folder / "noisy.py").write_text(
+    manifest = _warm_tool(
+        tmp_path, "noisy",
         "import sys\n\ndef handle(body):\n    for i in range(2000):\n        print('line', i, file=sys.stderr)\n"
-        "    print('END', file=sys.stderr)\n    return body\n"
-    )
-    manifest = load_manifest(folder)
+        "    print('END', file=sys.stderr)\n    return body\n",
+    )  # fmt: skip
     with Sandbox(SandboxSettings(warm_tools=("noisy",), pool_size=0)) as box:
         results = [box.run(manifest, {"n": n}, {}, user_id=f"u{n % 2}") for n in range(6)]
     for n, result in enumerate(results):
         assert result.ok and result.value == {"n": n}, result
         assert result.stderr.startswith("line 0\n") and result.stderr.endswith("line 1999\nEND\n"), n
-
-
-def _warm_tool(tmp_path: Path, name: str, code: str) -> Any:
-    folder = _write_tool(tmp_path / name, name, "true")
-    document = json.loads((folder / "pocket.json").read_text())
-    document["entrypoint"]["handler"] = f"{name}:handle"
-    (folder / "pocket.json").write_text(json.dumps(document))
-    (folder / f"{name}.py").write_text(code)
-    return load_manifest(folder)
 
 
 @docker

@@ -13,7 +13,7 @@ from runner.errors import PocketError
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings, Settings
-from tests.fixtures_docker import HELLO, TOOLS
+from tests.fixtures_docker import HELLO, TOOLS, running_containers
 from tests.test_cli import pocket
 
 docker = pytest.mark.docker
@@ -145,9 +145,7 @@ def test_closing_a_pocket_during_slow_calls_ends_them_and_removes_their_containe
     results: list = []
     runner = threading.Thread(target=lambda: results.extend(asyncio.run(calls())))
     runner.start()
-    deadline = time.monotonic() + 20
-    while len(docker_api.containers(filters=mine)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    running_containers(docker_api, mine, 3)
     time.sleep(0.3)  # the tools are sleeping now
     started = time.monotonic()
     box.close()
@@ -209,10 +207,7 @@ def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(doc
         box.prepare()  # every tool: the function needs nothing
         assert any(m.startswith("building image pocket-tool/hello:") for m in messages)
         mine = {"label": f"pocket-runner.sandbox={box._sandbox_for_calls().id}"}
-        deadline = time.monotonic() + 10
-        while not docker_api.containers(filters=mine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert docker_api.containers(filters=mine)  # a container already waits for the first call
+        assert running_containers(docker_api, mine, timeout=10)  # a container already waits for the first call
         messages.clear()
         assert box.invoke("hello", {"name": "Ada"}).ok
         assert messages == []  # no build
