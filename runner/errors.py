@@ -2,6 +2,18 @@
 
 Messages are written for the person reading them: what was wrong, where, and what to do.
 They never contain a token or a secret.
+
+    PocketError                      exit 2 (bad input) unless a subclass says otherwise
+    ├── ManifestError                a pocket.json that is missing or invalid (every problem at once)
+    ├── SourceError                  a tool folder or repository that cannot be found or fetched
+    ├── SettingsError                settings.toml, .secrets.toml or a POCKET_ variable
+    │   └── UnreadableCredential     a stored credential that cannot be decrypted
+    ├── OAuthError                   an authorization server said no
+    ├── AuthRequiredError            exit 3: the user must grant access first (carries the URL)
+    ├── AuthUnavailableError         exit 1: a credential expired and cannot be refreshed now
+    └── ToolFailedError              exit 1: the tool ran and failed
+        └── SandboxError             the sandbox could not run the tool
+            └── BuildError           the tool's image failed to build
 """
 
 from __future__ import annotations
@@ -88,3 +100,32 @@ class AuthUnavailableError(PocketError):
     def __init__(self, message: str, *, provider: str):
         self.provider = provider
         super().__init__(message)
+
+
+class UnreadableCredential(SettingsError):
+    """A stored row that cannot be decrypted: its key file is gone, the key changed, or the row was tampered
+    with. `pocket auth status` reports it, `logout` forgets it, and a new authorization replaces it."""
+
+
+class OAuthError(PocketError):
+    """An authorization server said no (or answered nonsense). Carries its error code; never a token."""
+
+    DESCRIPTION_LIMIT = 300
+
+    def __init__(self, provider: str, error: str, description: str | None = None, *, status: int | None = None):
+        self.provider = provider
+        self.error = error
+        self.description = (description or "")[: self.DESCRIPTION_LIMIT] or None
+        self.status = status
+        text = f"{provider}: {error}"
+        if self.description:
+            text += f" ({self.description})"
+        super().__init__(text)
+
+
+class SandboxError(ToolFailedError):
+    """The sandbox could not run the tool: no Docker engine, a missing base image, a failed build."""
+
+
+class BuildError(SandboxError):
+    """A tool image failed to build; the message carries the tail of the build log."""

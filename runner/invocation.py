@@ -7,7 +7,6 @@ its `outcome` to an exit code.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import threading
@@ -16,9 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
 
 from runner.errors import ExitCode
+from runner.redaction import Redactor
 
 
 class Outcome(StrEnum):
@@ -86,49 +85,19 @@ class Cancellation:
             stop()
 
 
-REDACTED = "[redacted]"
-
-
-def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced, longest first (so no part of a longer one is left)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        return redact_text(value, secrets)
-    if isinstance(value, list | tuple):
-        return [_scrub(item, secrets) for item in value]
-    if isinstance(value, dict):
-        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
-    return value
-
-
-def _encodings(secret: str) -> set[str]:
-    """The secret as a tool might print it: itself, base64 (standard and URL-safe, with and without
-    padding), hex (either case) and percent-encoded. A deliberate leak (a slice, a reversal) is not caught."""
-    raw = secret.encode()
-    forms = {secret, raw.hex(), raw.hex().upper(), quote(secret, safe="")}
-    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        forms |= {encoded.decode(), encoded.decode().rstrip("=")}
-    return forms
-
-
 def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
     """The invocation with every secret replaced in its value, error and stderr, at any depth.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
-    forms = sorted({form for s in secrets if s for form in _encodings(s)}, key=len, reverse=True)
-    if not forms:
+    redactor = Redactor.of(secrets, encoded=True)
+    if not redactor:
         return invocation
     return dataclasses.replace(
         invocation,
-        value=_scrub(invocation.value, forms),
-        error=_scrub(invocation.error, forms),
-        stderr=_scrub(invocation.stderr, forms),
+        value=redactor.deep(invocation.value),
+        error=redactor.deep(invocation.error),
+        stderr=redactor.deep(invocation.stderr),
     )
 
 

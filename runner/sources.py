@@ -36,6 +36,7 @@ from pathlib import Path
 
 from runner.errors import SourceError
 from runner.manifest import MANIFEST_NAME
+from runner.redaction import Redactor, url_credentials
 
 GIT_TIMEOUT_SECONDS = 120.0
 SKIPPED_DIRS = frozenset({".git", "node_modules", ".venv", "__pycache__"})  # and every hidden folder
@@ -82,22 +83,22 @@ def find_tool_folders(
     if spec is None:
         return [ToolFolder(path, source, None) for path in _find_local(source)]
     checkout, commit, subdir = _checkout(spec, Path(cache_dir).expanduser().resolve() / "git", say)
-    where = f"{_redact(spec.url)} @ {commit[:7]}"
+    where = f"{url_credentials(spec.url)} @ {commit[:7]}"
     root = checkout
     if subdir:
         root = (checkout / subdir).resolve()
         if not root.is_relative_to(checkout.resolve()):
-            raise SourceError(f"{_redact(source)}: folder {subdir!r} points outside the repository.")
+            raise SourceError(f"{url_credentials(source)}: folder {subdir!r} points outside the repository.")
         if not root.is_dir():
             raise SourceError(
-                f"{_redact(source)}: there is no folder {subdir!r} in {where}. "
+                f"{url_credentials(source)}: there is no folder {subdir!r} in {where}. "
                 f"Check the part after '#' (a path from the repository root). {_cache_note(checkout)}"
             )
     folders = _tool_folders_below(root)
     if not folders:
         inside = f"folder {subdir!r} of {where}" if subdir else where
         raise SourceError(
-            f"{_redact(source)}: no pocket.json in {inside} or any folder below it. "
+            f"{url_credentials(source)}: no pocket.json in {inside} or any folder below it. "
             f"Check the repository, ref and folder (`URL@REF#FOLDER`). {_cache_note(checkout)}"
         )
     return [ToolFolder(path, source, commit) for path in folders]
@@ -176,26 +177,22 @@ def _parse_git_source(source: str) -> _GitSpec | None:
     if "@" in path:
         path, _, ref = path.rpartition("@")
         if not ref:
-            raise SourceError(f"{_redact(source)}: nothing after '@'. Write URL@REF with a branch, tag or commit.")
+            raise SourceError(
+                f"{url_credentials(source)}: nothing after '@'. Write URL@REF with a branch, tag or commit."
+            )
     subdir = subdir.strip("/") or None
     tree = _TREE_PATH.match("/" + path.rstrip("/")) if scheme in ("https://", "http://") else None
     if tree is not None:
         if ref or subdir:
             raise SourceError(
-                f"{_redact(source)}: a /tree/ URL already names the ref and folder; "
+                f"{url_credentials(source)}: a /tree/ URL already names the ref and folder; "
                 "drop '@REF' and '#FOLDER', or use the repository URL with them."
             )
         return _GitSpec(f"{head}{tree[1]}/{tree[2]}", None, None, tree[3])
     url = head + path
     if not path.strip("/"):
-        raise SourceError(f"{_redact(source)}: the URL names no repository.")
+        raise SourceError(f"{url_credentials(source)}: the URL names no repository.")
     return _GitSpec(url, ref, subdir, None)
-
-
-def _redact(text: str) -> str:
-    """`text` with the credentials of every URL in it replaced by `***`."""
-    text = re.sub(r"(?i)\b(https?|ftps?)://[^/\s@]+@", r"\1://***@", text)  # a token may be the user name
-    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*)://([^/\s:@]+):[^/\s@]*@", r"\1://\2:***@", text)
 
 
 def _url_secrets(url: str) -> list[str]:
@@ -256,10 +253,7 @@ _REASONS: list[tuple[tuple[str, ...], str, bool]] = [  # first match wins
 
 
 def _explain(stderr: str, secrets: list[str]) -> _GitError:
-    text = stderr
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    text = _redact(text)
+    text = url_credentials(Redactor.of(secrets)(stderr))
     lower = text.lower()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("hint:")]
     last = lines[-1].removeprefix("fatal: ").removeprefix("error: ") if lines else "git failed without a message"
@@ -325,7 +319,7 @@ class _Remote:
 
     def __init__(self, url: str, git_cache: Path, say: Callable[[str], None]):
         self.url = url
-        self.shown = _redact(url)
+        self.shown = url_credentials(url)
         self.secrets = _url_secrets(url)
         self.dir = git_cache / _cache_key(url)
         self.say = say

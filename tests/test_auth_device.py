@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from runner.auth import Authenticator, OAuthError
+from runner.auth import Authenticator
+from runner.errors import OAuthError
 from runner.manifest import AuthSpec
 
 SPEC = AuthSpec(auth_provider="testidp", scopes=["api:read"])

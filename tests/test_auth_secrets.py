@@ -9,10 +9,10 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from runner.auth import Authenticator, OAuthError
+from runner.auth import Authenticator
 from runner.auth.oauth import Client, DeviceAuthorization, Pending, TokenSet
 from runner.auth.store import Credential
-from runner.errors import AuthRequiredError
+from runner.errors import AuthRequiredError, OAuthError
 from runner.manifest import AuthSpec
 from runner.settings import load_settings
 

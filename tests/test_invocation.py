@@ -2,7 +2,8 @@
 
 import base64
 
-from runner.invocation import REDACTED, Invocation, Outcome, parse_output, redact
+from runner.invocation import Invocation, Outcome, parse_output, redact
+from runner.redaction import REDACTED
 
 TOKEN = "xoxb-1234-abcdEFGH/+?&=token"
 

@@ -342,10 +342,10 @@ def test_credentials_never_show(git_remote, cache_dir):
     port = free_port()
     http = git_remote.http.url.replace("http://", "http://alice:s3cr3t-t0ken@")
     for url, shown in [
-        (f"http://alice:s3cr3t-t0ken@127.0.0.1:{port}/o/r", f"http://***@127.0.0.1:{port}/o/r"),
-        (f"http://ghp_s3cr3t-t0ken@127.0.0.1:{port}/o/r", f"http://***@127.0.0.1:{port}/o/r"),
-        (f"{http}/o/nope", git_remote.http_url.replace("http://", "http://***@").replace("/o/r", "/o/nope")),
-        (f"ssh://git:s3cr3t-t0ken@127.0.0.1:{port}/o/r.git@v1", f"ssh://git:***@127.0.0.1:{port}/o/r.git"),
+        (f"http://alice:s3cr3t-t0ken@127.0.0.1:{port}/o/r", f"http://[redacted]@127.0.0.1:{port}/o/r"),
+        (f"http://ghp_s3cr3t-t0ken@127.0.0.1:{port}/o/r", f"http://[redacted]@127.0.0.1:{port}/o/r"),
+        (f"{http}/o/nope", git_remote.http_url.replace("http://", "http://[redacted]@").replace("/o/r", "/o/nope")),
+        (f"ssh://git:s3cr3t-t0ken@127.0.0.1:{port}/o/r.git@v1", f"ssh://git:[redacted]@127.0.0.1:{port}/o/r.git"),
     ]:
         lines: list[str] = []
         with pytest.raises(SourceError) as err:

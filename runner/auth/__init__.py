@@ -34,7 +34,6 @@ from runner.auth.oauth import (
     Client,
     DeviceAuthorization,
     OAuth2Handler,
-    OAuthError,
     OAuthHandler,
     Pending,
     Revocation,
@@ -45,8 +44,8 @@ from runner.auth.oauth import (
     pkce_pair,
 )
 from runner.auth.providers import FORM_FIELDS, Provider, resolve, token_variables, unknown_provider
-from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, UnreadableCredential, describe
-from runner.errors import AuthRequiredError, AuthUnavailableError, SettingsError
+from runner.auth.store import ACTIVE, EXPIRED, Credential, CredentialStore, describe
+from runner.errors import AuthRequiredError, AuthUnavailableError, OAuthError, SettingsError, UnreadableCredential
 from runner.manifest import AuthSpec
 from runner.settings import Settings
 

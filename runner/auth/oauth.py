@@ -27,27 +27,12 @@ from pydantic import SecretStr
 
 from runner.auth.providers import Provider
 from runner.auth.store import Credential
-from runner.errors import PocketError, SettingsError
-from runner.invocation import redact_text
+from runner.errors import OAuthError, SettingsError
+from runner.redaction import Redactor
 
 STATE_TTL_SECONDS = 600.0
-_MAX_DESCRIPTION = 300
 # Request fields that carry a secret, scrubbed from any error text the server sends back.
 _SECRET_FIELDS = frozenset({"code", "code_verifier", "refresh_token", "client_secret", "token", "device_code"})
-
-
-class OAuthError(PocketError):
-    """An authorization server said no (or answered nonsense). Carries its error code; never a token."""
-
-    def __init__(self, provider: str, error: str, description: str | None = None, *, status: int | None = None):
-        self.provider = provider
-        self.error = error
-        self.description = (description or "")[:_MAX_DESCRIPTION] or None
-        self.status = status
-        text = f"{provider}: {error}"
-        if self.description:
-            text += f" ({self.description})"
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -219,18 +204,18 @@ class OAuth2Handler:
     # -- token endpoint --------------------------------------------------------------------------
 
     def _token_request(self, url: str, data: dict[str, str]) -> dict[str, Any]:
-        return self._parse(self._post(url, data), self._echoable(data))
+        return self._parse(self._post(url, data), self._redactor(data))
 
-    def _echoable(self, data: dict[str, str]) -> list[str]:
-        """Every form in which a request to the server carries a secret. A server may echo what it was sent
-        (a refresh token, the client's `Authorization: Basic` header, a form body) in its error text."""
+    def _redactor(self, data: dict[str, str]) -> Redactor:
+        """Hides every form in which a request to the server carries a secret. A server may echo what it was
+        sent (a refresh token, the client's `Authorization: Basic` header, a form body) in its error text."""
         sent = [v for k, v in data.items() if k in _SECRET_FIELDS]
         if self.client.client_secret is not None:
             client_id, secret = self.client.client_id, self.client.client_secret.get_secret_value()
             sent.append(secret)
             for pair in (f"{client_id}:{secret}", f"{quote(client_id, safe='')}:{quote(secret, safe='')}"):
                 sent.append(base64.b64encode(pair.encode()).decode())
-        return [form for value in sent for form in (value, quote(value, safe=""), quote_plus(value))]
+        return Redactor.of(form for value in sent for form in (value, quote(value, safe=""), quote_plus(value)))
 
     def _post(self, url: str, data: dict[str, str]) -> httpx.Response:
         """POST to a token-like endpoint (token, revocation, device) with the client's authentication."""
@@ -255,9 +240,9 @@ class OAuth2Handler:
         # Raised outside the except block: the httpx error (whose request holds the body) is not chained.
         raise OAuthError(p.name, "unreachable", f"cannot reach the token endpoint: {problem}")
 
-    def _parse(self, response: httpx.Response, echoable: list[str]) -> dict[str, Any]:
+    def _parse(self, response: httpx.Response, redact: Redactor) -> dict[str, Any]:
         """The response's JSON (or form) document, or the server's error as an OAuthError with every secret
-        the request carried (`echoable`) redacted before the text is cut to length."""
+        the request carried hidden by `redact` before the text is cut to length."""
         name = self.provider.name
         content_type = response.headers.get("content-type", "")
         payload: Any
@@ -276,7 +261,7 @@ class OAuth2Handler:
                 status=response.status_code,
             )  # fmt: skip
         if self.provider.ok_field and payload.get(self.provider.ok_field) is False:
-            error = redact_text(str(payload.get("error") or "error"), echoable)
+            error = redact(str(payload.get("error") or "error"))
             raise OAuthError(name, error, None, status=response.status_code)
         if payload.get("error"):
             error = payload["error"]
@@ -284,8 +269,8 @@ class OAuth2Handler:
                 error, description = error.get("code") or error.get("status") or "error", error.get("message")
             else:
                 description = payload.get("error_description")
-            described = redact_text(str(description), echoable) if description else None
-            raise OAuthError(name, redact_text(str(error), echoable), described, status=response.status_code)
+            described = redact(str(description)) if description else None
+            raise OAuthError(name, redact(str(error)), described, status=response.status_code)
         if response.status_code >= 400:
             raise OAuthError(name, f"http_{response.status_code}", None, status=response.status_code)
         return payload
@@ -369,11 +354,11 @@ class OAuth2Handler:
                 if response.status_code == 200 and isinstance(answer, dict) and answer.get("ok") is True:
                     return None
                 error = answer.get("error") if isinstance(answer, dict) else None
-                return redact_text(str(error or f"HTTP {response.status_code}"), self._echoable({"token": token}))
+                return self._redactor({"token": token})(str(error or f"HTTP {response.status_code}"))
             response = self._post(url, {"token": token, "token_type_hint": hint})
             if response.status_code == 200:  # revoked, or unknown to the server, which is as good
                 return None
-            self._parse(response, self._echoable({"token": token}))  # raises the server's error
+            self._parse(response, self._redactor({"token": token}))  # raises the server's error
             return f"HTTP {response.status_code}"
         except OAuthError as exc:
             return exc.error + (f" ({exc.description})" if exc.description else "")

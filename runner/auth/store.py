@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from filelock import FileLock
 from pydantic import SecretStr
 
-from runner.errors import SettingsError
+from runner.errors import SettingsError, UnreadableCredential
 
 STORE_DIR = "credentials"
 KEY_FILE = "auth.key"
@@ -108,11 +108,6 @@ class Credential:
         )
 
     __str__ = __repr__
-
-
-class UnreadableCredential(SettingsError):
-    """A stored row that cannot be decrypted: its key file is gone, the key changed, or the row was tampered
-    with. `pocket auth status` reports it, `logout` forgets it, and a new authorization replaces it."""
 
 
 def _configured_key(configured: SecretStr) -> bytes:

@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runner.errors import PocketError
+from runner.errors import BuildError, PocketError, SandboxError
 from runner.invocation import Cancellation, Invocation, Outcome, parse_output
 from runner.manifest import Manifest
 from runner.sandbox.common import (
@@ -65,8 +65,6 @@ from runner.sandbox.common import (
     LABEL_SANDBOX,
     LABEL_TOOL,
     USER,
-    BuildError,
-    SandboxError,
 )
 from runner.sandbox.images import BUILD_STEP, FORMAT, _ImageBuilder, _package_file, image_repository
 from runner.sandbox.limits import SENTINEL, Limits, launcher_lines, resolve_limits

@@ -1,8 +1,6 @@
-"""What the sandbox's modules share: its errors, the labels on what it creates, the user tools run as."""
+"""What the sandbox's modules share: the labels on what it creates, the user tools run as."""
 
 from __future__ import annotations
-
-from runner.errors import ToolFailedError
 
 LABEL = "pocket-runner"  # every container and image we create carries `pocket-runner=1`
 LABEL_OWNER = "pocket-runner.owner"  # hostname:pid:process-start-ticks of the runner that created it
@@ -11,11 +9,3 @@ LABEL_TOOL = "pocket-runner.tool"
 LABEL_FOLDER = "pocket-runner.folder"  # on images: a hash of the tool folder's path, so rebuilds replace their own
 LABEL_MODE = "pocket-runner.mode"
 USER = "65534:65534"  # nobody:nogroup
-
-
-class SandboxError(ToolFailedError):
-    """The sandbox could not run the tool: no Docker engine, a missing base image, a failed build."""
-
-
-class BuildError(SandboxError):
-    """A tool image failed to build; the message carries the tail of the build log."""

@@ -41,8 +41,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from runner.errors import BuildError, SandboxError
 from runner.manifest import Manifest
-from runner.sandbox.common import LABEL, LABEL_FOLDER, LABEL_TOOL, USER, BuildError, SandboxError
+from runner.redaction import REDACTED, Redactor
+from runner.sandbox.common import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
 from runner.settings import SandboxSettings
 
 FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
@@ -194,14 +196,14 @@ def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
-def _redactor(url: str) -> Callable[[str], str]:
-    """A function hiding `url` (a package index, maybe with user:password) and its credentials in build output.
+def _index_redactor(url: str) -> Redactor:
+    """Hides `url` (a package index, maybe with user:password) and its credentials in build output.
 
-    The URL is replaced whole, and also as pip prints it (`https://user:****@host/simple`: its host and
-    path); a password is replaced wherever it appears.
+    The URL is named by its setting wherever it appears, also as pip prints it (`https://user:****@host/simple`:
+    its host and path); a password is redacted wherever it appears.
     """
     if not url:
-        return lambda text: text
+        return Redactor()
     from urllib.parse import unquote, urlsplit
 
     label = "[sandbox.pip_index_url]"
@@ -213,16 +215,9 @@ def _redactor(url: str) -> Callable[[str], str]:
             pairs[location] = label
             pairs[location.rstrip("/")] = label
         if parts.password:
-            pairs[parts.password] = "***"
-            pairs[unquote(parts.password)] = "***"
-    ordered = sorted(((s, r) for s, r in pairs.items() if len(s) >= 3), key=lambda pair: -len(pair[0]))
-
-    def redact(text: str) -> str:
-        for secret, replacement in ordered:
-            text = text.replace(secret, replacement)
-        return text
-
-    return redact
+            pairs[parts.password] = REDACTED
+            pairs[unquote(parts.password)] = REDACTED
+    return Redactor.labelled({secret: label for secret, label in pairs.items() if len(secret) >= 3})
 
 
 class _BuildWatch:
@@ -439,7 +434,7 @@ class _ImageBuilder:
         self._say(f"building image {tag} for tool {manifest.name!r} (up to sandbox.build_timeout_seconds = {limit:g})")
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
-        redact = _redactor(index_url)
+        redact = _index_redactor(index_url)
         watch = _BuildWatch(self._kill)
         timer = threading.Timer(limit, watch.expire)
         timer.daemon = True
@@ -478,7 +473,7 @@ class _ImageBuilder:
         stream: Iterator[dict[str, Any]],
         watch: _BuildWatch,
         tail: deque[str],
-        redact: Callable[[str], str],
+        redact: Redactor,
     ) -> dict[str, Any] | None:
         """Show the build's output as it comes (redacted) and keep its tail; returns the engine's error, if any."""
         for chunk in stream:
@@ -508,7 +503,7 @@ class _ImageBuilder:
         }
 
     def _build_failure(
-        self, manifest: Manifest, failure: dict[str, Any] | None, watch: _BuildWatch, redact: Callable[[str], str]
+        self, manifest: Manifest, failure: dict[str, Any] | None, watch: _BuildWatch, redact: Redactor
     ) -> str:
         """Why a build failed, in the tool's terms: its command and exit code, not the builder's RUN line."""
         what = f"building the image of tool {manifest.name!r}"
