@@ -4,11 +4,17 @@ Runs in its own hardened container (stdlib only, any Python 3.8+), attached to t
 to an internal network that has no route out; the tool's container sits on the internal network only
 and gets HTTP_PROXY/HTTPS_PROXY pointing here. Usage: `python3 egress_proxy.py PORT CLIENT_CIDR HOST[:PORT]...`:
 only clients from CLIENT_CIDR (the internal network) are served, so the bridge side is no open proxy.
-A host without a port allows 80 and 443. Anything else gets `403`, and so does an allowed name that
-resolves only to a loopback, private, link-local or multicast address (DNS rebinding must not open the
-host or the LAN); the proxy connects to the address it checked. HTTPS goes through CONNECT (the proxy never sees
-inside the TLS session); plain HTTP requests are forwarded as they are. At most MAX_CLIENTS connections
-at once (two threads each); more get `503`, so no tool can exhaust the proxy's threads for the others.
+A host without a port allows 80 and 443; `*.example.com` allows every name below example.com (not
+example.com itself). Anything else gets `403`, and so does an allowed name that resolves only to
+addresses that are not global (loopback, private, shared, documentation, benchmark, link-local,
+multicast, and IPv6 forms embedding such an IPv4 address: DNS rebinding must not open the host or the
+LAN); the proxy connects to the address it checked.
+
+HTTPS goes through CONNECT: the proxy never sees inside the TLS session, but it reads the ClientHello
+and refuses one whose server name (SNI) is not the CONNECT host, so an allowed CDN-hosted name cannot
+front for another. Plain HTTP is forwarded request by request: every request on a connection, pipelined
+ones too, must name the connection's host in its target and its `Host` header. At most MAX_CLIENTS
+connections at once (two threads each); more get `503`, so no tool can exhaust the proxy's threads.
 """
 
 import ipaddress
@@ -18,6 +24,18 @@ import threading
 
 MAX_HEAD = 16384
 MAX_CLIENTS = 100  # the proxy's container allows 256 processes/threads
+TLS_HANDSHAKE = 22
+# NAT64 (RFC 6052): a gateway would forward these to the IPv4 address in their last 32 bits.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class Refused(Exception):
+    """A request the proxy answers with `status` and closes."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 def parse_allowed(items):
@@ -27,6 +45,35 @@ def parse_allowed(items):
         for p in [int(port)] if port else [80, 443]:
             allowed.add((host.rstrip("."), p))
     return allowed
+
+
+def is_allowed(allowed, host, port):
+    host = host.lower().rstrip(".")
+    if (host, port) in allowed:
+        return True
+    return any(
+        pattern.startswith("*.") and host.endswith(pattern[1:]) and allowed_port == port
+        for pattern, allowed_port in allowed
+    )
+
+
+def is_public(ip):
+    """Whether `ip` is a global address, judging IPv6 addresses that embed IPv4 by that IPv4 address."""
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None or ip in NAT64:
+            return False  # the IPv4 address behind it is reached by another route: judged by no one
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None and not is_public(embedded):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def public_address(host, port):
+    """The first global address of `host`, or None."""
+    for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if is_public(ipaddress.ip_address(address[0].split("%")[0])):
+            return address[0]
+    return None
 
 
 def pipe(source, target):
@@ -56,31 +103,146 @@ def refuse(client, status, reason):
     client.close()
 
 
-def target_of(method, uri):
-    if method == "CONNECT":
-        host, _, port = uri.rpartition(":")
-        return host.strip("[]"), int(port)
-    if not uri.lower().startswith("http://"):
-        raise ValueError("only absolute http:// URIs or CONNECT")
-    authority = uri[7:].split("/", 1)[0]
-    host, _, port = authority.partition(":")
-    return host, int(port or 80)
+class Reader:
+    """Reads a client connection in whole request heads, bodies and TLS records."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = b""
+
+    def fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        self.buffer += chunk
+
+    def take(self, size):
+        while len(self.buffer) < size:
+            self.fill()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def line(self):
+        while b"\r\n" not in self.buffer:
+            if len(self.buffer) > MAX_HEAD:
+                raise Refused("431 Request Header Fields Too Large", "request line too long")
+            self.fill()
+        data, _, self.buffer = self.buffer.partition(b"\r\n")
+        return data + b"\r\n"
+
+    def head(self):
+        while b"\r\n\r\n" not in self.buffer:
+            if len(self.buffer) > MAX_HEAD:
+                raise Refused("431 Request Header Fields Too Large", "request head too large")
+            self.fill()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        if len(head) > MAX_HEAD:
+            raise Refused("431 Request Header Fields Too Large", "request head too large")
+        return head + b"\r\n\r\n"
 
 
-# The machine itself, its LAN and the Docker networks on it: never reached through an allowed name.
-LOCAL = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.168.0.0/16", "224.0.0.0/3", "::/128", "::1/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff00::/8",
-)]  # fmt: skip
+def split_host(authority, default_port):
+    if authority.startswith("["):
+        host, _, rest = authority[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = authority.partition(":")
+    return host, int(port or default_port)
 
 
-def public_address(host, port):
-    """The first address of `host` outside LOCAL, or None."""
-    for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        ip = ipaddress.ip_address(address[0].split("%")[0])
-        if not any(ip in network for network in LOCAL):
-            return address[0]
+def parse_request(head):
+    """(method, host, port, headers) of a request head; the target and the Host header must agree."""
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, uri, _version = lines[0].split(" ", 2)
+    except ValueError:
+        raise Refused("400 Bad Request", "bad request line") from None
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+    method = method.upper()
+    try:
+        if method == "CONNECT":
+            host, port = split_host(uri, 443)
+        elif uri.lower().startswith("http://"):
+            host, port = split_host(uri[7:].split("/", 1)[0].rpartition("@")[2], 80)
+        else:
+            raise Refused("400 Bad Request", "only absolute http:// URIs or CONNECT")
+    except ValueError:
+        raise Refused("400 Bad Request", "bad request target") from None
+    hosts = headers.get("host", [])
+    if len(hosts) > 1 or (hosts and split_host(hosts[0], port)[0].lower().rstrip(".") != host.lower().rstrip(".")):
+        raise Refused("403 Forbidden", f"the Host header does not name {host}")
+    return method, host, port, headers
+
+
+def forward_body(reader, upstream, headers):
+    """Send the request's body on: Content-Length bytes, or chunks up to the last one."""
+    if "chunked" in ",".join(headers.get("transfer-encoding", [])).lower():
+        while True:
+            size_line = reader.line()
+            upstream.sendall(size_line)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while True:  # trailers, up to the empty line
+                    trailer = reader.line()
+                    upstream.sendall(trailer)
+                    if trailer == b"\r\n":
+                        return
+            upstream.sendall(reader.take(size + 2))
+    lengths = set(headers.get("content-length", []))
+    if len(lengths) > 1:
+        raise Refused("400 Bad Request", "conflicting Content-Length headers")
+    remaining = int(lengths.pop()) if lengths else 0
+    while remaining > 0:
+        data = reader.take(min(remaining, 65536))
+        upstream.sendall(data)
+        remaining -= len(data)
+
+
+def server_name(record):
+    """The SNI host name of a TLS ClientHello record, or None when it carries none."""
+    body = record[5:]
+    if len(body) < 4 or body[0] != 1:  # handshake type 1: ClientHello
+        raise ValueError("not a ClientHello")
+    at = 4 + 2 + 32  # handshake header, client version, random
+    at += 1 + body[at]  # session id
+    at += 2 + int.from_bytes(body[at : at + 2], "big")  # cipher suites
+    at += 1 + body[at]  # compression methods
+    if at + 2 > len(body):
+        return None
+    end = at + 2 + int.from_bytes(body[at : at + 2], "big")
+    at += 2
+    while at + 4 <= end:
+        kind, size = int.from_bytes(body[at : at + 2], "big"), int.from_bytes(body[at + 2 : at + 4], "big")
+        data = body[at + 4 : at + 4 + size]
+        if kind == 0:  # server_name: list length, then (type 0 = host_name, length, name)
+            if len(data) >= 5 and data[2] == 0:
+                return data[5 : 5 + int.from_bytes(data[3:5], "big")].decode("ascii").lower().rstrip(".")
+            raise ValueError("bad server_name extension")
+        at += 4 + size
     return None
+
+
+def check_client_hello(reader, host):
+    """Refuse a TLS ClientHello naming another server than the CONNECT host; other protocols pass."""
+    while not reader.buffer:
+        reader.fill()
+    if reader.buffer[0] != TLS_HANDSHAKE:
+        return
+    while len(reader.buffer) < 5:
+        reader.fill()
+    size = int.from_bytes(reader.buffer[3:5], "big")
+    while len(reader.buffer) < 5 + size:
+        reader.fill()
+    try:
+        name = server_name(reader.buffer[: 5 + size])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        raise Refused("403 Forbidden", "unreadable TLS ClientHello") from None
+    if name is not None and name != host.lower().rstrip("."):
+        raise Refused("403 Forbidden", f"the TLS server name {name} is not {host}")
 
 
 def handle(client, allowed, slots):
@@ -90,52 +252,73 @@ def handle(client, allowed, slots):
         slots.release()
 
 
-def serve(client, allowed):
-    client.settimeout(30)
-    head = b""
+def connect(host, port):
+    address = public_address(host, port)
+    if address is None:
+        raise Refused("403 Forbidden", f"{host} resolves only to local addresses")
     try:
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk:
-                client.close()
-                return
-            head += chunk
-            if len(head) > MAX_HEAD:
-                refuse(client, "431 Request Header Fields Too Large", "request head too large")
-                return
-        method, uri, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-        host, port = target_of(method.upper(), uri)
-    except (ValueError, OSError):
-        refuse(client, "400 Bad Request", "pocket egress proxy: bad request")
-        return
-    if (host.lower().rstrip("."), port) not in allowed:
-        refuse(client, "403 Forbidden", f"pocket egress proxy: {host}:{port} is not in the tool's allow-list")
-        return
-    try:
-        address = public_address(host, port)
-        if address is None:
-            refuse(client, "403 Forbidden", f"pocket egress proxy: {host} resolves only to local addresses")
-            return
-        upstream = socket.create_connection((address, port), timeout=15)
+        return socket.create_connection((address, port), timeout=15)
     except OSError as exc:
-        refuse(client, "502 Bad Gateway", f"pocket egress proxy: cannot reach {host}:{port}: {exc}")
-        return
-    client.settimeout(None)
-    upstream.settimeout(None)
-    if method.upper() == "CONNECT":
-        rest = head.split(b"\r\n\r\n", 1)[1]
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        if rest:
-            upstream.sendall(rest)
-    else:
-        upstream.sendall(head)
+        raise Refused("502 Bad Gateway", f"cannot reach {host}:{port}: {exc}") from None
+
+
+def serve(client, allowed, connect=connect):
+    client.settimeout(30)
+    reader = Reader(client)
+    upstream = None
+    tunnelled = False
     try:
-        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
-    except RuntimeError:  # no thread left to start
-        upstream.close()
-        client.close()
-        return
-    pipe(client, upstream)
+        head = reader.head()
+        method, host, port, headers = parse_request(head)
+        if not is_allowed(allowed, host, port):
+            raise Refused("403 Forbidden", f"{host}:{port} is not in the tool's allow-list")
+        upstream = connect(host, port)
+        if method == "CONNECT":
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            tunnelled = True
+            check_client_hello(reader, host)
+            upstream.sendall(reader.buffer)
+            start_pipe(upstream, client)
+            client.settimeout(None)
+            pipe(client, upstream)
+            return
+        start_pipe(upstream, client)
+        while True:  # request by request, each for this host
+            upstream.sendall(head)
+            forward_body(reader, upstream, headers)
+            client.settimeout(None)
+            try:
+                head = reader.head()
+            except EOFError:
+                upstream.shutdown(socket.SHUT_WR)
+                return
+            method, next_host, next_port, headers = parse_request(head)
+            if method == "CONNECT" or (next_host.lower().rstrip("."), next_port) != (host.lower().rstrip("."), port):
+                raise Refused("403 Forbidden", f"a request on a connection to {host} names {next_host}")
+    except Refused as exc:
+        if tunnelled or upstream is not None:
+            close(client, upstream)  # bytes of an answer may have gone out: no status line now
+        else:
+            refuse(client, exc.status, "pocket egress proxy: " + exc.reason)
+    except (EOFError, OSError, ValueError):
+        if upstream is None and not tunnelled:
+            refuse(client, "400 Bad Request", "pocket egress proxy: bad request")
+        else:
+            close(client, upstream)
+
+
+def start_pipe(upstream, client):
+    upstream.settimeout(None)
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+
+def close(*socks):
+    for sock in socks:
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
 
 def main():

@@ -13,7 +13,8 @@ proxy = urlsplit(os.environ["HTTPS_PROXY"])
 def tunnel(host: str, port: int) -> str:
     with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as sock:
         sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        return sock.recv(200).split(b"\r\n")[0].decode()
+        answer = sock.recv(400).decode().split("\r\n")
+        return answer[0] + (" " + answer[-1].strip() if len(answer) > 2 else "")  # the status and the reason
 
 
 def direct(ip: str) -> str:
