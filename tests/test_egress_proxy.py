@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from runner import egress_proxy as proxy
+from runner.sandbox.container import egress_proxy as proxy
 
 ALLOWED = proxy.parse_allowed(["api.allowed.test", "*.googleapis.com"])
 

@@ -22,7 +22,7 @@ from runner.sandbox import (
     owner_label,
     resolve_limits,
 )
-from runner.sandbox.stream import _Output
+from runner.sandbox.stream import Output
 from runner.settings import SandboxSettings
 from tests.fixtures_docker import HELLO, running_containers
 
@@ -113,7 +113,7 @@ def test_a_host_list_allows_those_hosts_through_the_egress_proxy_and_nothing_els
 
 
 def test_output_keeps_the_head_of_stdout_and_the_tail_of_stderr():
-    output = _Output(cap=10)
+    output = Output(cap=10)
     assert output.on_frame(1, b"0123456789abc")
     assert output.on_frame(2, b"e" * 200_000)
     assert bytes(output.stdout) == b"0123456789" and output.dropped == 3
@@ -239,7 +239,7 @@ def test_sleep_forever_is_killed_within_a_second_of_the_limit(sandbox, tool, doc
 
 
 def _wait_for_pool(box: Sandbox, tool_name: str, size: int) -> None:
-    pool = next(p for spec, p in box._pools.items() if spec.tool == tool_name)
+    (pool,) = box._pools.of_tool(tool_name)
     deadline = time.monotonic() + 20
     while len(pool.idle) < size and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -322,7 +322,7 @@ def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, 
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=2)) as box:
         box.prepare(manifest)
-        pool = next(iter(box._pools.values()))
+        (pool,) = box._pools.of_tool(manifest.name)
         deadline = time.monotonic() + 10
         while len(pool.idle) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -336,7 +336,7 @@ def test_a_pooled_container_that_died_is_replaced(docker_api, tool):
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=1)) as box:
         box.prepare(manifest)
-        pool = next(iter(box._pools.values()))
+        (pool,) = box._pools.of_tool(manifest.name)
         deadline = time.monotonic() + 10
         while not pool.idle and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -354,7 +354,7 @@ def test_the_pool_grows_to_the_largest_burst_up_to_pool_max(docker_api, tool):
             thread.start()
         for thread in threads:
             thread.join()
-        pool = next(iter(box._pools.values()))
+        (pool,) = box._pools.of_tool(manifest.name)
         assert pool.size == 3 and pool.in_use == 0
         _wait_for_pool(box, "hello", 3)
         assert len(pool.idle) == 3
@@ -365,7 +365,7 @@ def test_concurrent_calls_run_in_parallel(docker_api, tool):
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=8)) as box:
         box.prepare(manifest)
-        pool = next(iter(box._pools.values()))
+        (pool,) = box._pools.of_tool(manifest.name)
         deadline = time.monotonic() + 20
         while len(pool.idle) < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -572,7 +572,7 @@ def test_prepare_starts_warm_servers_ahead(docker_api, tool):
     manifest = tool("echo")
     with Sandbox(SandboxSettings(warm_tools=("echo",), pool_size=0)) as box:
         box.prepare(manifest, warm_workers=3)
-        assert [len(workers) for workers in box._warm.values()] == [3]
+        assert [len(workers) for workers in box._warm.groups()] == [3]
         assert box.run(manifest, {}, {}).value["calls"] == 1
 
 
@@ -581,7 +581,7 @@ def test_idle_warm_containers_are_removed(docker_api, tool):
     manifest = tool("echo")
     with Sandbox(SandboxSettings(warm_tools=("echo",), warm_idle_seconds=0.3)) as box:
         assert box.run(manifest, {}, {}, user_id="alice").ok
-        (alice,) = [w.started.id for w in next(iter(box._warm.values()))]
+        (alice,) = [w.started.id for w in box._warm.groups()[0]]
         deadline = time.monotonic() + 10  # on time, with no other call to notice
         while alice in box.containers() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -594,7 +594,7 @@ def test_a_warm_container_that_died_is_replaced(docker_api, tool):
     manifest = tool("echo")
     with Sandbox(SandboxSettings(warm_tools=("echo",))) as box:
         assert box.run(manifest, {}, {}).value["calls"] == 1
-        docker_api.kill(next(iter(box._warm.values()))[0].started.id)
+        docker_api.kill(box._warm.groups()[0][0].started.id)
         time.sleep(0.3)
         assert box.run(manifest, {}, {}).value["calls"] == 1  # a new server, not an error
 

@@ -18,7 +18,7 @@ is applied: no network when `sandbox.allow_network` is false, memory (no swap) c
 at which the build step's container is killed, so the build fails in the engine and leaves no container.
 Otherwise builds get the default bridge network, to reach package indexes.
 
-The in-container files (launcher.sh, warm.py, egress_proxy.py) stay in `runner/` and are read from there.
+The programs that run in the container (launch.sh, warm.py) are read from `runner/sandbox/container/`.
 """
 
 from __future__ import annotations
@@ -39,13 +39,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import BuildError, SandboxError
 from runner.manifest import Manifest
 from runner.redaction import REDACTED, Redactor
-from runner.sandbox.common import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
+from runner.sandbox.labels import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
 from runner.settings import SandboxSettings
+
+if TYPE_CHECKING:
+    from runner.sandbox.engine import DockerEngine
 
 FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
@@ -58,8 +61,8 @@ BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # run
 _RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
 
 
-def _package_file(name: str) -> bytes:
-    return resources.files("runner").joinpath(name).read_bytes()
+def _container_file(name: str) -> bytes:
+    return resources.files("runner.sandbox.container").joinpath(name).read_bytes()
 
 
 def _tool_files(folder: Path) -> list[tuple[str, Path]]:
@@ -254,21 +257,24 @@ class _BuildWatch:
             self._kill(self.container)
 
 
-class _ImageBuilder:
-    """The image half of `Sandbox`, which mixes it in: finds or builds the image of a tool.
+class ImageBuilder:
+    """Finds or builds the image of a tool, and removes the images its earlier versions built.
 
-    It works through what the sandbox has (annotated below): its engine client, settings, lock, progress and
-    `_kill`, and the caches `Sandbox.__init__` creates.
+    Caches which tool contents have which tag (by file stats, so an unchanged tool costs a few stat calls).
     """
 
-    api: Any
-    settings: SandboxSettings
-    _lock: threading.RLock
-    _images: dict[tuple[Any, ...], str]
-    _build_locks: dict[str, threading.Lock]
-    _superseded: dict[str, str]
-    _say: Callable[[str], None]
-    _kill: Callable[[str], None]
+    def __init__(self, engine: DockerEngine, settings: SandboxSettings, say: Callable[[str], None]):
+        self._engine = engine
+        self.settings = settings
+        self._say = say
+        self._lock = threading.Lock()
+        self._images: dict[tuple[Any, ...], str] = {}  # (folder, entrypoint, base, file stats) -> tag
+        self._build_locks: dict[str, threading.Lock] = {}
+        self._superseded: dict[str, str] = {}  # image id -> name: images of edited tools still in use
+
+    @property
+    def api(self) -> Any:
+        return self._engine.api
 
     def base_image(self, manifest: Manifest) -> str:
         if manifest.base_image:
@@ -313,8 +319,8 @@ class _ImageBuilder:
         for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
         h.update((script or b"") + b"\0")  # holds entrypoint.build
-        for name in ("launcher.sh", "warm.py"):
-            h.update(_package_file(name) + b"\0")
+        for name in ("launch.sh", "warm.py"):
+            h.update(_container_file(name) + b"\0")
         for rel, path in files:
             h.update(rel.encode() + b"\0")
             if path.is_symlink():
@@ -346,8 +352,8 @@ class _ImageBuilder:
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             _add(tar, "Dockerfile", context.dockerfile.encode())
             _add_dir(tar, "pocket")
-            _add(tar, "pocket/launch.sh", _package_file("launcher.sh"), 0o755)
-            _add(tar, "pocket/warm.py", _package_file("warm.py"))
+            _add(tar, "pocket/launch.sh", _container_file("launch.sh"), 0o755)
+            _add(tar, "pocket/warm.py", _container_file("warm.py"))
             _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
             _add_dir(tar, "tool")
             for rel, path in context.files:
@@ -435,7 +441,7 @@ class _ImageBuilder:
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
         redact = _index_redactor(index_url)
-        watch = _BuildWatch(self._kill)
+        watch = _BuildWatch(self._engine.kill)
         timer = threading.Timer(limit, watch.expire)
         timer.daemon = True
         failure: dict[str, Any] | None = None
@@ -525,3 +531,10 @@ class _ImageBuilder:
         if not self.settings.allow_network:
             message += "; builds get no network while sandbox.allow_network = false, so one fetching packages fails"
         return message
+
+    def close(self) -> None:
+        """Remove the superseded images that were still in use before (their containers are gone now)."""
+        with self._lock:
+            superseded = list(self._superseded.items())
+        for image_id, name in superseded:
+            self._remove_image(image_id, name)

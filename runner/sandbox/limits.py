@@ -1,5 +1,5 @@
 """What one call's container may use (settings, manifest and call options combined), and the lines the
-launcher (`runner/launcher.sh`) reads before a call's body."""
+launcher (`container/launch.sh`) reads before a call's body."""
 
 from __future__ import annotations
 

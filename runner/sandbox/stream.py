@@ -15,7 +15,7 @@ STDERR_KEEP = 64 * 1024  # the stderr tail kept per call
 DRAIN_FACTOR = 16  # output past the cap is read and dropped up to this many caps, then the tool is killed
 
 
-class _Stream:
+class Stream:
     """One attached container connection: writes stdin, demultiplexes stdout/stderr frames."""
 
     def __init__(self, raw: Any):
@@ -124,7 +124,7 @@ class _Stream:
         return "eof"
 
 
-class _Output:
+class Output:
     """stdout kept up to a cap (the rest counted and dropped), stderr's tail kept.
 
     With a nonce, it also watches both streams for the launcher's closing line (`\\x1e<nonce> <status>`),

@@ -1,0 +1,269 @@
+"""The engine: where containers run. `Engine` is the seam a second backend implements; `DockerEngine` is
+the Docker one, through the docker SDK's low-level client.
+
+It owns the client (connected, and stale containers cleaned, on first use), the labels on what it creates,
+the hardened container configuration, and create / start / kill / remove. Each container it starts has its
+stdin, stdout and stderr attached (`Started.stream`): a call's environment and body travel there, never in
+the container's config.
+
+Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a small
+/tmp tmpfs (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous volume holds the tool's
+files on the host's disk), pids/memory/CPU limits, private IPC, no logs kept by the engine, never a bind
+mount or the Docker socket. `network` false is `--network none`; true is the default bridge; a host list
+is an internal network whose only exit is the egress proxy (`egress`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runner.errors import SandboxError
+from runner.manifest import Manifest
+from runner.sandbox.egress import EGRESS_PORT, EgressNetworks
+from runner.sandbox.images import ImageBuilder, image_repository
+from runner.sandbox.labels import LABEL, LABEL_MODE, LABEL_OWNER, LABEL_SANDBOX, LABEL_TOOL, USER, owner_alive
+from runner.sandbox.stream import Stream
+from runner.settings import SandboxSettings
+
+TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the container's own /tmp
+# Over each VOLUME the image declares: without it the engine creates an anonymous volume there, writable
+# host-disk storage that outlives the container.
+VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
+OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a container is created from (pools are keyed by it)."""
+
+    image: str
+    tool: str
+    limits_key: tuple[Any, ...]  # Limits.container_key: memory, cpus, pids, network
+    command: tuple[str, ...]
+    mode: str  # "call" or "warm"
+
+
+@dataclass
+class Started:
+    """A started container with its attached stream, waiting for a call."""
+
+    id: str
+    stream: Stream
+    started: float = field(default_factory=time.monotonic)
+
+
+class Engine(Protocol):
+    """What the sandbox needs of a place to run containers."""
+
+    def image(self, manifest: Manifest) -> str: ...
+    def start(self, spec: Spec) -> Started: ...
+    def kill(self, cid: str) -> None: ...
+    def remove(self, cid: str) -> None: ...
+    def exit_code(self, cid: str) -> int | None: ...
+    def oom_killed(self, cid: str, *, wait: bool = False) -> bool: ...
+    def containers(self) -> set[str]: ...
+    def cleanup_stale(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+class DockerEngine:
+    """Containers on one Docker engine. Thread-safe."""
+
+    def __init__(self, settings: SandboxSettings, sandbox_id: str, owner: str, say: Callable[[str], None]):
+        self.settings = settings
+        self.sandbox_id = sandbox_id
+        self.owner = owner
+        self.egress = EgressNetworks(self)
+        self.images = ImageBuilder(self, settings, say)
+        self._lock = threading.Lock()
+        self._api: Any = None
+        self._stale_removed: list[str] = []
+        self._volumes: dict[str, dict[str, str]] = {}  # image -> tmpfs mounts over its VOLUMEs
+        self._live: set[str] = set()  # every container id created and not yet removed
+        self._closed = False
+
+    @property
+    def api(self) -> Any:
+        """The docker SDK's low-level client, created (and stale containers cleaned) on first use."""
+        if self._api is None:
+            with self._lock:
+                if self._api is None:
+                    import docker
+
+                    try:
+                        api = docker.APIClient(
+                            base_url=os.environ.get("DOCKER_HOST") or None, version="auto", timeout=120,
+                            max_pool_size=32,
+                        )  # fmt: skip
+                        api.ping()
+                    except Exception as exc:
+                        raise SandboxError(
+                            f"cannot reach the Docker engine ({exc}); is dockerd running and may this user use it?"
+                        ) from None
+                    self._stale_removed = self._cleanup_stale(api)
+                    self._api = api
+        return self._api
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL: "1", LABEL_OWNER: self.owner, LABEL_SANDBOX: self.sandbox_id}
+
+    def cleanup_stale(self) -> list[str]:
+        """Remove containers and networks whose owner label names a runner process on this host that no longer
+        runs. Runs once by itself when the engine is first used; returns every id removed so far."""
+        first_use = self._api is None
+        api = self.api
+        if not first_use:
+            self._stale_removed += self._cleanup_stale(api)
+        return list(self._stale_removed)
+
+    def _cleanup_stale(self, api: Any) -> list[str]:
+        removed = []
+        with contextlib.suppress(Exception):
+            for kind, listed, remove in (
+                ("container", api.containers(all=True, filters={"label": LABEL_OWNER}), api.remove_container),
+                ("network", api.networks(filters={"label": LABEL_OWNER}), api.remove_network),
+            ):
+                for item in listed:
+                    owner = (item.get("Labels") or {}).get(LABEL_OWNER, "")
+                    if owner and owner != self.owner and not owner_alive(owner):
+                        with contextlib.suppress(Exception):
+                            remove(item["Id"], **({"force": True, "v": True} if kind == "container" else {}))
+                            removed.append(item["Id"])
+        return removed
+
+    def host_config(self, image: str, **limits: Any) -> dict[str, Any]:
+        """The hardened host configuration every container gets, with `limits` (memory, cpus, network...)."""
+        import docker.types
+
+        return self.api.create_host_config(
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={**self._volume_tmpfs(image), **TMPFS},
+            log_config=docker.types.LogConfig(type="none"),
+            ipc_mode="private",
+            **limits,
+        )
+
+    def image(self, manifest: Manifest) -> str:
+        """The tag of the tool's image, built first when no image holds exactly these contents."""
+        return self.images.image(manifest)
+
+    def track(self, cid: str) -> None:
+        """Count a created container as this engine's, so close() removes it."""
+        with self._lock:
+            self._live.add(cid)
+
+    def start(self, spec: Spec) -> Started:
+        """Create, attach and start one container of `spec` (about 0.3-0.4 s)."""
+        memory_mb, cpus, pids, network = spec.limits_key
+        api = self.api
+        environment = {"HOME": "/tmp"}  # noqa: S108
+        dns = None
+        if isinstance(network, tuple):
+            network_mode, proxy_ip = self.egress.network(network)
+            proxy = f"http://{proxy_ip}:{EGRESS_PORT}"
+            dns = ["timeout:1", "attempts:1"]  # names resolve at the proxy: a lookup in here fails in 1 s, not 10
+            environment.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
+        else:
+            network_mode = "bridge" if network else "none"
+        host_config = self.host_config(
+            spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
+            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns,
+        )  # fmt: skip
+        name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
+        container = api.create_container(
+            spec.image,
+            command=list(spec.command),
+            user=USER,
+            hostname="pocket-sandbox",
+            working_dir="/tool",
+            environment=environment,
+            stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
+            tty=False,
+            network_disabled=network is False,
+            labels={**self.labels(), LABEL_TOOL: spec.tool, LABEL_MODE: spec.mode},
+            host_config=host_config,
+            name=name,
+        )
+        cid = container["Id"]
+        self.track(cid)
+        try:
+            stream = Stream(api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}))
+            api.start(cid)
+        except Exception:
+            self.remove(cid)
+            raise
+        if self._closed:  # closed while this one started: close() may have missed it
+            stream.close()
+            self.remove(cid)
+            raise SandboxError("the sandbox is closed")
+        return Started(cid, stream)
+
+    def _volume_tmpfs(self, image: str) -> dict[str, str]:
+        """A small tmpfs over each VOLUME the image declares, so the engine creates no anonymous volume."""
+        with self._lock:
+            known = self._volumes.get(image)
+        if known is None:
+            declared = (self.api.inspect_image(image).get("Config") or {}).get("Volumes") or {}
+            known = {path: VOLUME_TMPFS for path in declared}
+            with self._lock:
+                self._volumes[image] = known
+        return known
+
+    def kill(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.api.kill(cid)
+
+    def remove(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.api.remove_container(cid, force=True, v=True)
+        with self._lock:
+            self._live.discard(cid)
+
+    def exit_code(self, cid: str) -> int | None:
+        try:
+            return int(self.api.wait(cid, timeout=10)["StatusCode"])
+        except Exception:
+            return None
+
+    def oom_killed(self, cid: str, *, wait: bool = False) -> bool:
+        """Whether the kernel killed a process of the container for memory. Asked after a 137 (SIGKILL) only;
+        the engine learns of an OOM kill from its own event, which may come a little after the exit."""
+        if wait:
+            self.exit_code(cid)
+        deadline = time.monotonic() + OOM_EVENT_WAIT
+        while True:
+            try:
+                if self.api.inspect_container(cid)["State"].get("OOMKilled"):
+                    return True
+            except Exception:
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def containers(self) -> set[str]:
+        """Ids of the containers this engine created and has not removed yet."""
+        with self._lock:
+            return set(self._live)
+
+    def close(self) -> None:
+        """Remove every container and network this engine created, the images its edited tools superseded,
+        and close the client."""
+        self._closed = True
+        if self._api is None:
+            return
+        for cid in self.containers():
+            self.remove(cid)
+        self.images.close()
+        self.egress.close()
+        with contextlib.suppress(Exception):
+            self._api.close()

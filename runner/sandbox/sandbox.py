@@ -1,0 +1,299 @@
+"""`Sandbox`: every tool call runs in its own hardened container. The facade over the parts in this package:
+the engine (containers, hardening, stale cleanup; the seam a second backend implements), the image builder,
+the started-container pools, the warm pool, background work, and the launcher exchange. It maps what those
+report to an `Invocation`."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from runner.errors import PocketError, SandboxError
+from runner.invocation import Cancellation, Invocation, Outcome, parse_output
+from runner.manifest import Manifest
+from runner.sandbox.background import Background
+from runner.sandbox.engine import DockerEngine, Spec, Started
+from runner.sandbox.labels import owner_label
+from runner.sandbox.launch import Ending, Launched, launch, stdin_for
+from runner.sandbox.limits import Limits, resolve_limits
+from runner.sandbox.pool import Pools
+from runner.sandbox.stream import DRAIN_FACTOR
+from runner.sandbox.warm_pool import WarmPool, WarmReply, WarmState
+from runner.settings import SandboxSettings, Settings
+
+Progress = Callable[[str], None]
+
+
+class Sandbox:
+    """Runs tools in containers. Thread-safe: `Pocket.ainvoke` calls `run` from worker threads.
+
+    `run(manifest, body, environment, ...)` returns an `Invocation`; `prepare(manifest)` builds the image and
+    fills the pool ahead of the first call; `close()` removes every container this sandbox created;
+    `cleanup_stale()` removes containers left by runners that are gone (it runs once when the engine is
+    first used).
+    """
+
+    def __init__(self, settings: Settings | SandboxSettings | None = None, *, progress: Progress | None = None):
+        if isinstance(settings, Settings):
+            settings = settings.sandbox
+        self.settings: SandboxSettings = settings if settings is not None else SandboxSettings()
+        self.id = uuid.uuid4().hex[:12]
+        self._progress = progress
+        self._engine = DockerEngine(self.settings, self.id, owner_label(), self._say)
+        self._background = Background(self._engine)
+        self._pools = Pools(self.settings.pool_size, self.settings.pool_max, self._engine, self._background)
+        self._warm = WarmPool(self._engine, self._background, self.settings.warm_idle_seconds)
+        self._lock = threading.Lock()
+        self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
+        self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
+        self._closed = False
+
+    @property
+    def api(self) -> Any:
+        """The docker SDK's low-level client (connected on first use)."""
+        return self._engine.api
+
+    def image(self, manifest: Manifest) -> str:
+        """The tag of the tool's image, built first when no image holds exactly these contents."""
+        return self._engine.image(manifest)
+
+    def cleanup_stale(self) -> list[str]:
+        return self._engine.cleanup_stale()
+
+    def containers(self) -> set[str]:
+        """Ids of the containers this sandbox created and has not removed yet."""
+        return self._engine.containers()
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        manifest: Manifest,
+        body: Any,
+        environment: Mapping[str, str],
+        *,
+        timeout: float | None = None,
+        user_id: str = "default",
+        cancellation: Cancellation | None = None,
+    ) -> Invocation:
+        """Run one call of `manifest`'s tool with `body` on stdin and exactly `environment` (plus HOME, PATH).
+        `cancellation.cancel()`, from any thread, kills the call's container.
+
+        Never raises for what the tool does: failures, timeouts, memory kills and build failures come
+        back as an `Invocation` with outcome TOOL_FAILED; a manifest or environment the sandbox refuses
+        comes back as BAD_INPUT.
+        """
+        started_at = time.perf_counter()
+        result = _Result(manifest.name, started_at)
+        if self._closed:
+            return result.failed("the sandbox is closed")
+        try:
+            limits = resolve_limits(self.settings, manifest, timeout)
+            stdin, nonce = stdin_for(environment, body)
+        except PocketError as exc:
+            return result.failed(str(exc), Outcome.BAD_INPUT)
+        self._say_lowered(limits)
+        warm = bool(manifest.entrypoint.handler) and self._is_warm(manifest)
+        try:
+            spec = self._spec(manifest, limits, "warm" if warm else "call")
+            if warm:
+                return self._unless_closed(
+                    result, self._run_warm(result, spec, environment, body, limits, user_id, cancellation)
+                )
+            pool = self._pools.get(spec) if self.settings.pool_size else None
+            started = pool.take() if pool is not None else self._engine.start(spec)
+        except SandboxError as exc:
+            return result.failed(str(exc))
+        except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...)
+            explanation = getattr(exc, "explanation", None) or exc
+            return result.failed(f"the sandbox could not start the tool's container: {explanation}")
+        try:
+            with self._serving(started, cancellation):
+                launched = launch(self._engine, started, stdin, nonce, limits)
+        finally:
+            if pool is not None:
+                pool.release()
+            self._background.discard(started)
+        return self._unless_closed(result, self._from_launch(result, launched, started, limits))
+
+    def _run_warm(
+        self,
+        result: _Result,
+        spec: Spec,
+        environment: Mapping[str, str],
+        body: Any,
+        limits: Limits,
+        user_id: str,
+        cancellation: Cancellation | None,
+    ) -> Invocation:
+        worker = self._warm.acquire(spec, user_id)
+        try:
+            with self._serving(worker.started, cancellation):
+                reply = worker.call(environment, body, limits)
+        finally:
+            self._warm.release(worker)
+        return self._from_warm(result, reply, worker.started, limits)
+
+    def _unless_closed(self, result: _Result, outcome: Invocation) -> Invocation:
+        """A call that close() interrupted: say so, not what killing its container looked like."""
+        if self._closed and not outcome.ok:
+            return result.failed("the sandbox was closed", stderr=outcome.stderr)
+        return outcome
+
+    def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> Spec:
+        if mode == "warm":
+            command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
+        else:
+            command = ("/bin/sh", "/pocket/launch.sh")
+        return Spec(self.image(manifest), manifest.name, limits.container_key, command, mode)
+
+    @contextlib.contextmanager
+    def _serving(self, started: Started, cancellation: Cancellation | None) -> Iterator[None]:
+        """Around a call: close() (or the call's cancellation) kills its container, at once if either happened
+        already; background work waits."""
+        cid = started.id
+        with self._lock:
+            self._in_flight.add(cid)
+        try:
+            if self._closed:
+                self._engine.kill(cid)
+            if cancellation is not None:
+                cancellation.attach(lambda: self._engine.kill(cid))
+            with self._background.call():
+                yield
+        finally:
+            with self._lock:
+                self._in_flight.discard(cid)
+
+    def _from_launch(self, result: _Result, launched: Launched, started: Started, limits: Limits) -> Invocation:
+        common: dict[str, Any] = {"stderr": launched.stderr, "truncated": launched.truncated}
+        code, stdout = launched.exit_code, launched.stdout
+        if launched.ending is Ending.TIMEOUT:
+            return result.failed(_timed_out(limits), **common)
+        if launched.ending is Ending.STOPPED:
+            return result.failed(
+                f"the tool printed more than {DRAIN_FACTOR + 1} times the output limit "
+                f"({limits.output_limit} bytes) and was stopped",
+                value=stdout, exit_code=code, **common,
+            )  # fmt: skip
+        if code == 0 and launched.truncated:  # cut JSON is not a result: never hand it on as a success
+            return result.failed(
+                f"the tool's output was over the output limit ({limits.output_limit} bytes) and was cut; "
+                f"raise [sandbox.tools.{result.tool}] output_limit_bytes",
+                value=stdout, exit_code=0, **common,
+            )  # fmt: skip
+        if code == 0:
+            return result.ok(parse_output(stdout), exit_code=0, **common)
+        if code == 137 and not self._closed and self._engine.oom_killed(started.id, wait=True):
+            error = _out_of_memory(limits)
+        elif code is None:
+            error = "the container vanished before its exit code could be read"
+        else:
+            tail = launched.stderr.strip().splitlines()[-5:]
+            error = f"the tool exited with code {code}" + (": " + "\n".join(tail) if tail else "")
+        return result.failed(error, value=None, exit_code=code, **common)
+
+    def _from_warm(self, result: _Result, reply: WarmReply, started: Started, limits: Limits) -> Invocation:
+        stderr = reply.stderr
+        if reply.state is WarmState.OK:
+            return result.ok(reply.value, stderr=stderr)
+        if reply.state is WarmState.ERROR:
+            return result.failed(str(reply.value), stderr=stderr)
+        if reply.state is WarmState.TIMEOUT:
+            return result.failed(_timed_out(limits), stderr=stderr)
+        if reply.state is WarmState.BAD_REPLY:
+            return result.failed(
+                f"the warm server's reply is not its protocol ({reply.value!r}: did the handler write to the "
+                "protocol's file descriptor?); its container was discarded",
+                stderr=stderr,
+            )
+        if reply.state is WarmState.TOO_BIG:
+            error = f"the handler's result is over the output limit ({limits.output_limit} bytes)"
+            return result.failed(error, stderr=stderr, truncated=True)
+        code = self._engine.exit_code(started.id)
+        if code == 137 and self._engine.oom_killed(started.id):
+            return result.failed(_out_of_memory(limits), stderr=stderr)
+        return result.failed(f"the warm server exited (code {code})", stderr=stderr)
+
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
+
+    def _say_lowered(self, limits: Limits) -> None:
+        for message in limits.lowered:
+            with self._lock:
+                if message in self._said:
+                    continue
+                self._said.add(message)
+            self._say(message)
+
+    def _is_warm(self, manifest: Manifest) -> bool:
+        return manifest.name in self.settings.warm_tools or "*" in self.settings.warm_tools
+
+    # -- ahead of calls, and lifetime --------------------------------------------------------------
+
+    def prepare(self, manifest: Manifest, *, user_id: str = "default", warm_workers: int = 0) -> str:
+        """Build the tool's image and start its pool now, so the first call does not wait. Returns the tag.
+
+        For a tool in warm mode, also make sure `warm_workers` warm containers serve `user_id` (waits for them).
+        """
+        limits = resolve_limits(self.settings, manifest)
+        self._say_lowered(limits)
+        spec = self._spec(manifest, limits, "call")
+        if self.settings.pool_size:
+            self._pools.get(spec).refill()
+        if warm_workers and manifest.entrypoint.handler and self._is_warm(manifest):
+            self._warm.fill(self._spec(manifest, limits, "warm"), user_id, warm_workers)
+        return spec.image
+
+    def close(self) -> None:
+        """Remove every container this sandbox created (waiting for the removals) and stop its threads.
+
+        The containers of calls still running are killed first, so those calls end now (and report "the
+        sandbox was closed") instead of running to their timeout."""
+        if self._closed:
+            return
+        self._closed = True
+        self._background.stop_waiting()
+        with self._lock:
+            in_flight = list(self._in_flight)
+        for cid in in_flight:
+            self._engine.kill(cid)
+        self._pools.close()
+        self._warm.close()
+        self._background.close()
+        self._engine.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Result:
+    """Builds the `Invocation` of one call, timed from its start."""
+
+    def __init__(self, tool: str, started_at: float):
+        self.tool, self._started_at = tool, started_at
+
+    def ok(self, value: Any, **details: Any) -> Invocation:
+        return Invocation(self.tool, Outcome.OK, value=value, duration_seconds=self._elapsed(), **details)
+
+    def failed(self, error: str, outcome: Outcome = Outcome.TOOL_FAILED, **details: Any) -> Invocation:
+        return Invocation(self.tool, outcome, error=error, duration_seconds=self._elapsed(), **details)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._started_at
+
+
+def _timed_out(limits: Limits) -> str:
+    return f"timed out after {limits.timeout:g} s"
+
+
+def _out_of_memory(limits: Limits) -> str:
+    return f"killed: out of memory (limit {limits.memory_mb} MiB)"
