@@ -1,7 +1,7 @@
 """The sandbox: every tool call runs in its own hardened container.
 
 `Sandbox` (sandbox.py) is the facade; the parts it is composed of, in the order a call meets them:
-`limits` (what a call may use), `images` (tool images named by a hash of their contents, and their builds),
+`limits` (what a call may use), `images` (tool images, named by a hash of their `context`, made by `build`),
 `engine` (containers on the Docker engine, hardened; the seam a second backend implements), `egress` (the
 networks whose only exit is a proxy allowing listed hosts), `pool` (containers started ahead of calls),
 `warm_pool` (warm mode's long-lived servers), `background` (work done in the pauses between calls),
@@ -23,8 +23,8 @@ _EXPORTS = {
     "SENTINEL": "runner.sandbox.limits",
     "launcher_lines": "runner.sandbox.limits",
     "resolve_limits": "runner.sandbox.limits",
-    "BUILD_STEP": "runner.sandbox.images",
-    "FORMAT": "runner.sandbox.images",
+    "BUILD_STEP": "runner.sandbox.context",
+    "FORMAT": "runner.sandbox.context",
     "image_repository": "runner.sandbox.images",
     "LABEL": "runner.sandbox.labels",
     "LABEL_FOLDER": "runner.sandbox.labels",
@@ -62,7 +62,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from runner.errors import BuildError, SandboxError
-    from runner.sandbox.images import BUILD_STEP, FORMAT, image_repository
+    from runner.sandbox.context import BUILD_STEP, FORMAT
+    from runner.sandbox.images import image_repository
     from runner.sandbox.labels import (
         LABEL,
         LABEL_FOLDER,
