@@ -52,7 +52,7 @@ def test_output_is_parsed_as_json_only_when_it_is_json():
 
 
 def test_a_body_nested_too_deeply_is_a_problem_not_a_crash():
-    from runner.invocation import body_problems
+    from runner.schema import body_problems
 
     deep: list = []
     for _ in range(5000):

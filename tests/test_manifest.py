@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ManifestError
-from runner.manifest import load_manifest, schemas_dir
+from runner.manifest import load_manifest
+from runner.schema import schemas_dir
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"
 
@@ -175,7 +176,7 @@ def test_every_ref_of_the_input_schema_must_resolve_inside_it(tmp_path):
 
 
 def test_a_schema_built_in_code_with_a_dangling_ref_is_a_clear_body_problem():
-    from runner.invocation import body_problems
+    from runner.schema import body_problems
 
     schema = {"type": "object", "properties": {"a": {"$ref": "https://schemas.example/remote.json"}}}
     assert body_problems(schema, {"a": 1}) == [
