@@ -50,6 +50,7 @@ def tool_name_pattern() -> re.Pattern[str]:
 
 
 def manifest_schema() -> dict[str, Any]:
+    """pocket.schema.json, whose `properties` say which keys are known (others are warned about)."""
     return load_schema("pocket.schema.json")
 
 

@@ -209,6 +209,7 @@ def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_layers(files: list[Path], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The files in order, then the POCKET_ variables of `environ` (only read: other threads share it)."""
     data: dict[str, Any] = {}
     for file in files:
         with file.open("rb") as stream:
