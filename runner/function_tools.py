@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from runner.invocation import Invocation, Outcome
 from runner.manifest import AuthSpec, ToolSpec
+from runner.schema import tool_name_pattern
 
-TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Return|Yields|Raises|Examples?|Notes?)\s*:\s*$")
 _ARG_LINE = re.compile(r"^\s*\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
 
@@ -107,7 +107,7 @@ class FunctionTool:
         self.func = func
         self.is_async = inspect.iscoroutinefunction(func)
         tool_name = name if name is not None else getattr(func, "__name__", "")
-        if not isinstance(tool_name, str) or not TOOL_NAME.match(tool_name):
+        if not isinstance(tool_name, str) or not tool_name_pattern().match(tool_name):
             raise ValueError(
                 f"tool name {tool_name!r} is not a safe identifier: use letters, digits, `_` and `-`, "
                 "at most 64 characters (agent frameworks reject anything else); pass name=... to choose one"

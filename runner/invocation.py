@@ -1,4 +1,4 @@
-"""One call of a tool: the body check before it runs, and the typed result after.
+"""One call of a tool: the typed result, its redaction and cancellation (the body check is runner.schema's).
 
 An invocation never raises for what the agent did (an unknown tool, a bad body, a failing tool,
 missing authorization): it returns an `Invocation` the agent can read and act on. The CLI maps
@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
 
 from runner.errors import ExitCode
@@ -110,47 +109,3 @@ def parse_output(stdout: str) -> Any:
         except ValueError:
             pass
     return stdout.rstrip("\n")
-
-
-@lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    from jsonschema.validators import Draft202012Validator, validator_for
-    from jsonschema_specifications import REGISTRY
-
-    schema = json.loads(schema_json)
-    cls = validator_for(schema, default=Draft202012Validator)
-    # Only the metaschemas besides the schema itself: jsonschema's default registry would fetch a remote
-    # `$ref` from the network (a tool's schema must not make the runner send requests).
-    return cls(schema, registry=REGISTRY)
-
-
-def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
-    """Every way `body` fails `input_schema`, each naming the field (as a JSON pointer)."""
-    if not isinstance(body, dict):
-        return [f"the body must be a JSON object, got {_json_kind(body)}"]
-    try:
-        json.dumps(body, allow_nan=False)
-    except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
-        return [f"the body is not JSON data: {exc}"]
-    except RecursionError:
-        return ["the body is nested too deeply"]
-    from referencing.exceptions import Unresolvable
-
-    validator = _validator(json.dumps(input_schema, sort_keys=True))
-    try:
-        errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
-    except Unresolvable as exc:  # a manifest's load refuses these; a schema built in code may still hold one
-        return [f"the tool's inputSchema cannot check it: its $ref {exc.ref!r} points to nothing"]
-    except RecursionError:  # a recursive schema walking a body just under json's own depth limit
-        return ["the body is nested too deeply"]
-    problems = []
-    for error in errors:
-        field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
-        problems.append(f"{field}: {error.message}")
-    return problems
-
-
-def _json_kind(value: Any) -> str:
-    kinds = ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (int | float, "a number"))
-    kinds += ((list | tuple, "an array"),)
-    return next((name for kind, name in kinds if isinstance(value, kind)), f"a Python {type(value).__name__}")

@@ -1,4 +1,4 @@
-"""pocket.json: read it, validate it against the published JSON Schemas, turn it into a `Manifest`.
+"""pocket.json: read it, validate it (with runner.schema), turn it into a `Manifest`.
 
 Validation reports every problem at once, each with the file and the JSON pointer of the offending
 value, so a person can fix a manifest in one pass. After validation the rest of the runner only
@@ -8,13 +8,13 @@ sees the typed `Manifest` model.
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import ManifestError, Problem
+from runner.schema import input_schema_problems, manifest_problems, manifest_schema, pointer
 
 MANIFEST_NAME = "pocket.json"
 # Variables the sandbox sets itself: a manifest may not declare them (`pocket_` names are the launcher's own).
@@ -88,108 +88,12 @@ class Manifest(BaseModel):
         return self.folder / MANIFEST_NAME
 
 
-def schemas_dir() -> Path:
-    """The published schemas: inside the installed package, or at the repository root in a checkout."""
-    packaged = Path(__file__).resolve().parent / "schemas"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "schemas"
-
-
-@cache
-def _manifest_validator() -> Any:
-    from jsonschema import Draft202012Validator
-    from referencing import Registry, Resource
-
-    def load(name: str) -> dict[str, Any]:
-        return json.loads((schemas_dir() / name).read_text(encoding="utf-8"))
-
-    pocket, auth = load("pocket.schema.json"), load("auth.schema.json")
-    registry = Registry().with_resources((schema["$id"], Resource.from_contents(schema)) for schema in (pocket, auth))
-    return Draft202012Validator(pocket, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
-
-
-def _pointer(path: Any) -> str:
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
-
-
-def _describe(error: Any) -> str:
-    """A schema error in words a manifest author understands."""
-    if error.validator == "anyOf" and not error.path and "language" in str(error.validator_value):
-        return "the manifest needs `language` (python or node) or `baseImage`"
-    if error.validator == "pattern" and error.path and error.path[-1] == "name":
-        return (
-            f"tool name {error.instance!r} is not a safe identifier: use letters, digits, `_` and `-`, "
-            "at most 64 characters (agent frameworks reject anything else)"
-        )
-    if error.validator == "additionalProperties":
-        return error.message.replace("Additional properties are not allowed", "unknown key(s)")
-    return error.message
-
-
-def _input_schema_problems(file: str, schema: Any) -> list[Problem]:
-    """`tool.inputSchema` must itself be a valid JSON Schema (checked against its own dialect's metaschema)
-    whose every `$ref` resolves inside it (nothing is ever fetched)."""
-    if not isinstance(schema, dict):
-        return []  # already reported by the manifest schema
-    from jsonschema.validators import Draft202012Validator, validator_for
-
-    cls = validator_for(schema, default=Draft202012Validator)
-    problems = [
-        Problem(file, "/tool/inputSchema" + _pointer(e.absolute_path), f"not a valid JSON Schema: {e.message}")
-        for e in sorted(cls(cls.META_SCHEMA).iter_errors(schema), key=lambda e: list(e.absolute_path))
-    ]
-    if problems:
-        return problems
-    return [
-        Problem(file, "/tool/inputSchema" + _pointer(path), message)
-        for path, message in _unresolvable_refs(schema, cls.META_SCHEMA.get("$schema", ""))
-    ]
-
-
-_DATA_KEYWORDS = {"enum", "const", "default", "examples"}  # values here are data, not schemas
-
-
-def _unresolvable_refs(schema: dict[str, Any], dialect: str) -> list[tuple[list[Any], str]]:
-    """(path, message) of each `$ref` that does not resolve within the schema itself."""
-    from referencing import Registry, Resource, Specification
-    from referencing.exceptions import Unresolvable
-    from referencing.jsonschema import specification_with
-
-    specification: Specification[Any] = specification_with(dialect)
-    root = Resource.from_contents(schema, default_specification=specification)
-    found: list[tuple[list[Any], str]] = []
-
-    def walk(node: Any, path: list[Any], resolver: Any) -> None:
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                walk(item, [*path, index], resolver)
-            return
-        if not isinstance(node, dict):
-            return
-        if isinstance(node.get("$id"), str) and path:
-            resolver = resolver.in_subresource(Resource.from_contents(node, default_specification=specification))
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            try:
-                resolver.lookup(ref)
-            except Unresolvable:
-                found.append(
-                    ([*path, "$ref"], f"$ref {ref!r} points to nothing in this schema (only references inside "
-                     "the schema work, such as '#/$defs/NAME'; nothing is fetched)")
-                )  # fmt: skip
-        for key, value in node.items():
-            if key not in _DATA_KEYWORDS:
-                walk(value, [*path, key], resolver)
-
-    walk(schema, [], Registry().with_resource(root.id() or "", root).resolver(root.id() or ""))
-    return found
-
-
 def _variable_problems(file: str, document: dict[str, Any]) -> list[Problem]:
     variables = document.get("variables")
     if not isinstance(variables, dict):
         return []
     return [
-        Problem(file, _pointer(["variables", name]), f"variable {name!r} is reserved for the sandbox; rename it")
+        Problem(file, pointer(["variables", name]), f"variable {name!r} is reserved for the sandbox; rename it")
         for name in variables
         if name in RESERVED_VARIABLES or name.startswith(RESERVED_PREFIX)
     ]
@@ -197,9 +101,9 @@ def _variable_problems(file: str, document: dict[str, Any]) -> list[Problem]:
 
 def _unknown_key_warnings(file: str, document: dict[str, Any]) -> list[Problem]:
     """Keys no schema knows: warnings, so a manifest written for a newer runner still loads."""
-    schema = _manifest_validator().schema
+    schema = manifest_schema()
     warnings = [
-        Problem(file, _pointer([key]), f"unknown key {key!r} is ignored", is_warning=True)
+        Problem(file, pointer([key]), f"unknown key {key!r} is ignored", is_warning=True)
         for key in document
         if key not in schema["properties"]
     ]
@@ -207,7 +111,7 @@ def _unknown_key_warnings(file: str, document: dict[str, Any]) -> list[Problem]:
     if isinstance(tool, dict):
         known = schema["properties"]["tool"]["properties"]
         warnings += [
-            Problem(file, _pointer(["tool", key]), f"unknown key {key!r} is ignored", is_warning=True)
+            Problem(file, pointer(["tool", key]), f"unknown key {key!r} is ignored", is_warning=True)
             for key in tool
             if key not in known
         ]
@@ -216,12 +120,11 @@ def _unknown_key_warnings(file: str, document: dict[str, Any]) -> list[Problem]:
 
 def validate_document(file: str, document: Any) -> list[Problem]:
     """Every problem with an already parsed pocket.json document, errors and warnings, in document order."""
-    errors = sorted(_manifest_validator().iter_errors(document), key=lambda e: (list(map(str, e.path)), e.message))
-    problems = [Problem(file, _pointer(e.absolute_path), _describe(e)) for e in errors]
+    problems = manifest_problems(file, document)
     if isinstance(document, dict):
         tool = document.get("tool")
         if isinstance(tool, dict):
-            problems += _input_schema_problems(file, tool.get("inputSchema"))
+            problems += input_schema_problems(file, tool.get("inputSchema"))
         problems += _variable_problems(file, document)
         problems += _unknown_key_warnings(file, document)
     return problems

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, overload
 
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError, SourceError
 from runner.function_tools import FunctionTool, function_tool
-from runner.invocation import Cancellation, Invocation, Outcome, body_problems, redact
+from runner.invocation import Cancellation, Invocation, Outcome, redact
 from runner.manifest import Manifest, load_manifest
+from runner.schema import body_problems
 from runner.settings import Settings, load_settings
 
 if TYPE_CHECKING:

@@ -1,17 +1,18 @@
 """Settings: `settings.toml`, `.secrets.toml` and `POCKET_*` environment variables, merged and validated.
 
-dynaconf reads the files and the environment; pydantic validates the merged result, so the rest of
-the runner gets typed values and a person gets an error that names the key. Later sources win:
-settings.toml < .secrets.toml < POCKET_ variables (`POCKET_AUTH__SLACK__CLIENT_ID`, `__` nests).
+The files are read with tomllib and merged here, the environment is only read (never changed: other
+threads share it); pydantic validates the merged result, so the rest of the runner gets typed values and
+a person gets an error that names the key. Later sources win: settings.toml < .secrets.toml < POCKET_
+variables (`POCKET_AUTH__SLACK__CLIENT_ID`, `__` nests). Values are literal: no templates, casts or
+includes, and no variable but POCKET_ ones is read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -164,32 +165,29 @@ class Settings(BaseModel):
         return value
 
 
-_environ_lock = threading.Lock()
-
-
-@contextmanager
-def _without_dynaconf_switches() -> Iterator[None]:
-    """Hide dynaconf's own `*_FOR_DYNACONF` variables while it loads.
-
-    They override the arguments we pass (SETTINGS_FILE_FOR_DYNACONF, INCLUDES_FOR_DYNACONF, ...), which
-    would let the process environment pull arbitrary files into our settings.
-    """
-    with _environ_lock:
-        hidden = {k: os.environ.pop(k) for k in list(os.environ) if k.upper().endswith("_FOR_DYNACONF")}
-        try:
-            yield
-        finally:
-            os.environ.update(hidden)
-
-
-def _env_path(name: str) -> str:
-    """POCKET_AUTH__SLACK__CLIENT_ID -> auth.slack.client_id; variable names keep their case.
+def _env_path(name: str) -> list[str]:
+    """POCKET_AUTH__SLACK__CLIENT_ID -> [auth, slack, client_id]; variable names keep their case.
 
     [variables.TOOL] NAME: the tool name is lower-cased like every key, the variable name is not.
     """
     parts = name[len(ENV_PREFIX) + 1 :].split("__")
     keep = 2 if parts[0].lower() == "variables" else len(parts)
-    return ".".join([p.lower() for p in parts[:keep]] + parts[keep:])
+    return [p.lower() for p in parts[:keep]] + parts[keep:]
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """`new` over `old`: tables merge key by key, arrays are joined, the rest is replaced (as with dynaconf,
+    which read the files before: keys match in any case, so POCKET_VARIABLES__T__NAME overrides `Name`)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        merged = dict(old)
+        spelled = {str(key).lower(): key for key in old}
+        for key, value in new.items():
+            key = spelled.get(str(key).lower(), key)
+            merged[key] = _merge(merged[key], value) if key in merged else value
+        return merged
+    if isinstance(old, list) and isinstance(new, list) and old != new:
+        return old + new
+    return new
 
 
 def _lower_keys(value: Any) -> Any:
@@ -199,7 +197,7 @@ def _lower_keys(value: Any) -> Any:
 
 
 def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
-    """dynaconf upper-cases top-level keys; ours are lower case. Variable names keep their case."""
+    """Keys in lower case, as the models name them; variable names keep their case."""
     normal = {}
     for key, value in data.items():
         key = str(key).lower()
@@ -210,30 +208,21 @@ def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
     return normal
 
 
-def _read_layers(files: list[Path]) -> dict[str, Any]:
-    from dynaconf import Dynaconf
-
-    with _without_dynaconf_switches():
-        raw = Dynaconf(
-            settings_files=[str(f) for f in files],
-            merge_enabled=True,
-            environments=False,
-            load_dotenv=False,
-            core_loaders=["TOML"],
-            loaders=[],  # no global DYNACONF_ variables: only POCKET_, loaded below
-            includes=[],
-            preload=[],
-            secrets=None,
-            auto_cast=False,  # values are literal: no `@int 0042` -> 42, no `@format {env[...]}`, no `@read_file`
-        )
-        for name, value in os.environ.items():
-            if name.startswith(ENV_PREFIX + "_") and len(name) > len(ENV_PREFIX) + 1:
-                # Kept as the raw string (no TOML parsing: a secret like "0042" must stay "0042");
-                # pydantic converts where a number or a boolean is expected.
-                raw.set(_env_path(name), value, tomlfy=False)
-        data = raw.as_dict()
-    data.pop("LOAD_DOTENV", None)
-    return _normalise(data)
+def _read_layers(files: list[Path], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The files in order, then the POCKET_ variables of `environ` (only read: other threads share it)."""
+    data: dict[str, Any] = {}
+    for file in files:
+        with file.open("rb") as stream:
+            data = _merge(data, _normalise(tomllib.load(stream)))
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX + "_") and len(name) > len(ENV_PREFIX) + 1:
+            # Kept as the raw string (no TOML parsing: a secret like "0042" must stay "0042");
+            # pydantic converts where a number or a boolean is expected.
+            layer: Any = value
+            for part in reversed(_env_path(name)):
+                layer = {part: layer}
+            data = _merge(data, layer)
+    return data
 
 
 def load_settings(
@@ -256,8 +245,8 @@ def load_settings(
         if path.is_file():
             files.append(path)
     try:
-        data = _read_layers(files)
-    except Exception as exc:  # dynaconf raises parser-specific errors for a malformed TOML file
+        data = _read_layers(files, os.environ)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         where = ", ".join(map(str, files)) or "the environment"
         raise SettingsError(f"cannot read settings from {where}: {exc}") from None
     try:

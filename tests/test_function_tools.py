@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 
 from runner.errors import SourceError
 from runner.function_tools import FunctionTool, function_tool
-from runner.invocation import Outcome, body_problems
+from runner.invocation import Outcome
 from runner.pocket import Pocket
+from runner.schema import body_problems
 from runner.settings import SandboxSettings
 from tests.agents_support import HELLO, settings
 from tests.fixtures_docker import TOOLS

@@ -52,9 +52,34 @@ def test_output_is_parsed_as_json_only_when_it_is_json():
 
 
 def test_a_body_nested_too_deeply_is_a_problem_not_a_crash():
-    from runner.invocation import body_problems
+    from runner.schema import body_problems
 
     deep: list = []
     for _ in range(5000):
         deep = [deep]
     assert body_problems({"type": "object"}, {"x": deep}) == ["the body is nested too deeply"]
+
+
+def test_a_backtracking_pattern_cannot_hang_the_body_check():
+    """re2 matches in linear time: Python's `re` would take longer than the universe's age on this body."""
+    from runner.schema import body_problems
+
+    hostile = "a" * 50000 + "!"
+    schema = {"type": "object", "properties": {"x": {"type": "string", "pattern": "^(a+)+$"}}}
+    problems = body_problems(schema, {"x": hostile})
+    assert problems == [f"/x: {hostile!r} does not match '^(a+)+$'"]
+    keys = {"type": "object", "patternProperties": {"^(a+)+$": {"type": "integer"}}, "additionalProperties": False}
+    assert body_problems(keys, {hostile: 1, "aa": "two"}) == [
+        f"body: {hostile!r} does not match any of the regexes: '^(a+)+$'",
+        "/aa: 'two' is not of type 'integer'",
+    ]
+    assert body_problems(keys, {"aa": 2}) == []
+
+
+def test_a_pattern_re2_cannot_run_in_a_schema_built_in_code_is_a_clear_body_problem():
+    from runner.schema import body_problems
+
+    schema = {"type": "object", "properties": {"x": {"pattern": "(?<=a)b"}}}
+    assert body_problems(schema, {"x": "ab"}) == [
+        "the tool's inputSchema cannot check it: its pattern '(?<=a)b' is not supported: invalid perl operator: (?<="
+    ]

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ManifestError
-from runner.manifest import load_manifest, schemas_dir
+from runner.manifest import load_manifest
+from runner.schema import schemas_dir
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"
 
@@ -175,7 +176,7 @@ def test_every_ref_of_the_input_schema_must_resolve_inside_it(tmp_path):
 
 
 def test_a_schema_built_in_code_with_a_dangling_ref_is_a_clear_body_problem():
-    from runner.invocation import body_problems
+    from runner.schema import body_problems
 
     schema = {"type": "object", "properties": {"a": {"$ref": "https://schemas.example/remote.json"}}}
     assert body_problems(schema, {"a": 1}) == [
@@ -202,3 +203,76 @@ def test_a_manifest_linked_to_a_file_outside_the_folder_is_refused(tmp_path):
     (tmp_path / "tool" / "pocket.json").unlink()
     (tmp_path / "tool" / "pocket.json").symlink_to("real.json")  # inside the folder: fine
     assert load_manifest(tmp_path / "tool").name == "echo"
+
+
+def with_input_schema(schema: dict) -> dict:
+    return {**VALID, "tool": {**VALID["tool"], "inputSchema": schema}}
+
+
+def test_patterns_re2_cannot_run_are_refused_naming_where(tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {"x": {"type": "string", "pattern": "^(?=a)b"}},
+        "patternProperties": {"(a)\\1": {}},
+    }
+    problems = problems_of(write(tmp_path, with_input_schema(schema)))
+    file = tmp_path / "pocket.json"
+    assert problems == [
+        f"{file}: /tool/inputSchema/patternProperties/(a)\\1: error: pattern '(a)\\\\1' is not supported: invalid "
+        "escape sequence: \\1 (patterns are matched in linear time: no lookarounds or backreferences)",
+        f"{file}: /tool/inputSchema/properties/x/pattern: error: pattern '^(?=a)b' is not supported: invalid perl "
+        "operator: (?= (patterns are matched in linear time: no lookarounds or backreferences)",
+    ]
+
+
+def test_patterns_re2_can_run_load_including_json_schema_unicode_escapes(tmp_path):
+    schema = {"type": "object", "properties": {"x": {"pattern": "^(a+)+$"}}, "patternProperties": {"^\\u00e9$": {}}}
+    assert load_manifest(write(tmp_path, with_input_schema(schema))).name == "echo"
+
+
+def test_pattern_properties_beside_unevaluated_properties_are_refused(tmp_path):
+    """jsonschema matches those with Python's backtracking engine, where no keyword of ours reaches."""
+    schema = {"type": "object", "patternProperties": {"^a": {}}, "unevaluatedProperties": False}
+    assert problems_of(write(tmp_path, with_input_schema(schema))) == [
+        f"{tmp_path / 'pocket.json'}: /tool/inputSchema/patternProperties: error: patternProperties cannot be "
+        "combined with unevaluatedProperties (patterns there would not be matched in linear time)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"type": "object", "$ref": "#"}, "/tool/inputSchema/$ref"),
+        ({"type": "object", "allOf": [{"$ref": "#"}]}, "/tool/inputSchema/allOf/0/$ref"),
+        (
+            {
+                "type": "object",
+                "properties": {"x": {"$ref": "#/$defs/a"}},
+                "$defs": {"a": {"anyOf": [{"$ref": "#/$defs/b"}]}, "b": {"not": {"$ref": "#/$defs/a"}}},
+            },
+            "/tool/inputSchema/$defs/b/not/$ref",
+        ),
+    ],
+)
+def test_a_schema_referring_to_itself_without_going_into_the_body_is_refused(tmp_path, schema, where):
+    """jsonschema would recurse until Python's stack ran out, on every body."""
+    assert problems_of(write(tmp_path, with_input_schema(schema))) == [
+        f"{tmp_path / 'pocket.json'}: {where}: error: $ref {schema_ref(schema, where)!r} leads back to a schema it "
+        "is part of without going into the body: checking a body would never end"
+    ]
+
+
+def schema_ref(schema: dict, where: str):
+    node = schema
+    for part in where.split("/")[3:]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def test_a_recursive_schema_that_goes_into_the_body_loads(tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {"child": {"$ref": "#"}, "items": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+        "$defs": {"node": {"allOf": [{"$ref": "#"}]}},
+    }
+    assert load_manifest(write(tmp_path, with_input_schema(schema))).name == "echo"

@@ -133,3 +133,31 @@ def test_no_files_means_defaults(tmp_path, monkeypatch):
 def test_lists_can_come_from_the_environment(folder, monkeypatch, value):
     monkeypatch.setenv("POCKET_SANDBOX__WARM_TOOLS", value)
     assert load_settings(directory=folder).sandbox.warm_tools == ("hello", "adder")
+
+
+def test_loading_never_changes_the_process_environment_other_threads_read(folder, monkeypatch):
+    """os.environ is shared by every thread: a load that hid variables from it for a moment would hide them
+    from a thread reading its own configuration at that moment."""
+    import os
+    import threading
+
+    monkeypatch.setenv("INCLUDES_FOR_DYNACONF", "/nowhere/evil.toml")
+    monkeypatch.setenv("POCKET_SANDBOX__CPUS", "2")
+    before = dict(os.environ)
+    changed, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if os.environ.get("INCLUDES_FOR_DYNACONF") != "/nowhere/evil.toml":
+                changed.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(20):
+            assert load_settings(directory=folder).sandbox.cpus == 2.0
+    finally:
+        stop.set()
+        watcher.join()
+    assert not changed.is_set()
+    assert dict(os.environ) == before
