@@ -8,6 +8,7 @@ sees the typed `Manifest` model.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -148,11 +149,12 @@ def _as_error(problem: Problem) -> Problem:
     )
 
 
-def load_manifest(folder: Path, *, strict: bool = False) -> Manifest:
+def load_manifest(folder: str | os.PathLike[str], *, strict: bool = False) -> Manifest:
     """Read and validate `folder/pocket.json`. Raises ManifestError listing every problem found.
 
     With `strict`, warnings (unknown keys) count as errors.
     """
+    folder = Path(folder)
     path = folder / MANIFEST_NAME
     file = str(path)
     if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):

@@ -36,6 +36,7 @@ TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the containe
 # Over each VOLUME the image declares: without it the engine creates an anonymous volume there, writable
 # host-disk storage that outlives the container.
 VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
+DEFAULT_ADDRESS = "unix:///var/run/docker.sock"  # the docker SDK's, when DOCKER_HOST is unset
 OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
 
 
@@ -64,6 +65,7 @@ class Engine(Protocol):
 
     def image(self, manifest: Manifest) -> str: ...
     def start(self, spec: Spec) -> Started: ...
+    def failure(self, exc: Exception) -> str: ...
     def kill(self, cid: str) -> None: ...
     def remove(self, cid: str) -> None: ...
     def exit_code(self, cid: str) -> int | None: ...
@@ -87,6 +89,7 @@ class DockerEngine:
         self._stale_removed: list[str] = []
         self._volumes: dict[str, dict[str, str]] = {}  # image -> tmpfs mounts over its VOLUMEs
         self._live: set[str] = set()  # every container id created and not yet removed
+        self._unremoved: set[str] = set()  # removals that failed (the engine was down): tried again
         self._closed = False
 
     @property
@@ -98,18 +101,33 @@ class DockerEngine:
                     import docker
 
                     try:
-                        api = docker.APIClient(
-                            base_url=os.environ.get("DOCKER_HOST") or None, version="auto", timeout=120,
-                            max_pool_size=32,
-                        )  # fmt: skip
+                        api = docker.APIClient(base_url=self.address, version="auto", timeout=120, max_pool_size=32)
                         api.ping()
                     except Exception as exc:
-                        raise SandboxError(
-                            f"cannot reach the Docker engine ({exc}); is dockerd running and may this user use it?"
-                        ) from None
+                        raise SandboxError(self._unreachable(exc)) from None
                     self._stale_removed = self._cleanup_stale(api)
                     self._api = api
         return self._api
+
+    @property
+    def address(self) -> str:
+        return os.environ.get("DOCKER_HOST") or DEFAULT_ADDRESS
+
+    def _unreachable(self, exc: BaseException) -> str:
+        where = "DOCKER_HOST" if os.environ.get("DOCKER_HOST") else "the default; set DOCKER_HOST for another"
+        return (
+            f"the Docker engine at {self.address} ({where}) does not answer ({_reason(exc)}): is dockerd running, "
+            "and may this user use its socket?"
+        )
+
+    def failure(self, exc: Exception) -> str:
+        """What to tell a person about an engine call that raised `exc`."""
+        import requests
+
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return self._unreachable(exc)
+        explanation = getattr(exc, "explanation", None) or exc
+        return f"the sandbox could not start the tool's container: {explanation}"
 
     def labels(self) -> dict[str, str]:
         return {LABEL: "1", LABEL_OWNER: self.owner, LABEL_SANDBOX: self.sandbox_id}
@@ -121,6 +139,9 @@ class DockerEngine:
         api = self.api
         if not first_use:
             self._stale_removed += self._cleanup_stale(api)
+            with self._lock:
+                retry = set(self._unremoved)
+            self._stale_removed += [cid for cid in retry if self._remove(cid)]  # ours, missed while it was down
         return list(self._stale_removed)
 
     def _cleanup_stale(self, api: Any) -> list[str]:
@@ -223,10 +244,29 @@ class DockerEngine:
             self.api.kill(cid)
 
     def remove(self, cid: str) -> None:
-        with contextlib.suppress(Exception):
+        """Remove a container (gone already counts). One the engine could not remove, because it was down or
+        restarting, stays known: it is tried again with the next removal that works, and at close."""
+        if self._remove(cid):
+            with self._lock:
+                retry, self._unremoved = self._unremoved, set()
+            for other in retry:
+                self._remove(other)
+
+    def _remove(self, cid: str) -> bool:
+        import docker.errors
+
+        try:
             self.api.remove_container(cid, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except Exception:
+            with self._lock:
+                self._unremoved.add(cid)
+            return False
         with self._lock:
             self._live.discard(cid)
+            self._unremoved.discard(cid)
+        return True
 
     def exit_code(self, cid: str) -> int | None:
         try:
@@ -267,3 +307,16 @@ class DockerEngine:
         self.egress.close()
         with contextlib.suppress(Exception):
             self._api.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The system's words for why a connection failed ("Connection refused"), from the exception's chain."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if getattr(seen, "strerror", None):
+            return str(seen.strerror)
+        inner = [arg for arg in seen.args if isinstance(arg, BaseException)]
+        seen = inner[0] if inner else seen.__cause__ or seen.__context__
+    return type(exc).__name__

@@ -108,9 +108,8 @@ class Sandbox:
             started = pool.take() if pool is not None else self._engine.start(spec)
         except SandboxError as exc:
             return result.failed(str(exc))
-        except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...)
-            explanation = getattr(exc, "explanation", None) or exc
-            return result.failed(f"the sandbox could not start the tool's container: {explanation}")
+        except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...) or is gone
+            return result.failed(self._engine.failure(exc))
         try:
             with self._serving(started, cancellation):
                 launched = launch(self._engine, started, stdin, nonce, limits)

@@ -18,8 +18,14 @@ while IFS= read -r pocket_line; do
     printf '\036%s %s\n' "$pocket_nonce" "$pocket_status" >&2
     # After a success, stay alive (idle) until the runner removes the container in the background:
     # a container's exit tears down its cgroup and namespaces at once, work that would otherwise take
-    # CPU from calls still running. A failure exits now, so the engine reports how the tool died.
-    [ "$pocket_status" -eq 0 ] && exec sleep 2147483647 2>/dev/null
+    # CPU from calls still running. But hold nothing of the call meanwhile, also if the runner died and
+    # never removes it: every process the tool left is killed (kill -1 spares pid 1, this launcher), and
+    # the wait has an empty environment and ends by itself. A failure exits now, so the engine reports
+    # how the tool died.
+    if [ "$pocket_status" -eq 0 ]; then
+      kill -9 -1 2>/dev/null
+      exec env -i sleep 600 2>/dev/null
+    fi
     exit "$pocket_status"
   fi
   eval "$pocket_line"

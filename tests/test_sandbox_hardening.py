@@ -1,0 +1,181 @@
+"""What a hostile or crashed run must not leave behind: tokens in finished containers, containers after an
+engine restart, files the tool's user could not read on the host."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import runner.sandbox.background as background
+from runner.invocation import Outcome
+from runner.sandbox import Sandbox
+from runner.settings import SandboxSettings
+
+docker = pytest.mark.docker
+TOKEN = "xoxb-left-behind-7d1f"
+
+
+def _write_tool(folder: Path, name: str, run: str, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True)
+    manifest = {
+        "tool": {"name": name, "description": "test", "inputSchema": {"type": "object"}},
+        "language": "python",
+        "entrypoint": {"run": run},
+    }
+    (folder / "pocket.json").write_text(json.dumps(manifest))
+    for rel, text in files.items():
+        (folder / rel).write_text(text)
+    return folder
+
+
+def _exec(docker_api, cid: str, script: str) -> str:
+    run = docker_api.exec_create(cid, ["/bin/sh", "-c", script])
+    return docker_api.exec_start(run["Id"]).decode("utf-8", "replace")
+
+
+@docker
+def test_a_finished_call_leaves_no_process_holding_its_token_even_when_the_runner_died(docker_api, tmp_path):
+    folder = _write_tool(
+        tmp_path / "daemonizer",
+        "daemonizer",
+        "sh start.sh",
+        {"start.sh": "sleep 1000 >/dev/null 2>&1 &\necho '{\"started\": true}'\n"},
+    )
+    # A runner that makes one call and stops before removing the call's container (its removal is held back,
+    # as when the runner crashed; it stays alive so other runners' stale cleanup leaves the container alone).
+    runner = textwrap.dedent(
+        f"""
+        import os, sys
+        from runner.manifest import load_manifest
+        import runner.sandbox.background as background
+        from runner.sandbox import Sandbox
+        from runner.settings import SandboxSettings
+        background.QUIET_REMOVE = background.SETTLE_REMOVE = 120
+        box = Sandbox(SandboxSettings(pool_size=0))
+        result = box.run(load_manifest({str(folder)!r}), {{}}, {{"SLACK_BOT_TOKEN": {TOKEN!r}}})
+        print(box.id, result.ok, result.value, flush=True)
+        sys.stdin.read()
+        os._exit(0)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", runner], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sandbox_id = ""
+    try:
+        line = child.stdout.readline()
+        sandbox_id, ok, *_ = line.split() or ["", ""]
+        assert ok == "True", line
+        (container,) = docker_api.containers(filters={"label": f"pocket-runner.sandbox={sandbox_id}"})
+        environments = _exec(docker_api, container["Id"], "for f in /proc/[0-9]*/environ; do cat $f; echo; done")
+        processes = _exec(
+            docker_api, container["Id"], "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done"
+        )
+        assert TOKEN not in environments
+        assert "sleep 1000" not in processes  # the daemon the tool started is gone
+        assert "sleep 600" in processes  # what waits for the removal ends by itself
+    finally:
+        child.kill()
+        child.wait()
+        for leftover in docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={sandbox_id}"}):
+            docker_api.remove_container(leftover["Id"], force=True)
+
+
+class EngineLink:
+    """A unix socket in front of the real engine that the test can cut and restore, as when dockerd restarts."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._target = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+        self._open: set[socket.socket] = set()
+        self._listener: socket.socket | None = None
+
+    def restore(self) -> None:
+        self.path.unlink(missing_ok=True)
+        listener = self._listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones."""
+        if self._listener is not None:
+            self._listener.close()
+        for sock in list(self._open):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.path.unlink(missing_ok=True)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self._target)
+            self._open |= {client, upstream}
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@docker
+def test_containers_the_engine_could_not_remove_while_down_are_removed_once_it_is_back(
+    docker_api, tool, tmp_path, monkeypatch
+):
+    link = EngineLink(tmp_path / "engine.sock")
+    link.restore()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{link.path}")
+    monkeypatch.setattr(background, "SETTLE_REMOVE", 1.0)  # the call's container is removed 1 s after it
+    box = Sandbox(SandboxSettings(pool_size=0))
+    try:
+        assert box.run(tool("hello"), {"name": "Ada"}, {}).ok
+        (left,) = box.containers()
+        link.cut()  # the engine goes away before the removal
+        down = box.run(tool("hello"), {"name": "Ada"}, {})
+        assert down.outcome is Outcome.TOOL_FAILED
+        assert down.error.startswith(f"the Docker engine at unix://{link.path} (DOCKER_HOST) does not answer (")
+        time.sleep(1.5)  # the removal was tried, and failed
+        assert docker_api.containers(all=True, filters={"id": left})
+        link.restore()
+        assert left in box.cleanup_stale()  # a live runner's cleanup retries its own failed removals
+        assert not docker_api.containers(all=True, filters={"id": left})
+    finally:
+        link.restore()
+        box.close()
+        link.cut()
+    assert not docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={box.id}"})
+
+
+@docker
+def test_close_removes_what_the_engine_could_not_remove_while_it_was_down(docker_api, tool, tmp_path, monkeypatch):
+    link = EngineLink(tmp_path / "engine.sock")
+    link.restore()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{link.path}")
+    monkeypatch.setattr(background, "SETTLE_REMOVE", 1.0)
+    box = Sandbox(SandboxSettings(pool_size=0))
+    try:
+        assert box.run(tool("hello"), {"name": "Ada"}, {}).ok
+        link.cut()
+        time.sleep(1.5)
+        link.restore()
+    finally:
+        box.close()
+        link.cut()
+    assert not docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={box.id}"})
