@@ -11,6 +11,6 @@ pytest_plugins = [
 
 @pytest.fixture
 def hello_dir():
-    from pathlib import Path
+    from tests.helpers import HELLO
 
-    return Path(__file__).resolve().parent.parent / "tools-example" / "hello"
+    return HELLO

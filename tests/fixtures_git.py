@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 _GIT_ENV = {
     **os.environ,
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -52,13 +54,6 @@ def write_tool(folder: Path, name: str) -> Path:
     (folder / "pocket.json").write_text(json.dumps(manifest), encoding="utf-8")
     (folder / "main.py").write_text("import json, os\nprint(json.dumps({'env': dict(os.environ)}))\n", encoding="utf-8")
     return folder
-
-
-def free_port() -> int:
-    """A port nothing listens on (right now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """The `pocket` command as a person runs it: real processes, exit codes, and what is printed."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -11,26 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_manifest import CORPUS, VALID, write
-
-POCKET = str(Path(sys.executable).parent / "pocket")
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
-
-
-def pocket(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [POCKET, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=environment(),
-        check=False,
-    )
+from tests.helpers import POCKET, VALID, environment, pocket, require_corpus, write
 
 
 def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
@@ -38,7 +18,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
 
 
 def test_validate_the_hyperpocket_corpus():
-    result = pocket("validate", str(CORPUS))
+    result = pocket("validate", str(require_corpus()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "82 valid tools"
     assert "/tool/title: warning: unknown key 'title' is ignored" in result.stdout  # google/update-spreadsheet-cells
@@ -73,7 +53,7 @@ def test_validate_a_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_list_shows_name_description_auth_and_inputs():
-    result = pocket("list", str(CORPUS / "slack"))
+    result = pocket("list", str(require_corpus() / "slack"))
     assert result.returncode == 0, result.stderr
     assert "slack_get_messages: get slack messages" in result.stdout
     assert "  auth: slack [channels:history]" in result.stdout
@@ -81,7 +61,8 @@ def test_list_shows_name_description_auth_and_inputs():
 
 
 def test_list_json_is_machine_readable():
-    result = pocket("list", "--json", str(CORPUS / "github" / "create-issue"), str(CORPUS / "none"))
+    corpus = require_corpus()
+    result = pocket("list", "--json", str(corpus / "github" / "create-issue"), str(corpus / "none"))
     assert result.returncode == 0, result.stderr
     tools = {t["name"]: t for t in json.loads(result.stdout)}
     issue = tools["github_create_issue"]
@@ -206,7 +187,8 @@ def test_settings_and_secrets_files_go_before_or_after_the_command(tmp_path, hel
 
 def test_a_reader_that_stops_early_is_no_error():
     """`pocket list X | head -1`: stdout closes under us; exit 141 like a tool killed by SIGPIPE, quietly."""
-    for command in (["list", str(CORPUS)], ["validate", str(CORPUS)], ["list", "--json", str(CORPUS)]):
+    corpus = require_corpus()
+    for command in (["list", str(corpus)], ["validate", str(corpus)], ["list", "--json", str(corpus)]):
         child = subprocess.Popen(
             [POCKET, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
         )

@@ -14,8 +14,7 @@ from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Outcome, body_problems
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings
-from tests.agents_support import HELLO, settings
-from tests.fixtures_docker import TOOLS
+from tests.helpers import HELLO, TOOLS, settings
 
 
 class Place(BaseModel):

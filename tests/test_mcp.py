@@ -18,15 +18,13 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, enter_token, settings
+from tests.helpers import HELLO, REPO, enter_token, free_port, settings
 
 pytest.importorskip("mcp")
 
 from mcp import Client, StdioServerParameters
 
 from runner.mcp_server import build_server
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @function_tool
@@ -189,12 +187,6 @@ def test_pocket_serve_on_stdio(tmp_path):
     assert bad.is_error and text(bad) == "error: invalid body: /name: 5 is not of type 'string'"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_port(port: int, process: subprocess.Popen[Any], deadline: float = 20.0) -> None:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -223,7 +215,7 @@ def _http_server(tmp_path: Path, command: list[str], port: int) -> Iterator[subp
 @pytest.fixture
 def http_server(tmp_path):
     """`pocket serve --http` on a free loopback port, with the function-tool script as the source of tools."""
-    port = _free_port()
+    port = free_port()
     with _http_server(tmp_path, [sys.executable, _server_script(tmp_path), "http", str(port)], port):
         yield f"http://127.0.0.1:{port}/mcp"
 
@@ -244,7 +236,7 @@ def test_streamable_http_transport(http_server):
 
 
 def test_pocket_serve_http_listens_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)]
     with _http_server(tmp_path, command, port) as process:
 
@@ -295,7 +287,7 @@ def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path):
 
 
 def test_sigterm_stops_pocket_serve_http(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
         cwd=REPO, env=_environment(tmp_path), stderr=subprocess.PIPE, text=True,

@@ -13,8 +13,8 @@ from runner.errors import PocketError
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings, Settings
-from tests.fixtures_docker import HELLO, TOOLS, running_containers
-from tests.test_cli import pocket
+from tests.fixtures_docker import running_containers
+from tests.helpers import HELLO, TOOLS, pocket
 
 docker = pytest.mark.docker
 
