@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,15 @@ def enter_token(url: str, token: str) -> None:
         state = page.text.split("name='state' value='")[1].split("'")[0]
         done = browser.post(url.split("?")[0], data={"state": state, "token": token})
         assert done.status_code == 200 and "is connected" in done.text, done.text
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a `pocket` command run in-process did (the `cli` fixture), named like subprocess.CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 POCKET = str(Path(sys.executable).parent / "pocket")
