@@ -42,7 +42,8 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
         with monkeypatch.context() as patch:
             if cwd is not None:
                 patch.chdir(cwd)
-            patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((stdin or "").encode())))
+            # as Python opens a real stdin on POSIX: UTF-8 here, lines split at "\n" only (a "\r" stays)
+            patch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO((stdin or "").encode()), "utf-8", newline="\n"))
             try:
                 code = main(list(args))
             except SystemExit as exc:  # argparse

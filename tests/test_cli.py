@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.helpers import POCKET, VALID, Ran, environment, pocket, require_corpus, write
+from tests.helpers import POCKET, VALID, Ran, environment, pocket, require_corpus, settings, write
 
 
 def assert_no_traceback(result: Ran | subprocess.CompletedProcess) -> None:
@@ -301,24 +301,35 @@ def test_list_of_a_folder_with_an_invalid_manifest_points_to_validate(cli, tmp_p
     )
 
 
-def test_control_characters_reach_a_terminal_escaped_and_a_pipe_unchanged():
+def test_control_characters_reach_a_terminal_escaped_and_a_pipe_unchanged(tmp_path, monkeypatch):
     import io
 
-    from runner.cli import _shown
+    from runner.cli import main
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     text = "red \x1b[31mtext\x1b]0;title\x07 tab\tnew\nline \x9b"
-    assert _shown(text, Terminal()) == "red \\x1b[31mtext\\x1b]0;title\\x07 tab\tnew\nline \\x9b"
-    assert _shown(text, io.StringIO()) == text
+    write(tmp_path, {**VALID, "tool": {**VALID["tool"], "description": text}})
+    escaped = "red \\x1b[31mtext\\x1b]0;title\\x07 tab\tnew\nline \\x9b"
+    for stdout, shown in ((Terminal(), escaped), (io.StringIO(), text)):
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["list", str(tmp_path)]) == 0
+        assert stdout.getvalue() == f"echo: {shown}\n  auth: no auth\n  text: string\n"
 
 
-def test_a_pasted_token_loses_surrounding_spaces(monkeypatch):
-    import io
+def test_a_pasted_token_loses_surrounding_spaces(cli, tmp_path):
+    from runner.auth import Authenticator
+    from runner.manifest import AuthSpec
 
-    from runner.cli import _read_secret
-
-    monkeypatch.setattr(sys, "stdin", io.StringIO("  tok-123 \t\r\n"))
-    assert _read_secret("token: ", secret=True) == "tok-123"
+    (tmp_path / "settings.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n[credentials]\ncallback_port = 0\n'
+    )
+    result = cli("auth", "login", "serpapi", stdin="  tok-123 \t\r\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    auth = Authenticator(settings(tmp_path))
+    try:
+        assert auth.environment(AuthSpec(auth_provider="serpapi")) == {"SERPAPI_TOKEN": "tok-123"}
+    finally:
+        auth.close()
