@@ -12,10 +12,8 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_listening
 
 _GIT_ENV = {
     **os.environ,
@@ -123,7 +121,7 @@ class GitDaemon:
                 env=_GIT_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() also ends the per-connection children
             )  # fmt: skip
-            if _wait_listening(self.port, self.process):
+            if wait_listening(self.port, self.process):
                 self.url = f"git://127.0.0.1:{self.port}"
                 return
             self.stop()
@@ -133,17 +131,6 @@ class GitDaemon:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=10)
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.helpers import HELLO, REPO, enter_token, free_port, settings
+from tests.helpers import HELLO, REPO, enter_token, free_port, settings, wait_listening
 
 pytest.importorskip("mcp")
 
@@ -187,17 +186,11 @@ def test_pocket_serve_on_stdio(tmp_path):
     assert bad.is_error and text(bad) == "error: invalid body: /name: 5 is not of type 'string'"
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[Any], deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+def _wait_for_port(port: int, process: subprocess.Popen[Any]) -> None:
+    if not wait_listening(port, process, timeout=20):
         if process.poll() is not None:
             raise AssertionError(f"the server exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start listening")
+        raise AssertionError("the server did not start listening")
 
 
 @contextlib.contextmanager
