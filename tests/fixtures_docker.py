@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-TOOLS = Path(__file__).resolve().parent / "tools"
-HELLO = Path(__file__).resolve().parent.parent / "tools-example" / "hello"
+from tests.helpers import HELLO, TOOLS
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,16 +12,16 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port, wait_listening
 
 _GIT_ENV = {
     **os.environ,
@@ -52,13 +52,6 @@ def write_tool(folder: Path, name: str) -> Path:
     (folder / "pocket.json").write_text(json.dumps(manifest), encoding="utf-8")
     (folder / "main.py").write_text("import json, os\nprint(json.dumps({'env': dict(os.environ)}))\n", encoding="utf-8")
     return folder
-
-
-def free_port() -> int:
-    """A port nothing listens on (right now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -128,7 +121,7 @@ class GitDaemon:
                 env=_GIT_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: stop() also ends the per-connection children
             )  # fmt: skip
-            if _wait_listening(self.port, self.process):
+            if wait_listening(self.port, self.process):
                 self.url = f"git://127.0.0.1:{self.port}"
                 return
             self.stop()
@@ -138,17 +131,6 @@ class GitDaemon:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         self.process.wait(timeout=10)
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -18,7 +18,6 @@ import os
 import re
 import select
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -33,17 +32,13 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 import httpx
 import pytest
 
+from tests.helpers import free_port
+
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 ACCESS_TOKEN_TTL = 3
 CLIENT_ID = "pocket-test"
 CLIENT_SECRET = "test-client-secret-3f9a1c0e7b"
 PUBLIC_CLIENT_ID = "pocket-public"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ensure_node_modules() -> None:

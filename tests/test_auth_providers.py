@@ -8,7 +8,6 @@ import html
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 import pytest
@@ -17,8 +16,8 @@ from runner.auth import Authenticator, OAuth2Handler
 from runner.auth.providers import catalog
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
+from tests.helpers import require_corpus
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"  # as tests/test_manifest.py
 # What hyperpocket 0.5.7 hands each provider's tools (hyperpocket/auth/*/context.py).
 HYPERPOCKET_VARIABLES = {
     ("serpapi", None): {"SERPAPI_TOKEN"},
@@ -45,7 +44,7 @@ HYPERPOCKET_VARIABLES = {
 
 def corpus_specs() -> list[AuthSpec]:
     specs = []
-    for path in sorted(CORPUS.rglob("pocket.json")):
+    for path in sorted(require_corpus().rglob("pocket.json")):
         manifest = load_manifest(path.parent)
         if manifest.auth is not None:
             specs.append(manifest.auth)
@@ -71,8 +70,6 @@ def test_every_hyperpocket_provider_and_handler_gets_hyperpocket_variables(make_
 
 
 def test_the_corpus_names_exactly_these_providers_and_handlers(make_settings):
-    if not CORPUS.is_dir():
-        pytest.skip(f"the hyperpocket corpus is not beside the repository ({CORPUS})")
     specs = corpus_specs()
     assert len(specs) == 76  # 82 manifests, 6 without auth
     assert {(spec.provider, spec.handler) for spec in specs} == set(HYPERPOCKET_VARIABLES)

@@ -1,54 +1,37 @@
-"""The `pocket` command as a person runs it: real processes, exit codes, and what is printed."""
+"""The `pocket` command as a person runs it: exit codes and what is printed.
+
+Most tests call `runner.cli.main(argv)` in this process (the `cli` fixture); those about signals, pipes,
+a closed stdin and the console script itself run `pocket` as a real process (`tests.helpers.pocket`).
+"""
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.test_manifest import CORPUS, VALID, write
-
-POCKET = str(Path(sys.executable).parent / "pocket")
+from tests.helpers import POCKET, VALID, Ran, environment, pocket, require_corpus, settings, write
 
 
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
-
-
-def pocket(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [POCKET, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        env=environment(),
-        check=False,
-    )
-
-
-def assert_no_traceback(result: subprocess.CompletedProcess) -> None:
+def assert_no_traceback(result: Ran | subprocess.CompletedProcess) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_validate_the_hyperpocket_corpus():
-    result = pocket("validate", str(CORPUS))
+def test_validate_the_hyperpocket_corpus(cli):
+    result = cli("validate", str(require_corpus()))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "82 valid tools"
     assert "/tool/title: warning: unknown key 'title' is ignored" in result.stdout  # google/update-spreadsheet-cells
 
 
-def test_validate_reports_every_invalid_manifest_and_exits_2(tmp_path):
+def test_validate_reports_every_invalid_manifest_and_exits_2(cli, tmp_path):
     write(tmp_path / "good", VALID)
     write(tmp_path / "bad", {**VALID, "tool": {**VALID["tool"], "name": "no spaces allowed"}})
     write(tmp_path / "broken", '{"tool": ')
-    result = pocket("validate", str(tmp_path))
+    result = cli("validate", str(tmp_path))
     assert result.returncode == 2
     assert_no_traceback(result)
     assert f"{tmp_path / 'bad' / 'pocket.json'}: /tool/name: error: tool name 'no spaces allowed'" in result.stdout
@@ -56,32 +39,33 @@ def test_validate_reports_every_invalid_manifest_and_exits_2(tmp_path):
     assert result.stdout.splitlines()[-1] == "1 valid tool, 2 invalid of 3"
 
 
-def test_validate_strict_turns_warnings_into_errors(tmp_path):
+def test_validate_strict_turns_warnings_into_errors(cli, tmp_path):
     write(tmp_path, {**VALID, "extra": True})
-    assert pocket("validate", str(tmp_path)).returncode == 0
-    strict = pocket("validate", "--strict", str(tmp_path))
+    assert cli("validate", str(tmp_path)).returncode == 0
+    strict = cli("validate", "--strict", str(tmp_path))
     assert strict.returncode == 2
     assert "/extra: error: unknown key 'extra'" in strict.stdout
     assert "is ignored" not in strict.stdout  # an error that says it is ignored contradicts itself
 
 
-def test_validate_a_missing_folder_is_a_clear_error(tmp_path):
-    result = pocket("validate", str(tmp_path / "nowhere"))
+def test_validate_a_missing_folder_is_a_clear_error(cli, tmp_path):
+    result = cli("validate", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert_no_traceback(result)
     assert "nowhere" in result.stderr
 
 
-def test_list_shows_name_description_auth_and_inputs():
-    result = pocket("list", str(CORPUS / "slack"))
+def test_list_shows_name_description_auth_and_inputs(cli):
+    result = cli("list", str(require_corpus() / "slack"))
     assert result.returncode == 0, result.stderr
     assert "slack_get_messages: get slack messages" in result.stdout
     assert "  auth: slack [channels:history]" in result.stdout
     assert "  channel: string (required)" in result.stdout
 
 
-def test_list_json_is_machine_readable():
-    result = pocket("list", "--json", str(CORPUS / "github" / "create-issue"), str(CORPUS / "none"))
+def test_list_json_is_machine_readable(cli):
+    corpus = require_corpus()
+    result = cli("list", "--json", str(corpus / "github" / "create-issue"), str(corpus / "none"))
     assert result.returncode == 0, result.stderr
     tools = {t["name"]: t for t in json.loads(result.stdout)}
     issue = tools["github_create_issue"]
@@ -90,10 +74,10 @@ def test_list_json_is_machine_readable():
     assert tools["adder"]["auth_provider"] is None
 
 
-def test_list_refuses_duplicate_tool_names(tmp_path):
+def test_list_refuses_duplicate_tool_names(cli, tmp_path):
     write(tmp_path / "a", VALID)
     write(tmp_path / "b", VALID)
-    result = pocket("list", str(tmp_path / "a"), str(tmp_path / "b"))
+    result = cli("list", str(tmp_path / "a"), str(tmp_path / "b"))
     assert result.returncode == 2
     assert "two tools are named 'echo'" in result.stderr
 
@@ -115,22 +99,22 @@ def test_list_refuses_duplicate_tool_names(tmp_path):
         (["--body", "[" * 100_000], None, "the body from --body is nested too deeply to read"),
     ],
 )
-def test_invoke_refuses_a_bad_body_before_running_anything(hello_dir, args, stdin, message):
-    result = pocket("invoke", str(hello_dir), "hello", *args, stdin=stdin)
+def test_invoke_refuses_a_bad_body_before_running_anything(cli, hello_dir, args, stdin, message):
+    result = cli("invoke", str(hello_dir), "hello", *args, stdin=stdin)
     assert result.returncode == 2, result.stderr
     assert_no_traceback(result)
     assert message in result.stderr
 
 
-def test_invoke_refuses_a_body_file_that_is_not_utf8(hello_dir, tmp_path):
+def test_invoke_refuses_a_body_file_that_is_not_utf8(cli, hello_dir, tmp_path):
     (tmp_path / "body.json").write_bytes(b'{"name": "Ren\xe9"}')
     (tmp_path / "empty.json").write_bytes(b"")
-    result = pocket("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'body.json'}")
+    result = cli("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'body.json'}")
     assert result.returncode == 2, result.stderr
     assert_no_traceback(result)
     assert f"the body from {tmp_path / 'body.json'} is not UTF-8 text (byte 0xe9 at offset 13)" in result.stderr
     assert "internal error" not in result.stderr
-    empty = pocket("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'empty.json'}")
+    empty = cli("invoke", str(hello_dir), "hello", "--body", f"@{tmp_path / 'empty.json'}")
     assert (empty.returncode, empty.stderr) == (2, f"pocket: the body file {tmp_path / 'empty.json'} is empty: "
                                                    "give a JSON object, such as {}\n")  # fmt: skip
 
@@ -152,30 +136,30 @@ def test_invoke_with_stdin_closed_is_a_clear_error(hello_dir, args, message):
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "-inf"])
-def test_invoke_refuses_a_timeout_that_is_not_a_positive_finite_number(hello_dir, timeout):
-    result = pocket("invoke", str(hello_dir), "hello", "--body", "{}", f"--timeout={timeout}")
+def test_invoke_refuses_a_timeout_that_is_not_a_positive_finite_number(cli, hello_dir, timeout):
+    result = cli("invoke", str(hello_dir), "hello", "--body", "{}", f"--timeout={timeout}")
     assert result.returncode == 2
     assert_no_traceback(result)
     message = f"argument --timeout: expected a positive, finite number of seconds, got '{timeout}'"
     assert message in result.stderr
 
 
-def test_invoke_an_unknown_tool_names_the_known_ones(hello_dir):
-    result = pocket("invoke", str(hello_dir), "hallo", "--body", "{}")
+def test_invoke_an_unknown_tool_names_the_known_ones(cli, hello_dir):
+    result = cli("invoke", str(hello_dir), "hallo", "--body", "{}")
     assert result.returncode == 2
     assert "unknown tool 'hallo' (known: hello)" in result.stderr
 
 
-def test_invoke_a_tool_needing_credentials_exits_3(tmp_path):
+def test_invoke_a_tool_needing_credentials_exits_3(cli, tmp_path):
     write(tmp_path, {**VALID, "auth": {"auth_provider": "slack", "scopes": ["channels:history"]}})
-    result = pocket("invoke", str(tmp_path), "echo", "--body", "{}", cwd=tmp_path)
+    result = cli("invoke", str(tmp_path), "echo", "--body", "{}", cwd=tmp_path)
     assert result.returncode == 3, result.stderr
     assert "slack" in result.stderr
 
 
-def test_bad_settings_are_reported_without_traceback(tmp_path, hello_dir):
+def test_bad_settings_are_reported_without_traceback(cli, tmp_path, hello_dir):
     (tmp_path / "settings.toml").write_text("[sandbox]\ncpus = 'many'\n")
-    result = pocket("list", str(hello_dir), cwd=tmp_path)
+    result = cli("list", str(hello_dir), cwd=tmp_path)
     assert result.returncode == 2
     assert_no_traceback(result)
     assert "sandbox.cpus (or POCKET_SANDBOX__CPUS): Input should be a valid number" in result.stderr
@@ -190,23 +174,24 @@ def test_bad_settings_are_reported_without_traceback(tmp_path, hello_dir):
     ],
     ids=["before-the-command", "after-the-command", "between"],
 )
-def test_settings_and_secrets_files_go_before_or_after_the_command(tmp_path, hello_dir, where):
+def test_settings_and_secrets_files_go_before_or_after_the_command(cli, tmp_path, hello_dir, where):
     (tmp_path / "mine.toml").write_text("[sandbox]\ncpus = 'many'\n")
     (tmp_path / "mine.secrets.toml").write_text("[auth.github]\nclient_id = 'x'\n")
     files = ["--settings", str(tmp_path / "mine.toml"), "--secrets", str(tmp_path / "mine.secrets.toml")]
     for command in (["list", str(hello_dir)], ["auth", "status"]):
-        result = pocket(*where(files, command))
+        result = cli(*where(files, command))
         assert result.returncode == 2, result.stderr
         assert "sandbox.cpus (or POCKET_SANDBOX__CPUS): Input should be a valid number" in result.stderr
     (tmp_path / "mine.toml").write_text(f'data_dir = "{tmp_path / "data"}"\n')
     (tmp_path / "mine.secrets.toml").write_text("not toml [")
-    result = pocket(*where(files, ["auth", "status"]))
+    result = cli(*where(files, ["auth", "status"]))
     assert result.returncode == 2 and "mine.secrets.toml" in result.stderr, result.stderr
 
 
 def test_a_reader_that_stops_early_is_no_error():
     """`pocket list X | head -1`: stdout closes under us; exit 141 like a tool killed by SIGPIPE, quietly."""
-    for command in (["list", str(CORPUS)], ["validate", str(CORPUS)], ["list", "--json", str(CORPUS)]):
+    corpus = require_corpus()
+    for command in (["list", str(corpus)], ["validate", str(corpus)], ["list", "--json", str(corpus)]):
         child = subprocess.Popen(
             [POCKET, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
         )
@@ -260,8 +245,8 @@ def test_sigterm_removes_the_container_of_a_running_call(tmp_path, docker_api):
     "command",
     [[], ["validate"], ["list"], ["invoke"], ["serve"], ["auth"], ["auth", "login"], ["auth", "status"]],
 )
-def test_every_command_has_help_with_examples(command):
-    result = pocket(*command, "--help")
+def test_every_command_has_help_with_examples(cli, command):
+    result = cli(*command, "--help")
     assert result.returncode == 0
     assert "usage: pocket" in result.stdout
     examples = result.stdout.split("examples:")[1]
@@ -274,8 +259,8 @@ def test_version():
     assert result.stdout.startswith("pocket-runner ")
 
 
-def test_usage_errors_exit_2_with_a_hint():
-    result = pocket("validate")
+def test_usage_errors_exit_2_with_a_hint(cli):
+    result = cli("validate")
     assert result.returncode == 2
     assert "see `pocket validate --help`" in result.stderr
 
@@ -291,24 +276,24 @@ def test_importing_runner_stays_light():
     assert result.stdout.strip() == "[]"
 
 
-def test_a_provider_nobody_knows_is_bad_input_not_an_authorization(tmp_path):
+def test_a_provider_nobody_knows_is_bad_input_not_an_authorization(cli, tmp_path):
     write(tmp_path, {**VALID, "auth": {"auth_provider": "nope"}})
-    result = pocket("invoke", str(tmp_path), "echo", "--body", "{}", cwd=tmp_path)
+    result = cli("invoke", str(tmp_path), "echo", "--body", "{}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "unknown auth provider 'nope': add it under [auth.nope] in settings" in result.stderr
-    checked = pocket("validate", str(tmp_path), cwd=tmp_path)
+    checked = cli("validate", str(tmp_path), cwd=tmp_path)
     assert checked.returncode == 0
     assert f"{tmp_path / 'pocket.json'}: /auth: warning: unknown auth provider 'nope'" in checked.stdout
-    strict = pocket("validate", "--strict", str(tmp_path), cwd=tmp_path)
+    strict = cli("validate", "--strict", str(tmp_path), cwd=tmp_path)
     assert strict.returncode == 2 and "/auth: error: unknown auth provider 'nope'" in strict.stdout
     (tmp_path / "settings.toml").write_text('[auth.nope]\ntoken = "t0k3n-from-settings"\n')
-    assert pocket("validate", "--strict", str(tmp_path), cwd=tmp_path).returncode == 0  # defined in settings
+    assert cli("validate", "--strict", str(tmp_path), cwd=tmp_path).returncode == 0  # defined in settings
 
 
-def test_list_of_a_folder_with_an_invalid_manifest_points_to_validate(tmp_path):
+def test_list_of_a_folder_with_an_invalid_manifest_points_to_validate(cli, tmp_path):
     write(tmp_path / "good", VALID)
     write(tmp_path / "bad", {**VALID, "tool": {**VALID["tool"], "name": "bad name"}})
-    result = pocket("list", str(tmp_path))
+    result = cli("list", str(tmp_path))
     assert result.returncode == 2
     assert (
         result.stderr.splitlines()[-1]
@@ -316,32 +301,35 @@ def test_list_of_a_folder_with_an_invalid_manifest_points_to_validate(tmp_path):
     )
 
 
-@pytest.mark.docker
-def test_a_failing_tools_stderr_is_shown_once(docker_api):
-    result = pocket("invoke", str(Path(__file__).parent / "tools" / "fail"), "fail", "--body", "{}")
-    assert result.returncode == 1
-    assert result.stderr.count("something broke") == 1
-    assert "pocket: the tool exited with code 3: something broke" in result.stderr
-
-
-def test_control_characters_reach_a_terminal_escaped_and_a_pipe_unchanged():
+def test_control_characters_reach_a_terminal_escaped_and_a_pipe_unchanged(tmp_path, monkeypatch):
     import io
 
-    from runner.cli import _shown
+    from runner.cli import main
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     text = "red \x1b[31mtext\x1b]0;title\x07 tab\tnew\nline \x9b"
-    assert _shown(text, Terminal()) == "red \\x1b[31mtext\\x1b]0;title\\x07 tab\tnew\nline \\x9b"
-    assert _shown(text, io.StringIO()) == text
+    write(tmp_path, {**VALID, "tool": {**VALID["tool"], "description": text}})
+    escaped = "red \\x1b[31mtext\\x1b]0;title\\x07 tab\tnew\nline \\x9b"
+    for stdout, shown in ((Terminal(), escaped), (io.StringIO(), text)):
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert main(["list", str(tmp_path)]) == 0
+        assert stdout.getvalue() == f"echo: {shown}\n  auth: no auth\n  text: string\n"
 
 
-def test_a_pasted_token_loses_surrounding_spaces(monkeypatch):
-    import io
+def test_a_pasted_token_loses_surrounding_spaces(cli, tmp_path):
+    from runner.auth import Authenticator
+    from runner.manifest import AuthSpec
 
-    from runner.cli import _read_secret
-
-    monkeypatch.setattr(sys, "stdin", io.StringIO("  tok-123 \t\r\n"))
-    assert _read_secret("token: ", secret=True) == "tok-123"
+    (tmp_path / "settings.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n[credentials]\ncallback_port = 0\n'
+    )
+    result = cli("auth", "login", "serpapi", stdin="  tok-123 \t\r\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    auth = Authenticator(settings(tmp_path))
+    try:
+        assert auth.environment(AuthSpec(auth_provider="serpapi")) == {"SERPAPI_TOKEN": "tok-123"}
+    finally:
+        auth.close()

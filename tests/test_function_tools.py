@@ -15,8 +15,7 @@ from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.schema import body_problems
 from runner.settings import SandboxSettings
-from tests.agents_support import HELLO, settings
-from tests.fixtures_docker import TOOLS
+from tests.helpers import HELLO, TOOLS, settings
 
 
 class Place(BaseModel):

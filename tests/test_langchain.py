@@ -9,7 +9,7 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, enter_token, settings
+from tests.helpers import HELLO, enter_token, settings
 
 pytest.importorskip("langchain_core")
 

@@ -8,25 +8,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.manifest import load_manifest
 from runner.schema import schemas_dir
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "hyperpocket"
-
-VALID = {
-    "tool": {
-        "name": "echo",
-        "description": "Echo the body.",
-        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
-    },
-    "language": "python",
-    "entrypoint": {"run": "cat"},
-}
-
-
-def write(folder: Path, document) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = document if isinstance(document, str) else json.dumps(document)
-    (folder / "pocket.json").write_text(text)
-    return folder
+from tests.helpers import VALID, corpus_folders, require_corpus, write
 
 
 def problems_of(folder: Path, **options) -> list[str]:
@@ -35,11 +17,8 @@ def problems_of(folder: Path, **options) -> list[str]:
     return [str(p) for p in info.value.problems]
 
 
-def corpus_folders() -> list[Path]:
-    return sorted(p.parent for p in CORPUS.rglob("pocket.json"))
-
-
 def test_the_corpus_has_82_manifests():
+    require_corpus()
     assert len(corpus_folders()) == 82
 
 

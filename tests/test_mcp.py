@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,13 @@ import pytest
 
 from runner.function_tools import function_tool
 from runner.pocket import Pocket
-from tests.agents_support import HELLO, enter_token, settings
+from tests.helpers import HELLO, REPO, enter_token, free_port, settings, wait_listening
 
 pytest.importorskip("mcp")
 
 from mcp import Client, StdioServerParameters
 
 from runner.mcp_server import build_server
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @function_tool
@@ -189,23 +186,11 @@ def test_pocket_serve_on_stdio(tmp_path):
     assert bad.is_error and text(bad) == "error: invalid body: /name: 5 is not of type 'string'"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[Any], deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
+def _wait_for_port(port: int, process: subprocess.Popen[Any]) -> None:
+    if not wait_listening(port, process, timeout=20):
         if process.poll() is not None:
             raise AssertionError(f"the server exited: {process.stderr.read() if process.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start listening")
+        raise AssertionError("the server did not start listening")
 
 
 @contextlib.contextmanager
@@ -223,7 +208,7 @@ def _http_server(tmp_path: Path, command: list[str], port: int) -> Iterator[subp
 @pytest.fixture
 def http_server(tmp_path):
     """`pocket serve --http` on a free loopback port, with the function-tool script as the source of tools."""
-    port = _free_port()
+    port = free_port()
     with _http_server(tmp_path, [sys.executable, _server_script(tmp_path), "http", str(port)], port):
         yield f"http://127.0.0.1:{port}/mcp"
 
@@ -244,7 +229,7 @@ def test_streamable_http_transport(http_server):
 
 
 def test_pocket_serve_http_listens_on_loopback(tmp_path):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)]
     with _http_server(tmp_path, command, port) as process:
 
@@ -295,7 +280,7 @@ def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path):
 
 
 def test_sigterm_stops_pocket_serve_http(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
         cwd=REPO, env=_environment(tmp_path), stderr=subprocess.PIPE, text=True,

@@ -12,7 +12,7 @@ from runner.errors import PocketError
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings, Settings
-from tests.fixtures_docker import HELLO
+from tests.helpers import HELLO
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from runner.sandbox import (
 )
 from runner.sandbox.stream import Output
 from runner.settings import SandboxSettings
-from tests.fixtures_docker import HELLO, running_containers
+from tests.fixtures_docker import running_containers
+from tests.helpers import HELLO
 
 docker = pytest.mark.docker
 

@@ -13,8 +13,8 @@ from runner.errors import PocketError
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings, Settings
-from tests.fixtures_docker import HELLO, TOOLS, running_containers
-from tests.test_cli import pocket
+from tests.fixtures_docker import running_containers
+from tests.helpers import HELLO, TOOLS
 
 docker = pytest.mark.docker
 
@@ -92,15 +92,15 @@ def test_ainvoke_runs_calls_in_parallel_without_blocking_the_loop(docker_api, tm
 
 
 @docker
-def test_cli_invoke_prints_the_result_and_exits_0(docker_api):
-    result = pocket("invoke", str(HELLO), "hello", "--body", '{"name": "Ada"}')
+def test_cli_invoke_prints_the_result_and_exits_0(cli, docker_api):
+    result = cli("invoke", str(HELLO), "hello", "--body", '{"name": "Ada"}')
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"greeting": "Hello, Ada!"}
 
 
 @docker
-def test_cli_invoke_of_a_failing_tool_exits_1_with_its_stderr(docker_api):
-    result = pocket("invoke", str(TOOLS / "fail"), "fail", "--body", "{}")
+def test_cli_invoke_of_a_failing_tool_exits_1_with_its_stderr(cli, docker_api):
+    result = cli("invoke", str(TOOLS / "fail"), "fail", "--body", "{}")
     assert result.returncode == 1
     assert "pocket: the tool exited with code 3: something broke" in result.stderr
     assert result.stderr.count("something broke") == 1  # quoted in the error, not printed again
@@ -108,10 +108,10 @@ def test_cli_invoke_of_a_failing_tool_exits_1_with_its_stderr(docker_api):
 
 
 @docker
-def test_cli_shows_build_progress(docker_api, tool_copy):
+def test_cli_shows_build_progress(cli, docker_api, tool_copy):
     folder = tool_copy("hello")
     (folder / "hello.py").write_text((folder / "hello.py").read_text() + f"\n# {time.time_ns()}\n")
-    result = pocket("invoke", str(folder), "hello", "--body", '{"name": "Ada"}')
+    result = cli("invoke", str(folder), "hello", "--body", '{"name": "Ada"}')
     assert result.returncode == 0, result.stderr
     assert "pocket: building image pocket-tool/hello:" in result.stderr
     assert "pocket: build hello: Step 1/" in result.stderr
@@ -120,9 +120,9 @@ def test_cli_shows_build_progress(docker_api, tool_copy):
 
 
 @docker
-def test_cli_timeout_exits_1_within_a_second_of_the_limit(docker_api):
+def test_cli_timeout_exits_1_within_a_second_of_the_limit(cli, docker_api):
     started = time.monotonic()
-    result = pocket("invoke", str(TOOLS / "sleeper"), "sleeper", "--body", "{}", "--timeout", "0.5")
+    result = cli("invoke", str(TOOLS / "sleeper"), "sleeper", "--body", "{}", "--timeout", "0.5")
     assert result.returncode == 1 and "timed out after 0.5 s" in result.stderr
     assert time.monotonic() - started < 5
 

@@ -14,7 +14,8 @@ import pytest
 from runner.errors import SourceError
 from runner.manifest import load_manifest
 from runner.sources import ToolFolder, _parse_git_source, find_tool_folders
-from tests.fixtures_git import free_port, git, write_tool
+from tests.fixtures_git import git, write_tool
+from tests.helpers import free_port
 
 
 def names(folders: list[ToolFolder]) -> list[str]:

@@ -19,7 +19,7 @@ from runner.function_tools import function_tool
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.specs import SpecFormat, ToolResult, parse_tool_call, strict_problems, tool_spec, tool_specs
-from tests.agents_support import HELLO, settings
+from tests.helpers import HELLO, settings
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
