@@ -54,6 +54,7 @@ class ToolLimits(_Section):
     pids: int | None = Field(default=None, ge=8)
     output_limit_bytes: int | None = Field(default=None, ge=1024)
     network: bool | None = None  # False: no network for this tool, whatever its manifest asks
+    max_concurrent: int | None = Field(default=None, ge=1)  # this tool's containers at once
 
 
 class SandboxSettings(_Section):
@@ -76,6 +77,8 @@ class SandboxSettings(_Section):
     allow_network: bool = True  # False refuses every tool whose manifest asks for network access
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
     pool_max: int = Field(default=8, ge=0)  # after a burst of concurrent calls the pool grows to it, up to this
+    # Containers of one tool serving or awaiting calls at once; calls beyond it wait (their timeout counting).
+    max_concurrent: int = Field(default=16, ge=1)
     ca_bundle: Path | None = None  # CA bundle for builds behind a TLS-inspecting proxy or local CA
     # A PyPI mirror for `pip install` during builds; may carry credentials, so it is a secret: redacted
     # from build errors and never shown in a repr.

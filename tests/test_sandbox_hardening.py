@@ -18,6 +18,7 @@ import pytest
 
 import runner.sandbox.background as background
 from runner.invocation import Outcome
+from runner.manifest import load_manifest
 from runner.sandbox import Sandbox
 from runner.settings import SandboxSettings
 
@@ -179,3 +180,73 @@ def test_close_removes_what_the_engine_could_not_remove_while_it_was_down(docker
         box.close()
         link.cut()
     assert not docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={box.id}"})
+
+
+@docker
+def test_a_file_hard_linked_from_outside_the_folder_is_refused_and_links_inside_it_are_fine(sandbox, tmp_path):
+    key = tmp_path / "credentials.key"
+    key.write_text("the runner's secret key")
+    key.chmod(0o600)
+    folder = _write_tool(tmp_path / "linker", "linker", "cat data.txt", {})
+    os.link(key, folder / "data.txt")
+    result = sandbox.run(load_manifest(folder), {}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.error == (
+        f"the folder of tool 'linker' ({folder}) holds hard links to files outside it: data.txt; "
+        "copy those files into the folder instead of linking them"
+    )
+    assert "secret key" not in repr(result)
+
+    (folder / "data.txt").unlink()
+    (folder / "data.txt").write_text('{"copied": true}')
+    os.link(folder / "data.txt", folder / "same.txt")
+    assert sandbox.run(load_manifest(folder), {}, {}).value == {"copied": True}
+
+
+def _timed_tool(tmp_path: Path) -> Path:
+    """A tool that sleeps `seconds` and says when it ran (the host's clock is the container's)."""
+    code = (
+        "import json, sys, time\n"
+        "body = json.load(sys.stdin)\n"
+        "start = time.time()\n"
+        "time.sleep(body['seconds'])\n"
+        "print(json.dumps({'start': start, 'end': time.time()}))\n"
+    )
+    return _write_tool(tmp_path / "timed", "timed", "python timed.py", {"timed.py": code})
+
+
+@docker
+def test_max_concurrent_caps_the_containers_of_a_tool_and_calls_beyond_it_wait(docker_api, tmp_path):
+    manifest = load_manifest(_timed_tool(tmp_path))
+    with Sandbox(SandboxSettings(pool_size=1, pool_max=8, max_concurrent=2)) as box:
+        results: list = []
+        calls = [
+            threading.Thread(target=lambda: results.append(box.run(manifest, {"seconds": 0.4}, {}))) for _ in range(6)
+        ]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join()
+        assert [r.ok for r in results] == [True] * 6, [r.error for r in results]
+        spans = sorted((r.value["start"], r.value["end"]) for r in results)
+        overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+        assert overlapping == 2  # never 3 at once, and the cap is used
+        (pool,) = box._pools.of_tool("timed")
+        assert pool.size <= 2 and len(pool.idle) + pool.starting <= 2
+
+
+@docker
+def test_a_call_waiting_for_a_container_longer_than_its_timeout_fails_saying_why(docker_api, tmp_path):
+    manifest = load_manifest(_timed_tool(tmp_path))
+    with Sandbox(SandboxSettings(pool_size=0, max_concurrent=1)) as box:
+        box.image(manifest)
+        first = threading.Thread(target=box.run, args=(manifest, {"seconds": 3}, {}))
+        first.start()
+        time.sleep(0.5)
+        waiting = box.run(manifest, {"seconds": 0}, {}, timeout=1)
+        first.join()
+    assert waiting.outcome is Outcome.TOOL_FAILED
+    assert waiting.error == (
+        "timed out after 1 s waiting for a container: tool 'timed' runs at most 1 at once "
+        "(sandbox.max_concurrent, or [sandbox.tools.timed])"
+    )

@@ -128,6 +128,7 @@ class Context:
         """The context of `manifest`'s tool on the base image `base_id`; refuses a folder over the size limit."""
         files = tool_files(manifest.folder)
         _check_size(manifest, files, settings.max_context_mb)
+        _check_links(manifest, files)
         ca_path = settings.ca_bundle or _default_ca_bundle()
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
@@ -179,6 +180,25 @@ class Context:
                     _add(tar, "pocket-build/ca.crt", self.ca_bundle)
         buffer.seek(0)
         return buffer
+
+
+def _check_links(manifest: Manifest, files: list[tuple[str, Path]]) -> None:
+    """Refuse a file hard-linked from outside the folder: its contents (a key file, say) would be copied into
+    the image readable by the tool's user, whatever the other link's mode. Links within the folder are fine."""
+    links: dict[tuple[int, int], list[str]] = {}
+    counts: dict[tuple[int, int], int] = {}
+    for rel, path in files:
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            key = (st.st_dev, st.st_ino)
+            links.setdefault(key, []).append(rel)
+            counts[key] = st.st_nlink
+    outside = sorted(rels[0] for key, rels in links.items() if len(rels) < counts[key])
+    if outside:
+        raise SandboxError(
+            f"the folder of tool {manifest.name!r} ({manifest.folder}) holds hard links to files outside it: "
+            f"{', '.join(outside[:5])}; copy those files into the folder instead of linking them"
+        )
 
 
 def _check_size(manifest: Manifest, files: list[tuple[str, Path]], limit_mb: int) -> None:

@@ -44,7 +44,7 @@ def stdin_for(environment: Mapping[str, str], body: Any) -> tuple[bytes, str]:
 
 
 def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: Limits) -> Launched:
-    deadline = time.monotonic() + limits.timeout
+    deadline = time.monotonic() + limits.time_left
     output = Output(limits.output_limit, nonce)
     stream = started.stream
     state = "timeout"

@@ -27,8 +27,14 @@ class Limits:
     pids: int
     output_limit: int
     network: bool | tuple[str, ...]  # a tuple: only these hosts, through the egress proxy
+    max_concurrent: int  # the tool's containers at once
     # What the manifest asked for above the settings' ceilings, said once through progress
     lowered: tuple[str, ...] = field(default=(), compare=False)
+    waited: float = field(default=0.0, compare=False)  # seconds the call waited for a container: part of its timeout
+
+    @property
+    def time_left(self) -> float:
+        return max(self.timeout - self.waited, 0.0)
 
     @property
     def container_key(self) -> tuple[Any, ...]:
@@ -78,6 +84,7 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
         pids=pick("pids"),
         output_limit=pick("output_limit_bytes"),
         network=spec.network if isinstance(spec.network, tuple) else wants_network,
+        max_concurrent=override.max_concurrent or settings.max_concurrent,
         lowered=tuple(lowered),
     )
 

@@ -12,10 +12,12 @@ from runner.sandbox.engine import Engine, Spec, Started
 
 class Pool:
     """Started containers of one spec, waiting for calls; refilled in the background, and grown to the
-    largest burst of concurrent calls seen (up to `most`)."""
+    largest burst of concurrent calls seen (up to `most`). Idle, starting and taken containers together are
+    never more than `cap` (the tool's max_concurrent)."""
 
-    def __init__(self, spec: Spec, size: int, most: int, engine: Engine, background: Background):
-        self.spec, self.size, self.most = spec, size, max(size, most)
+    def __init__(self, spec: Spec, size: int, most: int, cap: int, engine: Engine, background: Background):
+        self.cap = cap
+        self.spec, self.size, self.most = spec, min(size, cap), min(max(size, most), cap)
         self._engine, self._background = engine, background
         self.idle: deque[Started] = deque()
         self.starting = 0
@@ -48,7 +50,7 @@ class Pool:
 
     def refill(self) -> None:
         with self.lock:
-            wanted = self.size - len(self.idle) - self.starting
+            wanted = min(self.size - len(self.idle), self.cap - self.in_use - len(self.idle)) - self.starting
             if self.closed or wanted <= 0:
                 return
             self.starting += wanted
@@ -86,11 +88,11 @@ class Pools:
         self._lock = threading.Lock()
         self._pools: dict[Spec, Pool] = {}
 
-    def get(self, spec: Spec) -> Pool:
+    def get(self, spec: Spec, cap: int) -> Pool:
         with self._lock:
             pool = self._pools.get(spec)
             if pool is None:
-                pool = self._pools[spec] = Pool(spec, self._size, self._most, self._engine, self._background)
+                pool = self._pools[spec] = Pool(spec, self._size, self._most, cap, self._engine, self._background)
             stale = [s for s in self._pools if s.tool == spec.tool and s.image != spec.image]
             old_pools = [self._pools.pop(s) for s in stale]
         for old in old_pools:  # the tool was edited: its old containers are of no use any more

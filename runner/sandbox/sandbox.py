@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from runner.errors import PocketError, SandboxError
@@ -50,6 +51,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
         self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
+        self._tool_slots: dict[str, threading.Semaphore] = {}
         self._closed = False
 
     @property
@@ -97,6 +99,31 @@ class Sandbox:
         except PocketError as exc:
             return result.failed(str(exc), Outcome.BAD_INPUT)
         self._say_lowered(limits)
+        slots = self._slots(manifest.name, limits.max_concurrent)
+        if not slots.acquire(timeout=limits.timeout):
+            return result.failed(
+                f"timed out after {limits.timeout:g} s waiting for a container: tool {manifest.name!r} runs at most "
+                f"{limits.max_concurrent} at once (sandbox.max_concurrent, or [sandbox.tools.{manifest.name}])"
+            )
+        try:
+            waited = time.perf_counter() - started_at
+            return self._run(result, manifest, body, environment, replace(limits, waited=waited),
+                             stdin, nonce, user_id, cancellation)  # fmt: skip
+        finally:
+            slots.release()
+
+    def _run(
+        self,
+        result: _Result,
+        manifest: Manifest,
+        body: Any,
+        environment: Mapping[str, str],
+        limits: Limits,
+        stdin: bytes,
+        nonce: str,
+        user_id: str,
+        cancellation: Cancellation | None,
+    ) -> Invocation:
         warm = bool(manifest.entrypoint.handler) and self._is_warm(manifest)
         try:
             spec = self._spec(manifest, limits, "warm" if warm else "call")
@@ -104,7 +131,7 @@ class Sandbox:
                 return self._unless_closed(
                     result, self._run_warm(result, spec, environment, body, limits, user_id, cancellation)
                 )
-            pool = self._pools.get(spec) if self.settings.pool_size else None
+            pool = self._pools.get(spec, limits.max_concurrent) if self.settings.pool_size else None
             started = pool.take() if pool is not None else self._engine.start(spec)
         except SandboxError as exc:
             return result.failed(str(exc))
@@ -230,6 +257,11 @@ class Sandbox:
                 self._said.add(message)
             self._say(message)
 
+    def _slots(self, tool: str, count: int) -> threading.Semaphore:
+        """The calls of one tool that may have a container at once; the others wait for one to end."""
+        with self._lock:
+            return self._tool_slots.setdefault(tool, threading.Semaphore(count))
+
     def _is_warm(self, manifest: Manifest) -> bool:
         return manifest.name in self.settings.warm_tools or "*" in self.settings.warm_tools
 
@@ -244,7 +276,7 @@ class Sandbox:
         self._say_lowered(limits)
         spec = self._spec(manifest, limits, "call")
         if self.settings.pool_size:
-            self._pools.get(spec).refill()
+            self._pools.get(spec, limits.max_concurrent).refill()
         if warm_workers and manifest.entrypoint.handler and self._is_warm(manifest):
             self._warm.fill(self._spec(manifest, limits, "warm"), user_id, warm_workers)
         return spec.image

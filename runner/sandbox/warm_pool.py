@@ -61,7 +61,7 @@ class WarmWorker:
         nonce = uuid.uuid4().hex
         marker = b"\x1e" + nonce.encode() + b"\n"
         request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
-        deadline = time.monotonic() + limits.timeout
+        deadline = time.monotonic() + limits.time_left
         answers: list[dict[str, Any]] = []
         not_protocol: list[bytes] = []
         too_big = False
