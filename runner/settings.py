@@ -9,6 +9,7 @@ includes, and no variable but POCKET_ ones is read.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import tomllib
@@ -35,6 +36,13 @@ def _default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("pocket-runner"))
+
+
+class Runtime(enum.StrEnum):
+    """The OCI runtime tool containers run under."""
+
+    RUNC = "runc"  # the engine's default: namespaces and cgroups on the host kernel
+    RUNSC = "runsc"  # gVisor: a user-space kernel between the tool and the host's (scripts/setup.sh --gvisor)
 
 
 class _Section(BaseModel):
@@ -92,6 +100,7 @@ class SandboxSettings(_Section):
     # user, then called per request. Opt-in by whoever runs the agent, since state persists between calls.
     warm_tools: tuple[str, ...] = ()
     warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
+    runtime: Runtime = Runtime.RUNC
     tools: dict[str, ToolLimits] = Field(default_factory=dict)  # per-tool overrides, by tool name
 
     @field_validator("warm_tools", mode="before")

@@ -8,9 +8,12 @@
 #   4. the Python base image (python:3.11-slim); with no registry reachable it is
 #      built from Debian packages with debootstrap and `docker import`
 #
-# Usage: scripts/setup.sh [--no-image] [--test]
+# Usage: scripts/setup.sh [--no-image] [--gvisor] [--test]
 #   --no-image                 skip step 4 (lint-only use)
-#   --test                     also install what the tests need (scripts/setup-test-deps.sh)
+#   --gvisor                   also install gVisor and register it with the engine (scripts/setup-gvisor.sh),
+#                              for sandbox.runtime = "runsc"
+#   --test                     also install what the tests need (scripts/setup-test-deps.sh), gVisor included:
+#                              the hostile-tool tests run under both runtimes
 #   POCKET_SETUP_PYTHON_IMAGE  image name to ensure instead of python:3.11-slim
 #
 # Progress goes to stderr, each line prefixed "setup:".
@@ -344,11 +347,12 @@ ensure_python_image() {
 usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
 main() {
-  local with_image=1 with_test_deps=0 arg
+  local with_image=1 with_test_deps=0 with_gvisor=0 arg
   for arg in "$@"; do
     case "$arg" in
       --no-image) with_image=0 ;;
-      --test) with_test_deps=1 ;;
+      --gvisor) with_gvisor=1 ;;
+      --test) with_test_deps=1 with_gvisor=1 ;;
       -h | --help) usage; return 0 ;;
       *) usage >&2; die "unknown argument: $arg" ;;
     esac
@@ -366,6 +370,9 @@ main() {
 
   step "apt packages" ensure_apt_packages
   step "Docker engine" ensure_docker_engine
+  if ((with_gvisor)); then
+    step "gVisor runtime" bash "$ROOT/scripts/setup-gvisor.sh"
+  fi
   step "Python venv" ensure_venv
   if ((with_image)); then
     step "base image $PYTHON_IMAGE" ensure_python_image

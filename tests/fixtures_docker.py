@@ -47,13 +47,26 @@ def docker_api() -> Iterator[object]:
     api.close()
 
 
+@pytest.fixture(scope="session", params=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest, docker_api: Any) -> str:
+    """Each runtime the hostile-tool tests run under: runc, and gVisor's runsc (`scripts/setup.sh --gvisor`,
+    which `--test` includes). A missing runsc fails, unless POCKET_TESTS_NO_GVISOR=1 says to skip it."""
+    if request.param == "runsc":
+        if os.environ.get("POCKET_TESTS_NO_GVISOR") == "1":
+            pytest.skip("POCKET_TESTS_NO_GVISOR=1")
+        if "runsc" not in (docker_api.info().get("Runtimes") or {}):
+            pytest.fail("the Docker engine has no runtime runsc: run `bash scripts/setup.sh --gvisor`")
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def sandbox(docker_api: object) -> Iterator[object]:
-    """One sandbox for the whole session (images are built once), with a pool of one container per tool."""
+def sandbox(runtime: str) -> Iterator[object]:
+    """One sandbox per runtime for the whole session (images are built once), with a pool of one container
+    per tool."""
     from runner.sandbox import Sandbox
     from runner.settings import SandboxSettings
 
-    box = Sandbox(SandboxSettings(pool_size=1))
+    box = Sandbox(SandboxSettings(pool_size=1, runtime=runtime))
     yield box
     box.close()
 

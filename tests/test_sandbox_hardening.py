@@ -45,7 +45,7 @@ def _exec(docker_api, cid: str, script: str) -> str:
 
 
 @docker
-def test_a_finished_call_leaves_no_process_holding_its_token_even_when_the_runner_died(docker_api, tmp_path):
+def test_a_finished_call_leaves_no_process_holding_its_token_even_when_the_runner_died(docker_api, tmp_path, runtime):
     folder = _write_tool(
         tmp_path / "daemonizer",
         "daemonizer",
@@ -62,7 +62,7 @@ def test_a_finished_call_leaves_no_process_holding_its_token_even_when_the_runne
         from runner.sandbox import Sandbox
         from runner.settings import SandboxSettings
         background.QUIET_REMOVE = background.SETTLE_REMOVE = 120
-        box = Sandbox(SandboxSettings(pool_size=0))
+        box = Sandbox(SandboxSettings(pool_size=0, runtime={runtime!r}))
         result = box.run(load_manifest({str(folder)!r}), {{}}, {{"SLACK_BOT_TOKEN": {TOKEN!r}}})
         print(box.id, result.ok, result.value, flush=True)
         sys.stdin.read()

@@ -29,14 +29,17 @@ from runner.manifest import Manifest
 from runner.sandbox.egress import EGRESS_PORT, EgressNetworks
 from runner.sandbox.images import ImageBuilder, image_repository
 from runner.sandbox.labels import LABEL, LABEL_MODE, LABEL_OWNER, LABEL_SANDBOX, LABEL_TOOL, USER, owner_alive
+from runner.sandbox.limits import Limits
 from runner.sandbox.stream import Stream
-from runner.settings import SandboxSettings
+from runner.settings import Runtime, SandboxSettings
 
 TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the container's own /tmp
 # Over each VOLUME the image declares: without it the engine creates an anonymous volume there, writable
 # host-disk storage that outlives the container.
 VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"  # the docker SDK's, when DOCKER_HOST is unset
+# gVisor's runtimes as scripts/setup-gvisor.sh registers them: without a network, and on the container's own
+GVISOR_RUNTIMES = ("runsc", "runsc-net")
 OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
 
 
@@ -66,6 +69,7 @@ class Engine(Protocol):
     def image(self, manifest: Manifest) -> str: ...
     def start(self, spec: Spec) -> Started: ...
     def failure(self, exc: Exception) -> str: ...
+    def why_died(self, exit_code: int | None, limits: Limits) -> str | None: ...
     def kill(self, cid: str) -> None: ...
     def remove(self, cid: str) -> None: ...
     def exit_code(self, cid: str) -> int | None: ...
@@ -105,6 +109,7 @@ class DockerEngine:
                         api.ping()
                     except Exception as exc:
                         raise SandboxError(self._unreachable(exc)) from None
+                    self._check_runtime(api)
                     self._stale_removed = self._cleanup_stale(api)
                     self._api = api
         return self._api
@@ -112,6 +117,34 @@ class DockerEngine:
     @property
     def address(self) -> str:
         return os.environ.get("DOCKER_HOST") or DEFAULT_ADDRESS
+
+    def _check_runtime(self, api: Any) -> None:
+        if self.settings.runtime is Runtime.RUNC:
+            return
+        registered = set((api.info().get("Runtimes") or {}).keys())
+        if not set(GVISOR_RUNTIMES) <= registered:
+            raise SandboxError(
+                f"sandbox.runtime = 'runsc' needs the Docker engine's runtimes {' and '.join(GVISOR_RUNTIMES)} "
+                f"(gVisor), and it has {', '.join(sorted(registered)) or 'none'}: run `bash scripts/setup.sh --gvisor`"
+            )
+
+    def _runtime(self, network_mode: str) -> str:
+        """The engine runtime for a container: gVisor's must be told whether the container has a network."""
+        if self.settings.runtime is Runtime.RUNC:
+            return "runc"
+        return GVISOR_RUNTIMES[0] if network_mode == "none" else GVISOR_RUNTIMES[1]
+
+    def why_died(self, exit_code: int | None, limits: Limits) -> str | None:
+        """Why a container ended before its launcher could report the tool's exit, when the runtime tells.
+
+        gVisor's kernel is a Go program that dies with code 2 when it cannot start a host thread: under runsc
+        the pids limit counts those threads too, and a tool that forks without end reaches it."""
+        if self.settings.runtime is Runtime.RUNSC and exit_code == 2:
+            return (
+                f"the gVisor sandbox stopped before the tool ended (its kernel could not start a thread): the tool "
+                f"reached the pids limit ({limits.pids}), which under runsc also counts the sandbox kernel's threads"
+            )
+        return None
 
     def _unreachable(self, exc: BaseException) -> str:
         where = "DOCKER_HOST" if os.environ.get("DOCKER_HOST") else "the default; set DOCKER_HOST for another"
@@ -197,7 +230,7 @@ class DockerEngine:
             network_mode = "bridge" if network else "none"
         host_config = self.host_config(
             spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
-            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns,
+            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=self._runtime(network_mode),
         )  # fmt: skip
         name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
         container = api.create_container(

@@ -35,6 +35,7 @@ class Launched:
     stdout: str
     stderr: str
     truncated: bool  # output past the limit was dropped
+    reported: bool  # the launcher reported the exit status: the tool ended, not its container
 
 
 def stdin_for(environment: Mapping[str, str], body: Any) -> tuple[bytes, str]:
@@ -58,9 +59,10 @@ def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: L
         stream.close()  # first: dockerd blocks a kill while a stream it copies to is not read
         engine.kill(started.id)
     exit_code = output.exit_code
+    reported = exit_code is not None
     if exit_code is None and state != "timeout":
         exit_code = engine.exit_code(started.id)
     return Launched(
         Ending(state), exit_code, bytes(output.stdout).decode("utf-8", "replace"), output.stderr_text(),
-        output.dropped > 0,
+        output.dropped > 0, reported,
     )  # fmt: skip

@@ -214,8 +214,11 @@ class Sandbox:
             )  # fmt: skip
         if code == 0:
             return result.ok(parse_output(stdout), exit_code=0, **common)
+        died = None if launched.reported else self._engine.why_died(code, limits)
         if code == 137 and not self._closed and self._engine.oom_killed(started.id, wait=True):
             error = _out_of_memory(limits)
+        elif died:
+            error = died
         elif code is None:
             error = "the container vanished before its exit code could be read"
         else:
