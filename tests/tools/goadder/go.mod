@@ -1,0 +1,3 @@
+module goadder
+
+go 1.19
