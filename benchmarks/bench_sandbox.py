@@ -6,6 +6,8 @@ Modes, each measured over N sequential calls (p50, p95):
   docker-run   plain `docker run --rm -i --network none IMAGE sh -c RUN` of the tool's command (the baseline)
   default      pocket-runner, a fresh pre-started container per call (the pool)
   warm         pocket-runner warm mode: the handler loaded once, called per request
+  gvisor       default mode with sandbox.runtime = "runsc" (gVisor; scripts/setup.sh --gvisor)
+  gvisor-warm  warm mode under gVisor
   hyperpocket  hyperpocket 0.5.7 + hyperdock-container, its baseImage pointed at the same local image
                 (installed in benchmarks/.venv-hyperpocket on first run)
 Then 8 concurrent calls against 1 (default and warm mode), next to the same for bare processes: the tool's
@@ -220,6 +222,7 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between sequential calls")
     parser.add_argument("--pool", type=int, default=8, help="sandbox.pool_size for the default mode")
     parser.add_argument("--no-hyperpocket", action="store_true")
+    parser.add_argument("--no-gvisor", action="store_true")
     args = parser.parse_args()
 
     from runner.manifest import load_manifest
@@ -249,6 +252,13 @@ def main() -> int:
         cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"warm_tools": ("hello",)})
     )
     rows["warm"], one_warm, eight_warm, busy_warm = bench_pocket(warm_settings, args.calls, args.pause)
+    if args.no_gvisor:
+        rows["gvisor"] = rows["gvisor-warm"] = None
+        notes["gvisor"] = notes["gvisor-warm"] = "skipped (--no-gvisor)"
+    else:
+        for mode, settings in (("gvisor", default_settings), ("gvisor-warm", warm_settings)):
+            gvisor = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"runtime": "runsc"})})
+            rows[mode] = bench_pocket(gvisor, args.calls, args.pause)[0]
     one_bare, eight_bare = bench_bare(image, manifest.entrypoint.run)
     if args.no_hyperpocket:
         rows["hyperpocket"], notes["hyperpocket"] = None, "skipped (--no-hyperpocket)"
@@ -285,6 +295,9 @@ def main() -> int:
     ratio = p50["default"] / p50["docker-run"]
     print(f"default p50 / docker-run p50 = {ratio:.3f}   (target <= 0.3)  {verdict(ratio <= 0.3)}")
     print(f"warm p50 = {p50['warm']:.2f} ms            (target < 10 ms)  {verdict(p50['warm'] < 10)}")
+    for mode, against in (("gvisor", "default"), ("gvisor-warm", "warm")):
+        if mode in p50:
+            print(f"{mode} p50 / {against} p50 = {p50[mode] / p50[against]:.2f}x   (what gVisor adds once pooled)")
     if "hyperpocket" in p50:
         speedup = p50["hyperpocket"] / p50["default"]
         print(f"hyperpocket p50 / default p50 = {speedup:.1f}x   (target >= 4x)  {verdict(speedup >= 4)}")

@@ -63,6 +63,10 @@ class Sandbox:
         """The tag of the tool's image, built first when no image holds exactly these contents."""
         return self._engine.image(manifest)
 
+    def base_image(self, manifest: Manifest) -> str:
+        """The image the tool's image is built on."""
+        return self._engine.images.base_image(manifest)
+
     def cleanup_stale(self) -> list[str]:
         return self._engine.cleanup_stale()
 
