@@ -4,11 +4,13 @@ engine restart, files the tool's user could not read on the host."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import textwrap
 import threading
 import time
@@ -250,3 +252,42 @@ def test_a_call_waiting_for_a_container_longer_than_its_timeout_fails_saying_why
         "timed out after 1 s waiting for a container: tool 'timed' runs at most 1 at once "
         "(sandbox.max_concurrent, or [sandbox.tools.timed])"
     )
+
+
+@pytest.fixture(scope="module")
+def shell_less_image(docker_api) -> str:
+    """An image with no /bin/sh: a container of it cannot start the launcher."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("README")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\\n"))
+    docker_api.import_image_from_data(data.getvalue(), repository="pocket-test/no-shell", tag="1")
+    return "pocket-test/no-shell:1"
+
+
+def _runsc_processes() -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            command = (proc / "cmdline").read_bytes()
+            if proc.name.isdigit() and command.startswith(b"runsc"):
+                found.append(command.decode("utf-8", "replace"))
+    return found
+
+
+@docker
+def test_a_container_that_cannot_start_fails_the_call_and_leaves_no_process(
+    docker_api, runtime, shell_less_image, tmp_path
+):
+    folder = _write_tool(tmp_path / "shellless", "shellless", "/bin/sh -c true", {})
+    manifest = json.loads((folder / "pocket.json").read_text())
+    del manifest["language"]
+    (folder / "pocket.json").write_text(json.dumps({**manifest, "baseImage": shell_less_image}))
+    before = _runsc_processes()
+    with Sandbox(SandboxSettings(pool_size=0, runtime=runtime)) as box:
+        result = box.run(load_manifest(folder), {}, {})
+        assert result.outcome is Outcome.TOOL_FAILED
+        assert result.error.startswith("the sandbox could not start the tool's container: "), result.error
+        assert box.containers() == set()
+    assert [p for p in _runsc_processes() if p not in before] == []

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from runner.errors import SandboxError
@@ -254,6 +256,8 @@ class DockerEngine:
             api.start(cid)
         except Exception:
             self.remove(cid)
+            if self.settings.runtime is Runtime.RUNSC:
+                _stop_runsc_leftovers(cid)
             raise
         if self._closed:  # closed while this one started: close() may have missed it
             stream.close()
@@ -353,3 +357,26 @@ def _reason(exc: BaseException) -> str:
         inner = [arg for arg in seen.args if isinstance(arg, BaseException)]
         seen = inner[0] if inner else seen.__cause__ or seen.__context__
     return type(exc).__name__
+
+
+def _stop_runsc_leftovers(cid: str) -> None:
+    """Kill the gVisor processes a failed start left for container `cid`: runsc (2022) keeps its gofer and
+    sandbox processes when the container's process cannot start, and removing the container does not end
+    them. Only processes naming this container are touched; on a remote engine there are none to see."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _names_runsc_container(proc, cid):
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(proc)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and any(_names_runsc_container(proc, cid) for proc in killed):
+        time.sleep(0.02)
+
+
+def _names_runsc_container(proc: Path, cid: str) -> bool:
+    try:
+        command = (proc / "cmdline").read_bytes()  # empty once the process has exited
+    except OSError:
+        return False
+    return command.startswith(b"runsc") and cid.encode() in command
