@@ -240,6 +240,8 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
         _out(result.text())
         return ExitCode.OK
     error = result.error or "the tool failed"
+    if result.stdout.strip():
+        _out(result.stdout.rstrip("\n"))
     unquoted = _unquoted_stderr(result.stderr, error)
     if unquoted:
         print(_shown(unquoted, sys.stderr), file=sys.stderr)

@@ -34,8 +34,9 @@ class Outcome(StrEnum):
 class Invocation:
     """The result of one tool call.
 
-    `value` is what the tool printed on stdout, parsed as JSON when it is JSON. `stderr` is kept apart
-    and only shown on failure. Token values never appear in any field (the runner redacts them).
+    `value` is what the tool printed on stdout, parsed as JSON when it is JSON. A failed tool's stdout is
+    `stdout` instead (its last 64 KiB), since what it printed before failing may say why. `stderr` is kept
+    apart and only shown on failure. Token values never appear in any field (the runner redacts them).
     """
 
     tool: str
@@ -44,6 +45,7 @@ class Invocation:
     error: str | None = None
     exit_code: int | None = None
     stderr: str = ""
+    stdout: str = ""
     duration_seconds: float = 0.0
     truncated: bool = False
     auth_url: str | None = None
@@ -55,7 +57,8 @@ class Invocation:
     def text(self) -> str:
         """The result as the text an agent (or a person) reads."""
         if not self.ok:
-            return f"error: {self.error}"
+            printed = self.stdout.strip()
+            return f"error: {self.error}" + (f"\nthe tool printed:\n{printed}" if printed else "")
         if isinstance(self.value, str):
             return self.value
         return json.dumps(self.value, ensure_ascii=False)
@@ -85,7 +88,7 @@ class Cancellation:
 
 
 def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
-    """The invocation with every secret replaced in its value, error and stderr, at any depth.
+    """The invocation with every secret replaced in its value, error, stderr and stdout, at any depth.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
@@ -97,6 +100,7 @@ def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
         value=redactor.deep(invocation.value),
         error=redactor.deep(invocation.error),
         stderr=redactor.deep(invocation.stderr),
+        stdout=redactor.deep(invocation.stdout),
     )
 
 

@@ -34,6 +34,7 @@ EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cac
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
+BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
 
 
@@ -242,8 +243,12 @@ def _build_script(build: str, ca: bool) -> bytes:
     script += [
         f'if [ -n "${{{INDEX_ARG}:-}}" ]; then export PIP_INDEX_URL="${INDEX_ARG}"; fi',
         f"unset {INDEX_ARG} {INDEX_ARG.lower()}",
-        "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore HOME=/root",
+        "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore",
+        # The build's home is the call's (launch.sh), so what it installs under ~ is there at call time.
+        f"export HOME={BUILD_HOME}",
+        'mkdir -p "$HOME"',
         f"/bin/sh -c {shlex.quote(build)}",
+        f'if [ -n "$(ls -A {BUILD_HOME})" ]; then chmod -R a+rX {BUILD_HOME}; else rmdir {BUILD_HOME}; fi',
     ]
     return ("\n".join(script) + "\n").encode()
 

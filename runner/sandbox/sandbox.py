@@ -6,6 +6,7 @@ report to an `Invocation`."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from runner.sandbox.warm_pool import WarmPool, WarmReply, WarmState
 from runner.settings import SandboxSettings, Settings
 
 Progress = Callable[[str], None]
+STDOUT_KEEP = 64 * 1024  # the stdout tail a failed call keeps
 
 
 class Sandbox:
@@ -203,7 +205,7 @@ class Sandbox:
         common: dict[str, Any] = {"stderr": launched.stderr, "truncated": launched.truncated}
         code, stdout = launched.exit_code, launched.stdout
         if launched.ending is Ending.TIMEOUT:
-            return result.failed(_timed_out(limits), **common)
+            return result.failed(_timed_out(limits), stdout=stdout[-STDOUT_KEEP:], **common)
         if launched.ending is Ending.STOPPED:
             return result.failed(
                 f"the tool printed more than {DRAIN_FACTOR + 1} times the output limit "
@@ -228,7 +230,8 @@ class Sandbox:
         else:
             tail = launched.stderr.strip().splitlines()[-5:]
             error = f"the tool exited with code {code}" + (": " + "\n".join(tail) if tail else "")
-        return result.failed(error, value=None, exit_code=code, **common)
+            error += _offline_hint(launched.stderr, result.tool, limits)
+        return result.failed(error, value=None, exit_code=code, stdout=stdout[-STDOUT_KEEP:], **common)
 
     def _from_warm(self, result: _Result, reply: WarmReply, started: Started, limits: Limits) -> Invocation:
         stderr = reply.stderr
@@ -327,6 +330,31 @@ class _Result:
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started_at
+
+
+# How a failed name lookup reads in the runtimes tools use: glibc, Python, Node, Go, curl.
+_NO_NAME_RESOLUTION = re.compile(
+    r"Temporary failure in name resolution|Name or service not known|No address associated with hostname|"
+    r"getaddrinfo (ENOTFOUND|EAI_AGAIN)|dial tcp: lookup .*(no such host|server misbehaving)|Could not resolve host"
+)
+
+
+def _offline_hint(stderr: str, tool: str, limits: Limits) -> str:
+    """After a tool that failed looking up a host name, what grants it network (or why it had none)."""
+    if not _NO_NAME_RESOLUTION.search(stderr):
+        return ""
+    if isinstance(limits.network, tuple):
+        return (
+            f"\n(the tool could not resolve a host name: it may reach only {', '.join(limits.network)}, and only "
+            "through the proxy it is given as HTTPS_PROXY / HTTP_PROXY)"
+        )
+    if limits.network:
+        return ""
+    return (
+        f"\n(the tool could not resolve a host name: it has no network. Grant it the hosts it needs with "
+        f'[sandbox.tools.{tool}] network = ["api.example.com"] in settings, or "sandbox": {{"network": [...]}} '
+        "in its pocket.json)"
+    )
 
 
 def _timed_out(limits: Limits) -> str:

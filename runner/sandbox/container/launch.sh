@@ -9,6 +9,9 @@
 while IFS= read -r pocket_line; do
   if [ "$pocket_line" = "__pocket_body_follows__" ]; then
     unset pocket_line
+    # The build ran with HOME=/home/pocket, kept when it put something there (browsers, caches, config):
+    # the tool finds it where the build left it (read-only, as the whole image is; /tmp is writable).
+    if [ -d /home/pocket ]; then export HOME=/home/pocket; fi
     /bin/sh /pocket/entry.sh
     pocket_status=$?
     # The exit status, on both streams after everything the tool wrote to them (each stream keeps its

@@ -14,6 +14,8 @@ import os
 import sys
 import traceback
 
+BUILD_HOME = "/home/pocket"
+
 
 def main() -> None:
     module_name, _, function_name = sys.argv[1].partition(":")
@@ -21,6 +23,8 @@ def main() -> None:
     os.dup2(2, 1)  # fd 1 (and so subprocesses' stdout) now goes to stderr
     sys.stdout = sys.stderr
     sys.path.insert(0, os.getcwd())
+    if os.path.isdir(BUILD_HOME):  # what entrypoint.build put in its home (see launch.sh)
+        os.environ["HOME"] = BUILD_HOME
     baseline = dict(os.environ)
     handler, load_error = None, None
     try:
