@@ -31,6 +31,9 @@ _IN_PLACE = {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentS
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
+MESSAGE_MAX = 300  # characters of one body problem; the rest is cut
+
+
 def schemas_dir() -> Path:
     """The published schemas: inside the installed package, or at the repository root in a checkout."""
     packaged = Path(__file__).resolve().parent / "schemas"
@@ -373,7 +376,10 @@ def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
     problems = []
     for error in errors:
         field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
-        problems.append(f"{field}: {error.message}")
+        message = error.message  # quotes the value: a 1 MB string must not make a 1 MB error
+        if len(message) > MESSAGE_MAX:
+            message = f"{message[:MESSAGE_MAX]}... ({len(message)} characters in all)"
+        problems.append(f"{field}: {message}")
     return problems
 
 
