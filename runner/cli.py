@@ -280,8 +280,9 @@ def _read_secret(prompt: str, *, secret: bool) -> str:
 def _cmd_auth(args: argparse.Namespace) -> int:
     import time
 
-    from runner.auth import Authenticator, grant_outcome
+    from runner.auth import Authenticator
     from runner.auth.providers import FORM_FIELDS
+    from runner.auth.results import GrantOutcome
 
     auth = Authenticator(_settings(args))
     try:
@@ -343,7 +344,7 @@ def _cmd_auth(args: argparse.Namespace) -> int:
             device = auth.start_device(provider.name, user_id=args.user, scopes=args.scope)
             _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
             _say(f"and enter the code {device.user_code}")
-            outcome = grant_outcome(device.scopes, auth.finish_device(device))
+            outcome = str(GrantOutcome.of_grant(device.scopes, auth.finish_device(device)))
         else:
             url = auth.authorization_url(provider.name, user_id=args.user, kind="oauth2", scopes=args.scope)
             _say(f"open this URL to authorize {provider.title} for user {args.user!r}:")

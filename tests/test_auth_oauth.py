@@ -135,7 +135,8 @@ def test_wait_reports_the_outcome_of_each_pending_authorization(authenticator, p
 def test_wrong_code_verifier_is_refused_by_the_server(authenticator, person):
     url = url_from(authenticator)
     state = parse_qs(urlsplit(url).query)["state"][0]
-    authenticator._pending[state].code_verifier = "x" * 64  # what an attacker without the verifier has
+    pending = next(p for p in authenticator.pending() if p.state == state)
+    pending.code_verifier = "x" * 64  # what an attacker without the verifier has
     page = person.visit(person.authorize(url))
     assert page.status_code == 400 and "invalid_grant" in page.text
     assert authenticator.store.get("default", "testidp") is None

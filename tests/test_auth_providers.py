@@ -211,7 +211,7 @@ def test_custom_handler_class_from_settings(make_settings, stand_in):
 # -- quirks, against a stand-in of each provider's token endpoint --------------------------------
 
 
-def quirky(make_settings, stand_in, provider: str, **extra) -> Authenticator:
+def quirky(make_settings, stand_in, provider: str, credentials: dict | None = None, **extra) -> Authenticator:
     entry = {
         "authorization_url": f"{stand_in.url}/authorize",
         "token_url": f"{stand_in.url}/token",
@@ -219,7 +219,7 @@ def quirky(make_settings, stand_in, provider: str, **extra) -> Authenticator:
         "client_secret": f"{provider}-secret",
         **extra,
     }
-    return Authenticator(make_settings({provider: entry}))
+    return Authenticator(make_settings({provider: entry}, **(credentials or {})))
 
 
 def complete(auth: Authenticator, url: str, **params: str):
@@ -418,8 +418,9 @@ def test_oauth_handler_without_client_offers_the_token_form(make_settings):
 
 
 def test_public_base_url_for_running_behind_a_proxy(make_settings, stand_in):
-    auth = quirky(make_settings, stand_in, "linear")
-    auth._config = auth._config.model_copy(update={"public_base_url": "https://agent.example.com/pocket/"})
+    auth = quirky(
+        make_settings, stand_in, "linear", credentials={"public_base_url": "https://agent.example.com/pocket/"}
+    )
     url = start(auth, AuthSpec(auth_provider="linear"))
     assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["https://agent.example.com/pocket/auth/linear/callback"]
     auth.close()
@@ -469,8 +470,7 @@ def test_expired_token_without_refresh_token_requires_authorization(make_setting
 def test_callback_server_refuses_other_hosts_and_expired_states(make_settings, stand_in, callback_port):
     import httpx
 
-    auth = quirky(make_settings, stand_in, "linear")
-    auth._config = auth._config.model_copy(update={"authorization_timeout_seconds": 0.3})
+    auth = quirky(make_settings, stand_in, "linear", credentials={"authorization_timeout_seconds": 0.3})
     url = start(auth, AuthSpec(auth_provider="linear"))
     state = parse_qs(urlsplit(url).query)["state"][0]
     callback = f"http://127.0.0.1:{callback_port}/auth/linear/callback?code=c&state={state}"
@@ -493,7 +493,7 @@ def test_a_pasted_token_serves_an_oauth_only_provider(make_settings):
 
 
 def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_settings, stand_in):
-    auth = quirky(make_settings, stand_in, "linear")
+    auth = quirky(make_settings, stand_in, "linear", credentials={"refresh_margin_seconds": 60})
     spec = AuthSpec(auth_provider="linear")
     url = start(auth, spec)
     stand_in.json("POST /token", {"access_token": "lin_1", "refresh_token": "lin_r", "expires_in": 100})
@@ -502,7 +502,6 @@ def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_se
     # Inside the refresh margin but not expired: the provider is down, the current token is still used.
     auth.store.put(replace(stored, obtained_at=time.time() - 95, expires_at=time.time() + 5))
     stand_in.json("POST /token", {"error": "server_error"}, status=503)
-    auth._config = auth._config.model_copy(update={"refresh_margin_seconds": 60})
     assert auth.environment(spec, "u") == {"LINEAR_TOKEN": "lin_1"}
     expire(auth, "linear")
     with pytest.raises(AuthUnavailableError, match="server_error"):  # not "authorization required"
