@@ -13,8 +13,9 @@ from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 import pytest
 
-from runner.auth import Authenticator, OAuth2Handler
+from runner.auth import Authenticator, OAuth2Handler, Revocation
 from runner.auth.providers import catalog
+from runner.auth.results import LogoutResult
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
 
@@ -413,7 +414,7 @@ def test_oauth_handler_without_client_offers_the_token_form(make_settings):
     done = httpx.post(url.split("?")[0], data={"state": state, "token": "cal-pat-123456"})
     assert done.status_code == 200
     assert auth.environment(spec, "u") == {"CALENDLY_TOKEN": "cal-pat-123456"}
-    assert auth.status("u")[0]["kind"] == "token"
+    assert auth.status("u")[0].kind == "token"
     auth.close()
 
 
@@ -430,9 +431,9 @@ def test_slack_logout_revokes_with_auth_revoke(make_settings, stand_in):
     auth = quirky(make_settings, stand_in, "slack", revocation_url=f"{stand_in.url}/revoke")
     auth.login_with("slack", {"token": "xoxb-revoke-me-1234"}, user_id="u", kind="token")
     stand_in.json("POST /revoke", {"ok": True, "revoked": True})
-    assert auth.logout("slack", user_id="u") == {
-        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
-    }  # fmt: skip
+    assert auth.logout("slack", user_id="u") == LogoutResult(
+        deleted=True, revocation=Revocation(revoked=("access token",), not_revoked={})
+    )
     assert stand_in.requests[-1].headers["authorization"] == "Bearer xoxb-revoke-me-1234"
     auth.close()
 
@@ -443,9 +444,9 @@ def test_github_logout_deletes_the_grant(make_settings, stand_in):
     stand_in.json("POST /token", {"access_token": "gho_to_revoke_123", "scope": "repo", "token_type": "bearer"})
     assert complete(auth, url).status_code == 200
     stand_in.routes["DELETE /applications/github-client/grant"] = lambda _r: (204, {}, b"")
-    assert auth.logout("github", user_id="u") == {
-        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
-    }  # fmt: skip
+    assert auth.logout("github", user_id="u") == LogoutResult(
+        deleted=True, revocation=Revocation(revoked=("access token",), not_revoked={})
+    )
     request = stand_in.requests[-1]
     assert request.json() == {"access_token": "gho_to_revoke_123"}
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"github-client:github-secret").decode()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from pydantic import SecretStr
 
+from runner.auth.authorize import Authorizer
+from runner.auth.consent import Consent
 from runner.auth.context import AuthContext
+from runner.auth.device import DeviceGrants
 from runner.auth.oauth import Revocation
 from runner.auth.providers import FORM_FIELDS, Provider
-from runner.auth.store import ACTIVE, Credential, describe
+from runner.auth.results import CredentialStatus, GrantOutcome, GrantState, LoginPrompts, LoginResult, LogoutResult
+from runner.auth.store import Credential
 from runner.errors import SettingsError, UnreadableCredential
 
 
@@ -33,10 +37,69 @@ def credential_from_values(provider: Provider, values: dict[str, str], *, user_i
 
 
 class Admin:
-    """What a person does with their credentials by hand, apart from consent."""
+    """What a person does with their credentials by hand: sign in or enter one, list them, forget them."""
 
-    def __init__(self, context: AuthContext):
+    def __init__(self, context: AuthContext, consent: Consent, authorizer: Authorizer, devices: DeviceGrants):
         self._context = context
+        self._consent = consent
+        self._authorizer = authorizer
+        self._devices = devices
+
+    def login(
+        self,
+        provider: str,
+        prompts: LoginPrompts,
+        *,
+        user_id: str = "default",
+        handler: str | None = None,
+        device: bool = False,
+        scopes: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> LoginResult:
+        """Sign in with OAuth (browser or device grant) when a client is configured, else ask for the
+        provider's kind of credential; `handler` or `device` choose instead."""
+        entry = self._context.provider(provider)
+        kind = self._login_kind(entry, handler, device, prompts)
+        if kind in FORM_FIELDS:
+            values = {name: prompts.value(entry, label, secret=secret) for name, label, secret in FORM_FIELDS[kind]}
+            self.login_with(entry.name, values, user_id=user_id, kind=kind)
+            return LoginResult(entry, user_id, kind, GrantOutcome(GrantState.AUTHORIZED))
+        if device:
+            grant = self._devices.start(entry.name, user_id=user_id, scopes=scopes)
+            prompts.device_code(grant)
+            outcome = GrantOutcome.of_grant(grant.scopes, self._devices.finish(grant))
+        else:
+            prompts.authorization_url(
+                entry, self._authorizer.url(entry.name, user_id=user_id, kind=kind, scopes=scopes)
+            )
+            outcome = self._consent.wait(timeout, user_id=user_id).get(entry.name, GrantOutcome(GrantState.AUTHORIZED))
+        return LoginResult(entry, user_id, kind, outcome)
+
+    def _login_kind(self, provider: Provider, handler: str | None, device: bool, prompts: LoginPrompts) -> str:
+        kind = provider.kind_of(handler) if handler else None
+        configure = (
+            f"set [auth.{provider.name}] client_id (and client_secret) in .secrets.toml, "
+            f"or POCKET_AUTH__{provider.name.upper()}__CLIENT_ID (and __CLIENT_SECRET)"
+        )
+        has_client = self._context.client(provider) is not None
+        if device:
+            if kind not in (None, "oauth2"):
+                raise SettingsError(f"--device signs in with OAuth: it does not go with --handler {handler}")
+            if "oauth2" not in provider.handlers:
+                raise SettingsError(
+                    f"{provider.title} has no OAuth sign-in, so no --device: run `pocket auth login {provider.name}`"
+                )
+            if not has_client:
+                raise SettingsError(f"--device needs an OAuth client for {provider.title}: {configure}")
+            return "oauth2"
+        if kind is not None:
+            return kind
+        if "oauth2" in provider.handlers and has_client:
+            return "oauth2"
+        kind = next((k for k in provider.handlers if k != "oauth2"), "oauth2")
+        if kind != "oauth2" and "oauth2" in provider.handlers:
+            prompts.fallback(provider, kind, configure)
+        return kind
 
     def login_with(
         self, provider: str, values: dict[str, str], *, user_id: str = "default", kind: str | None = None
@@ -45,7 +108,7 @@ class Admin:
         self._context.save(credential)
         return credential
 
-    def status(self, user_id: str | None = None, provider: str | None = None) -> list[dict[str, Any]]:
+    def status(self, user_id: str | None = None, provider: str | None = None) -> list[CredentialStatus]:
         store = self._context.store
         rows = []
         for user, name in store.entries(user_id):
@@ -54,18 +117,18 @@ class Admin:
             try:
                 credential = store.get(user, name)
             except UnreadableCredential as exc:  # said for this row; the others are still shown
-                rows.append({"user": user, "provider": name, "status": "unreadable", "problem": str(exc)})
+                rows.append(CredentialStatus.unreadable(user, name, str(exc)))
                 continue
             if credential is not None:
-                rows.append(describe(credential))
+                rows.append(CredentialStatus.of(credential))
         for name, entry in sorted(self._context.settings.auth.items()):
             if provider is not None and name != provider:
                 continue
             if entry.token is not None or entry.password is not None or entry.api_key is not None:
-                rows.append({"user": "*", "provider": name, "kind": "settings", "status": ACTIVE, "scopes": []})
+                rows.append(CredentialStatus.in_settings(name))
         return rows
 
-    def logout(self, provider: str, *, user_id: str = "default") -> dict[str, Any]:
+    def logout(self, provider: str, *, user_id: str = "default") -> LogoutResult:
         entry = self._context.provider(provider)
         store = self._context.store
         with store.lock(user_id, entry.name):
@@ -75,12 +138,7 @@ class Admin:
             except UnreadableCredential:  # forgotten all the same: nothing else can be done with it
                 revocation = Revocation(not_revoked={"stored credential": "it could not be decrypted"})
             deleted = store.delete(user_id, entry.name)
-        return {
-            "deleted": deleted,
-            "revoked": revocation.complete,
-            "revoked_tokens": list(revocation.revoked),
-            "not_revoked": dict(revocation.not_revoked),
-        }
+        return LogoutResult(deleted, revocation)
 
     def _revoke(self, credential: Credential, entry: Provider) -> Revocation:
         """What pocket obtained by OAuth (and a pasted Slack token, which Slack can revoke) is revoked at the

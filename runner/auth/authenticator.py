@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import httpx
 
@@ -27,6 +26,7 @@ from runner.auth.oauth import Client, DeviceAuthorization, OAuthHandler, Pending
 from runner.auth.pages import Pages
 from runner.auth.providers import Provider
 from runner.auth.refresh import Refresher
+from runner.auth.results import CredentialStatus, LoginPrompts, LoginResult, LogoutResult
 from runner.auth.store import Credential, CredentialStore
 from runner.errors import AuthRequiredError, AuthUnavailableError
 from runner.manifest import AuthSpec
@@ -43,7 +43,7 @@ class Authenticator:
         self._devices = DeviceGrants(self._context, self._consent)
         self._authorizer = Authorizer(self._context, self._consent, self._devices, self._site)
         self._refresher = Refresher(self._context, self._authorizer)
-        self._admin = Admin(self._context)
+        self._admin = Admin(self._context, self._consent, self._authorizer, self._devices)
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -127,20 +127,37 @@ class Authenticator:
 
     # -- pocket auth login / status / logout -----------------------------------------------------
 
+    def login(
+        self,
+        provider: str,
+        prompts: LoginPrompts,
+        *,
+        user_id: str = "default",
+        handler: str | None = None,
+        device: bool = False,
+        scopes: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> LoginResult:
+        """`pocket auth login`: sign in with OAuth (in a browser, or with `device` on another device) when a
+        client is configured, else read the provider's kind of credential through `prompts`; `handler`
+        names the kind instead. Waits up to `timeout` for the browser's consent."""
+        return self._admin.login(
+            provider, prompts, user_id=user_id, handler=handler, device=device, scopes=scopes, timeout=timeout
+        )
+
     def login_with(
         self, provider: str, values: dict[str, str], *, user_id: str = "default", kind: str | None = None
     ) -> Credential:
         """Store a token, API key, username+password or key pair given directly (CLI, form)."""
         return self._admin.login_with(provider, values, user_id=user_id, kind=kind)
 
-    def status(self, user_id: str | None = None, provider: str | None = None) -> list[dict[str, Any]]:
+    def status(self, user_id: str | None = None, provider: str | None = None) -> list[CredentialStatus]:
         """Token-free summaries of the stored credentials (and of those set in settings)."""
         return self._admin.status(user_id, provider)
 
-    def logout(self, provider: str, *, user_id: str = "default") -> dict[str, Any]:
+    def logout(self, provider: str, *, user_id: str = "default") -> LogoutResult:
         """Forget the user's credential, revoking it at the provider first where the provider allows it.
-        Says which tokens were revoked (`revoked_tokens`) and which may still work there (`not_revoked`,
-        token -> why); `revoked` is True only when every token was."""
+        Says which tokens were revoked and which may still work there (`revocation.not_revoked`, token -> why)."""
         return self._admin.logout(provider, user_id=user_id)
 
     def start_device(
