@@ -1,5 +1,5 @@
-"""`Authenticator`: the one object `Pocket` and the CLI use for credentials. It holds no logic of its own;
-it composes the parts and says which does what:
+"""`Authenticator`: the one object `Pocket` and the CLI use for credentials. It composes the parts and
+delegates to them (its own code is `initialize`, a loop over `environment`); which part does what:
 
 - `AuthContext` (context.py): settings, the HTTP client, the store, resolved providers, declared scopes;
 - `Refresher` (refresh.py): the credential of a tool call, refreshed ahead of expiry;

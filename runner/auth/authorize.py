@@ -24,7 +24,7 @@ class Authorizer:
         self._devices = devices
         self._site = site
 
-    def kind_for_url(self, provider: Provider, kind: str) -> str:
+    def _kind_for_url(self, provider: Provider, kind: str) -> str:
         """oauth2 when the client is configured; otherwise the provider's first form kind, if it has one."""
         if kind == "oauth2" and self._context.client(provider) is None:
             form_kinds = [k for k in provider.handlers if k != "oauth2"]
@@ -38,7 +38,7 @@ class Authorizer:
         """The URL the person opens to grant `user_id` access: the provider's consent page (OAuth), or the
         local form to enter a token. The same URL is returned while that request is pending."""
         entry = self._context.provider(provider)
-        kind = self.kind_for_url(entry, kind or entry.default_kind)
+        kind = self._kind_for_url(entry, kind or entry.default_kind)
         self._context.store.require_key(user_id, entry.name)  # before the person consents, not after
         if kind == "oauth2":
             handler = self._context.handler(entry)
@@ -84,7 +84,7 @@ class Authorizer:
                 f"{provider.title} authorization is needed for user {user_id!r}{detail}, but {exc}",
                 provider=provider.name,
             ) from None
-        what = "sign in and allow access" if self.kind_for_url(provider, kind) == "oauth2" else "enter the credential"
+        what = "sign in and allow access" if self._kind_for_url(provider, kind) == "oauth2" else "enter the credential"
         code = self._consent.user_code(url)
         if code:
             what = f"enter the code {code} (on any device) and allow access"
