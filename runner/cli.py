@@ -24,6 +24,8 @@ from runner.errors import ExitCode, ManifestError, PocketError, Problem
 from runner.invocation import Outcome
 
 if TYPE_CHECKING:
+    from runner.auth.oauth import DeviceAuthorization, Revocation
+    from runner.auth.providers import Provider
     from runner.manifest import Manifest
     from runner.settings import Settings
 
@@ -282,94 +284,89 @@ def _read_secret(prompt: str, *, secret: bool) -> str:
 def _cmd_auth(args: argparse.Namespace) -> int:
     import time
 
-    from runner.auth import Authenticator, grant_outcome
-    from runner.auth.providers import FORM_FIELDS
+    from runner.auth import Authenticator
+    from runner.auth.results import GrantState
 
     auth = Authenticator(_settings(args))
     try:
         if args.auth_command == "status":
             rows = auth.status(None if args.all_users else args.user, args.provider)
             if args.json:
-                _out(json.dumps(rows, indent=2))
+                _out(json.dumps([row.as_json() for row in rows], indent=2))
             elif not rows:
                 _out("no stored credentials" + (f" for user {args.user!r}" if not args.all_users else ""))
             for row in rows if not args.json else []:
-                if row["status"] == "unreadable":
-                    _out(f"{row['provider']} ({row['user']}): unreadable: {row['problem']}")
+                if row.problem is not None:
+                    _out(f"{row.provider} ({row.user}): unreadable: {row.problem}")
                     continue
-                expiry = row.get("expires_at")
-                when = "no expiry" if expiry is None else f"expires in {int(expiry - time.time())} s"
-                scopes = f" [{', '.join(row['scopes'])}]" if row.get("scopes") else ""
-                _out(f"{row['provider']} ({row['user']}): {row['kind']}, {row['status']}{scopes}, {when}")
+                when = "no expiry" if row.expires_at is None else f"expires in {int(row.expires_at - time.time())} s"
+                scopes = f" [{', '.join(row.scopes)}]" if row.scopes else ""
+                _out(f"{row.provider} ({row.user}): {row.kind}, {row.status}{scopes}, {when}")
             return ExitCode.OK
         if args.auth_command == "logout":
-            outcome = auth.logout(args.provider, user_id=args.user)
-            if not outcome["deleted"]:
+            logout = auth.logout(args.provider, user_id=args.user)
+            if not logout.deleted:
                 _say(f"no stored {args.provider} credential for user {args.user!r}")
                 return ExitCode.OK
-            _say(f"forgot the {args.provider} credential of user {args.user!r}{_revocation(args.provider, outcome)}")
+            revocation = _revocation(args.provider, logout.revocation)
+            _say(f"forgot the {args.provider} credential of user {args.user!r}{revocation}")
             return ExitCode.OK
-        provider = auth.provider(args.provider)
-        kind = provider.kind_of(args.handler) if args.handler else None
-        configure = (
-            f"set [auth.{provider.name}] client_id (and client_secret) in .secrets.toml, "
-            f"or POCKET_AUTH__{provider.name.upper()}__CLIENT_ID (and __CLIENT_SECRET)"
+        login = auth.login(
+            args.provider,
+            _LoginPrompts(args.user),
+            user_id=args.user,
+            handler=args.handler,
+            device=args.device,
+            scopes=args.scope,
+            timeout=args.timeout,
         )
-        if args.device:
-            if kind not in (None, "oauth2"):
-                raise PocketError(f"--device signs in with OAuth: it does not go with --handler {args.handler}")
-            if "oauth2" not in provider.handlers:
-                raise PocketError(
-                    f"{provider.title} has no OAuth sign-in, so no --device: run `pocket auth login {provider.name}`"
-                )
-            if auth.client(provider) is None:
-                raise PocketError(f"--device needs an OAuth client for {provider.title}: {configure}")
-            kind = "oauth2"
-        if kind is None:
-            kind = "oauth2" if "oauth2" in provider.handlers and auth.client(provider) else None
-            kind = kind or next((k for k in provider.handlers if k != "oauth2"), "oauth2")
-            if kind != "oauth2" and "oauth2" in provider.handlers:
-                _say(
-                    f"no OAuth client is configured for {provider.title}, so this asks for a {kind}; "
-                    f"to sign in with OAuth instead, {configure}"
-                )
-        if kind in FORM_FIELDS:
-            values = {
-                name: _read_secret(f"{provider.title} {label.lower()}: ", secret=secret)
-                for name, label, secret in FORM_FIELDS[kind]
-            }
-            auth.login_with(provider.name, values, user_id=args.user, kind=kind)
-            _say(f"stored the {provider.title} {kind} credential of user {args.user!r} (encrypted)")
+        title, outcome = login.provider.title, login.outcome
+        if login.kind != "oauth2":
+            _say(f"stored the {title} {login.kind} credential of user {args.user!r} (encrypted)")
             return ExitCode.OK
-        if args.device:
-            device = auth.start_device(provider.name, user_id=args.user, scopes=args.scope)
-            _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
-            _say(f"and enter the code {device.user_code}")
-            outcome = grant_outcome(device.scopes, auth.finish_device(device))
-        else:
-            url = auth.authorization_url(provider.name, user_id=args.user, kind="oauth2", scopes=args.scope)
-            _say(f"open this URL to authorize {provider.title} for user {args.user!r}:")
-            _out(url)
-            outcome = auth.wait(args.timeout, user_id=args.user).get(provider.name, "authorized")
-        if outcome.startswith("partial"):
+        if outcome.state is GrantState.PARTIAL:
             _say(
-                f"{provider.title} is authorized for user {args.user!r}, but not for everything asked ({outcome}): "
+                f"{title} is authorized for user {args.user!r}, but not for everything asked ({outcome}): "
                 "the tools that need the rest cannot run until it is granted"
             )
             return ExitCode.AUTH_REQUIRED
-        if outcome != "authorized":
-            _say(f"{provider.title} was not authorized: {outcome}")
+        if outcome.state is not GrantState.AUTHORIZED:
+            _say(f"{title} was not authorized: {outcome}")
             return ExitCode.AUTH_REQUIRED
-        _say(f"{provider.title} is authorized for user {args.user!r}")
+        _say(f"{title} is authorized for user {args.user!r}")
         return ExitCode.OK
     finally:
         auth.close()
 
 
-def _revocation(provider: str, outcome: dict[str, Any]) -> str:
+class _LoginPrompts:
+    """`Authenticator.login`'s questions and notices, on the terminal: notices to stderr, the URL to stdout."""
+
+    def __init__(self, user: str):
+        self._user = user
+
+    def fallback(self, provider: Provider, kind: str, how_to_configure: str) -> None:
+        _say(
+            f"no OAuth client is configured for {provider.title}, so this asks for a {kind}; "
+            f"to sign in with OAuth instead, {how_to_configure}"
+        )
+
+    def value(self, provider: Provider, label: str, *, secret: bool) -> str:
+        return _read_secret(f"{provider.title} {label.lower()}: ", secret=secret)
+
+    def device_code(self, device: DeviceAuthorization) -> None:
+        _say(f"on any device, open {device.verification_uri_complete or device.verification_uri}")
+        _say(f"and enter the code {device.user_code}")
+
+    def authorization_url(self, provider: Provider, url: str) -> None:
+        _say(f"open this URL to authorize {provider.title} for user {self._user!r}:")
+        _out(url)
+
+
+def _revocation(provider: str, revocation: Revocation) -> str:
     """What logout did at the provider, honestly: a token it did not revoke may still work there."""
-    revoked, kept = outcome["revoked_tokens"], outcome["not_revoked"]
-    if outcome["revoked"]:
+    revoked, kept = revocation.revoked, revocation.not_revoked
+    if revocation.complete:
         return "; revoked at the provider"
     if not kept:
         return "; the provider was not asked to revoke it"

@@ -89,9 +89,10 @@ def test_provider_without_device_endpoint_says_so(make_settings, oidc_server):
     auth.close()
 
 
-def test_agent_on_a_headless_machine_is_authorized_from_a_phone(make_settings, oidc_server, person):
+def test_agent_on_a_headless_machine_is_authorized_from_a_phone(make_settings, oidc_server, person, callback_port):
     """With `device_flow`, an invocation's authorization URL is the device page plus a code, and the
     runner polls in the background: no callback to this machine is needed."""
+    import socket
     import threading
 
     from runner.errors import AuthRequiredError
@@ -105,7 +106,8 @@ def test_agent_on_a_headless_machine_is_authorized_from_a_phone(make_settings, o
         assert url.startswith(f"{oidc_server.issuer}/device?user_code=")
         code = url.split("user_code=")[1]
         assert f"enter the code {code}" in str(caught.value)
-        assert auth._server is None  # nothing listens on this machine
+        with pytest.raises(ConnectionRefusedError):  # nothing listens on this machine
+            socket.create_connection(("127.0.0.1", callback_port), timeout=5).close()
         with pytest.raises(AuthRequiredError) as again:
             auth.environment(SPEC, "phone-user")
         assert again.value.url == url  # the same request while it is pending

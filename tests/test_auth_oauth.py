@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from runner.auth import Authenticator
+from runner.auth import Authenticator, Revocation
+from runner.auth.results import LogoutResult
 from runner.auth.store import EXPIRED
 from runner.errors import AuthRequiredError
 from runner.manifest import AuthSpec
@@ -135,7 +136,8 @@ def test_wait_reports_the_outcome_of_each_pending_authorization(authenticator, p
 def test_wrong_code_verifier_is_refused_by_the_server(authenticator, person):
     url = url_from(authenticator)
     state = parse_qs(urlsplit(url).query)["state"][0]
-    authenticator._pending[state].code_verifier = "x" * 64  # what an attacker without the verifier has
+    pending = next(p for p in authenticator.pending() if p.state == state)
+    pending.code_verifier = "x" * 64  # what an attacker without the verifier has
     page = person.visit(person.authorize(url))
     assert page.status_code == 400 and "invalid_grant" in page.text
     assert authenticator.store.get("default", "testidp") is None
@@ -283,18 +285,18 @@ def test_logout_revokes_at_the_provider(authenticator, person, oidc_server):
     token = authorize(authenticator, person)
     refresh = authenticator.store.get("default", "testidp").value("refresh_token")
     mark = oidc_server.mark()
-    assert authenticator.logout("testidp", user_id="default") == {
-        "deleted": True, "revoked": True, "revoked_tokens": ["refresh token", "access token"], "not_revoked": {}
-    }  # fmt: skip
+    assert authenticator.logout("testidp", user_id="default") == LogoutResult(
+        deleted=True, revocation=Revocation(revoked=("refresh token", "access token"), not_revoked={})
+    )
     assert oidc_server.introspect(refresh)["active"] is False
     assert oidc_server.introspect(token)["active"] is False
     assert "grant.revoked" in oidc_server.events(mark)
     assert authenticator.store.get("default", "testidp") is None
     with pytest.raises(AuthRequiredError):
         authenticator.environment(SPEC, "default")
-    assert authenticator.logout("testidp", user_id="default") == {
-        "deleted": False, "revoked": False, "revoked_tokens": [], "not_revoked": {}
-    }  # fmt: skip
+    assert authenticator.logout("testidp", user_id="default") == LogoutResult(
+        deleted=False, revocation=Revocation(revoked=(), not_revoked={})
+    )
 
 
 def test_the_callback_server_refuses_a_negative_content_length(authenticator, callback_port):

@@ -12,8 +12,9 @@ from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 import pytest
 
-from runner.auth import Authenticator, OAuth2Handler
+from runner.auth import Authenticator, OAuth2Handler, Revocation
 from runner.auth.providers import catalog
+from runner.auth.results import LogoutResult
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError
 from runner.manifest import AuthSpec, load_manifest
 from tests.helpers import require_corpus
@@ -208,7 +209,7 @@ def test_custom_handler_class_from_settings(make_settings, stand_in):
 # -- quirks, against a stand-in of each provider's token endpoint --------------------------------
 
 
-def quirky(make_settings, stand_in, provider: str, **extra) -> Authenticator:
+def quirky(make_settings, stand_in, provider: str, credentials: dict | None = None, **extra) -> Authenticator:
     entry = {
         "authorization_url": f"{stand_in.url}/authorize",
         "token_url": f"{stand_in.url}/token",
@@ -216,7 +217,7 @@ def quirky(make_settings, stand_in, provider: str, **extra) -> Authenticator:
         "client_secret": f"{provider}-secret",
         **extra,
     }
-    return Authenticator(make_settings({provider: entry}))
+    return Authenticator(make_settings({provider: entry}, **(credentials or {})))
 
 
 def complete(auth: Authenticator, url: str, **params: str):
@@ -410,13 +411,14 @@ def test_oauth_handler_without_client_offers_the_token_form(make_settings):
     done = httpx.post(url.split("?")[0], data={"state": state, "token": "cal-pat-123456"})
     assert done.status_code == 200
     assert auth.environment(spec, "u") == {"CALENDLY_TOKEN": "cal-pat-123456"}
-    assert auth.status("u")[0]["kind"] == "token"
+    assert auth.status("u")[0].kind == "token"
     auth.close()
 
 
 def test_public_base_url_for_running_behind_a_proxy(make_settings, stand_in):
-    auth = quirky(make_settings, stand_in, "linear")
-    auth._config = auth._config.model_copy(update={"public_base_url": "https://agent.example.com/pocket/"})
+    auth = quirky(
+        make_settings, stand_in, "linear", credentials={"public_base_url": "https://agent.example.com/pocket/"}
+    )
     url = start(auth, AuthSpec(auth_provider="linear"))
     assert parse_qs(urlsplit(url).query)["redirect_uri"] == ["https://agent.example.com/pocket/auth/linear/callback"]
     auth.close()
@@ -426,9 +428,9 @@ def test_slack_logout_revokes_with_auth_revoke(make_settings, stand_in):
     auth = quirky(make_settings, stand_in, "slack", revocation_url=f"{stand_in.url}/revoke")
     auth.login_with("slack", {"token": "xoxb-revoke-me-1234"}, user_id="u", kind="token")
     stand_in.json("POST /revoke", {"ok": True, "revoked": True})
-    assert auth.logout("slack", user_id="u") == {
-        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
-    }  # fmt: skip
+    assert auth.logout("slack", user_id="u") == LogoutResult(
+        deleted=True, revocation=Revocation(revoked=("access token",), not_revoked={})
+    )
     assert stand_in.requests[-1].headers["authorization"] == "Bearer xoxb-revoke-me-1234"
     auth.close()
 
@@ -439,9 +441,9 @@ def test_github_logout_deletes_the_grant(make_settings, stand_in):
     stand_in.json("POST /token", {"access_token": "gho_to_revoke_123", "scope": "repo", "token_type": "bearer"})
     assert complete(auth, url).status_code == 200
     stand_in.routes["DELETE /applications/github-client/grant"] = lambda _r: (204, {}, b"")
-    assert auth.logout("github", user_id="u") == {
-        "deleted": True, "revoked": True, "revoked_tokens": ["access token"], "not_revoked": {}
-    }  # fmt: skip
+    assert auth.logout("github", user_id="u") == LogoutResult(
+        deleted=True, revocation=Revocation(revoked=("access token",), not_revoked={})
+    )
     request = stand_in.requests[-1]
     assert request.json() == {"access_token": "gho_to_revoke_123"}
     assert request.headers["authorization"] == "Basic " + base64.b64encode(b"github-client:github-secret").decode()
@@ -466,8 +468,7 @@ def test_expired_token_without_refresh_token_requires_authorization(make_setting
 def test_callback_server_refuses_other_hosts_and_expired_states(make_settings, stand_in, callback_port):
     import httpx
 
-    auth = quirky(make_settings, stand_in, "linear")
-    auth._config = auth._config.model_copy(update={"authorization_timeout_seconds": 0.3})
+    auth = quirky(make_settings, stand_in, "linear", credentials={"authorization_timeout_seconds": 0.3})
     url = start(auth, AuthSpec(auth_provider="linear"))
     state = parse_qs(urlsplit(url).query)["state"][0]
     callback = f"http://127.0.0.1:{callback_port}/auth/linear/callback?code=c&state={state}"
@@ -490,7 +491,7 @@ def test_a_pasted_token_serves_an_oauth_only_provider(make_settings):
 
 
 def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_settings, stand_in):
-    auth = quirky(make_settings, stand_in, "linear")
+    auth = quirky(make_settings, stand_in, "linear", credentials={"refresh_margin_seconds": 60})
     spec = AuthSpec(auth_provider="linear")
     url = start(auth, spec)
     stand_in.json("POST /token", {"access_token": "lin_1", "refresh_token": "lin_r", "expires_in": 100})
@@ -499,7 +500,6 @@ def test_transient_refresh_failure_keeps_a_valid_token_and_never_crashes(make_se
     # Inside the refresh margin but not expired: the provider is down, the current token is still used.
     auth.store.put(replace(stored, obtained_at=time.time() - 95, expires_at=time.time() + 5))
     stand_in.json("POST /token", {"error": "server_error"}, status=503)
-    auth._config = auth._config.model_copy(update={"refresh_margin_seconds": 60})
     assert auth.environment(spec, "u") == {"LINEAR_TOKEN": "lin_1"}
     expire(auth, "linear")
     with pytest.raises(AuthUnavailableError, match="server_error"):  # not "authorization required"

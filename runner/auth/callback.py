@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from runner.errors import SettingsError
+from runner.settings import CredentialSettings
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,44 @@ class CallbackServer:
 
     def __repr__(self) -> str:
         return f"CallbackServer({self.host}:{self.port})"
+
+
+class CallbackSite:
+    """The callback server, started on first need, and the URLs that reach it (through a proxy when
+    `public_base_url` is set)."""
+
+    def __init__(self, config: CredentialSettings, handle: Handler):
+        self._config = config
+        self._handle = handle
+        self._server: CallbackServer | None = None
+        self._lock = threading.Lock()
+
+    def listen(self) -> CallbackServer:
+        """The running server: callbacks must have somewhere to land before a URL is shown."""
+        with self._lock:
+            if self._server is None:
+                public = urlsplit(self._config.public_base_url).netloc if self._config.public_base_url else ""
+                self._server = CallbackServer(
+                    self._config.callback_host,
+                    self._config.callback_port,
+                    self._handle,
+                    public_hosts=(public,) if public else (),
+                )
+            return self._server
+
+    def base_url(self) -> str:
+        if self._config.public_base_url:
+            return self._config.public_base_url.rstrip("/")
+        server = self.listen()
+        host = f"[{server.host}]" if ":" in str(server.host) else server.host
+        return f"http://{host}:{server.port}"
+
+    def url(self, provider: str, action: str) -> str:
+        """Where the callback server answers `action` ("callback", "form") for `provider`."""
+        return f"{self.base_url()}/auth/{quote(provider, safe='')}/{action}"
+
+    def close(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.close()

@@ -18,7 +18,7 @@ import importlib
 import math
 import secrets
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit
 
@@ -516,5 +516,5 @@ def discover(provider: Provider, http: httpx.Client) -> Provider:
         }
         if "client_secret_post" not in methods and "client_secret_basic" in methods:
             changes["token_request_auth_method"] = "client_secret_basic"
-        return replace(provider, **changes)
+        return provider.model_copy(update=changes)
     raise SettingsError(f"provider {provider.name!r}: cannot discover the metadata of {issuer}: {last_problem}")

@@ -8,11 +8,12 @@ provider and may define new providers, under `[auth.NAME]`, with no code: either
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from string import Formatter
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from runner.errors import SettingsError
 from runner.manifest import AuthSpec
@@ -33,14 +34,16 @@ _KIND_ALIASES = {"basicauth": "basic", "apitoken": "token", "api_token": "token"
 SETTINGS_ONLY_KEYS = {"client_id", "client_secret", "token", "username", "password", "api_key", "api_secret"}
 
 
-@dataclass(frozen=True)
-class Provider:
-    """One provider's entry: endpoints, quirks, handlers and the variables its tools read."""
+class Provider(BaseModel):
+    """One provider's entry: endpoints, quirks, handlers and the variables its tools read. Validated from
+    providers.toml and `[auth.NAME]` settings; `build_provider` turns a validation error into a SettingsError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
     name: str
     display_name: str = ""
     handlers: tuple[str, ...] = ("token",)
-    env: dict[str, dict[str, str]] = field(default_factory=dict)
+    env: dict[str, dict[str, str]] = {}
     docs_url: str | None = None
     token_help: str | None = None
     issuer: str | None = None
@@ -51,9 +54,9 @@ class Provider:
     scope_separator: str = " "
     scope_param: str = "scope"
     default_scopes: tuple[str, ...] = ()
-    authorization_params: dict[str, str] = field(default_factory=dict)
-    token_params: dict[str, str] = field(default_factory=dict)
-    refresh_params: dict[str, str] = field(default_factory=dict)
+    authorization_params: dict[str, str] = {}
+    token_params: dict[str, str] = {}
+    refresh_params: dict[str, str] = {}
     token_request_auth_method: str = "client_secret_post"
     token_request_format: str = "form"
     pkce: bool = True
@@ -70,6 +73,44 @@ class Provider:
     refresh: bool = True
     revocation_method: str = "rfc7009"
     handler_class: str | None = None  # "module:Class" implementing runner.auth.oauth.OAuthHandler
+
+    @field_validator("handlers", "default_scopes", "extra_fields", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        """`handlers = "token"` means `["token"]`."""
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_per_kind(cls, value: Any) -> Any:
+        """`env = { VAR = "{token}" }` applies to every kind; `env.token = {...}` to one kind."""
+        if not isinstance(value, dict):
+            raise ValueError("env must be a table")
+        if value and all(isinstance(v, str) for v in value.values()):
+            return {kind: value for kind in KINDS}
+        return value
+
+    @field_validator("handlers")
+    @classmethod
+    def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in value:
+            if kind not in KINDS:
+                raise ValueError(f"handlers: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+        return value
+
+    @field_validator("token_request_auth_method")
+    @classmethod
+    def _known_auth_method(cls, value: str) -> str:
+        if value not in ("client_secret_post", "client_secret_basic", "none"):
+            raise ValueError("token_request_auth_method must be client_secret_post, client_secret_basic or none")
+        return value
+
+    @field_validator("token_request_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("form", "json"):
+            raise ValueError("token_request_format must be form or json")
+        return value
 
     @property
     def title(self) -> str:
@@ -133,47 +174,26 @@ def _env_prefix(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).upper()
 
 
-_FIELD_NAMES = {f.name for f in fields(Provider)}
-_TUPLES = {"handlers", "default_scopes", "extra_fields"}
-
-
-def _coerce(name: str, key: str, value: Any) -> Any:
-    if key in _TUPLES:
-        if isinstance(value, str):
-            value = [value]
-        return tuple(str(v) for v in value)
-    if key in ("authorization_params", "token_params", "refresh_params"):
-        return {str(k): str(v) for k, v in dict(value).items()}
-    if key == "env":
-        if not isinstance(value, dict):
-            raise SettingsError(f"[auth.{name}] env must be a table")
-        # `env = { VAR = "{token}" }` applies to every kind; `env.token = {...}` to one kind.
-        if value and all(isinstance(v, str) for v in value.values()):
-            return {kind: {str(k): str(v) for k, v in value.items()} for kind in KINDS}
-        return {str(kind): {str(k): str(v) for k, v in vars_.items()} for kind, vars_ in value.items()}
-    if key in ("pkce", "refresh"):
-        if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes", "on")
-        return bool(value)
-    return None if value is None else str(value)
+_FIELD_NAMES = set(Provider.model_fields)
 
 
 def build_provider(name: str, data: dict[str, Any]) -> Provider:
+    """The provider `[auth.NAME]` (or the catalog) describes; a SettingsError naming the entry when invalid."""
     unknown = set(data) - _FIELD_NAMES - SETTINGS_ONLY_KEYS - {"name"}
     if unknown:
         raise SettingsError(f"[auth.{name}]: unknown key(s) {', '.join(sorted(unknown))}")
-    values = {key: _coerce(name, key, value) for key, value in data.items() if key in _FIELD_NAMES and key != "name"}
-    provider = Provider(name=name, **values)
-    for kind in provider.handlers:
-        if kind not in KINDS:
-            raise SettingsError(f"[auth.{name}] handlers: unknown kind {kind!r} (known: {', '.join(KINDS)})")
-    if provider.token_request_auth_method not in ("client_secret_post", "client_secret_basic", "none"):
-        raise SettingsError(
-            f"[auth.{name}] token_request_auth_method must be client_secret_post, client_secret_basic or none"
-        )
-    if provider.token_request_format not in ("form", "json"):
-        raise SettingsError(f"[auth.{name}] token_request_format must be form or json")
-    return provider
+    values = {key: value for key, value in data.items() if key in _FIELD_NAMES and key != "name"}
+    try:
+        return Provider(name=name, **values)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_problem(name, error) for error in exc.errors())) from None
+
+
+def _problem(name: str, error: Any) -> str:
+    """One validation error as a person reads it: our validators' messages as they are, pydantic's with the key."""
+    if error["type"] == "value_error":
+        return f"[auth.{name}] {error['ctx']['error']}"
+    return f"[auth.{name}] {'.'.join(map(str, error['loc']))}: {error['msg']}"
 
 
 @cache
@@ -230,4 +250,4 @@ def resolve(name: str, overrides: dict[str, Any] | None) -> Provider | None:
     changes = {key: getattr(merged, key) for key in extra if key in _FIELD_NAMES}
     if "env" in changes:
         changes["env"] = {**base.env, **changes["env"]}
-    return replace(base, **changes)
+    return base.model_copy(update=changes)

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -304,17 +303,3 @@ class CredentialStore:
 
     def __repr__(self) -> str:
         return f"CredentialStore({str(self.path)!r})"
-
-
-def describe(credential: Credential) -> dict[str, Any]:
-    """A token-free summary of a credential, for `pocket auth status`."""
-    return {
-        "user": credential.user_id,
-        "provider": credential.provider,
-        "kind": credential.kind,
-        "status": credential.status,
-        "scopes": list(credential.scopes),
-        "expires_at": credential.expires_at,
-        "refreshable": "refresh_token" in credential.secrets,
-        **({"details": credential.extra} if credential.extra else {}),
-    }

@@ -1,0 +1,88 @@
+"""What every part of the Authenticator shares: the settings, one HTTP client, the store, resolved providers.
+
+Kept apart so the parts (refresh, consent, device, pages, admin) depend on it and not on each other's state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import httpx
+
+from runner.auth.oauth import Client, OAuthHandler, discover, make_handler
+from runner.auth.providers import Provider, resolve, unknown_provider
+from runner.auth.store import Credential, CredentialStore
+from runner.errors import SettingsError
+from runner.settings import CredentialSettings, Settings
+
+
+class AuthContext:
+    """The settings, HTTP client and store of one Authenticator, and the providers resolved from them."""
+
+    def __init__(self, settings: Settings, http: httpx.Client | None = None):
+        self.settings: Settings = settings
+        self.config: CredentialSettings = settings.credentials
+        self.http: httpx.Client = http if http is not None else httpx.Client(timeout=30.0, follow_redirects=False)
+        self._owns_http = http is None
+        self._store: CredentialStore | None = None
+        self._providers: dict[str, Provider] = {}
+        self._required: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> CredentialStore:
+        """Opened on first use: a Pocket whose tools need no credential never creates the key file."""
+        with self._lock:
+            if self._store is None:
+                self._store = CredentialStore(self.settings.data_dir, self.config.encryption_key)
+            return self._store
+
+    def save(self, credential: Credential) -> None:
+        """Store a credential under its (user, provider) lock, as every writer must."""
+        with self.store.lock(credential.user_id, credential.provider):
+            self.store.put(credential)
+
+    def provider(self, name: str) -> Provider:
+        """The catalog entry with settings applied, endpoints discovered when only an issuer is given."""
+        with self._lock:
+            cached = self._providers.get(name)
+        if cached is not None:
+            return cached
+        overrides = self.settings.auth.get(name)
+        provider = resolve(name, overrides.model_dump() if overrides is not None else None)
+        if provider is None:
+            raise unknown_provider(name)
+        if "oauth2" in provider.handlers and provider.issuer and not provider.is_oauth_ready:
+            provider = discover(provider, self.http)
+        with self._lock:
+            self._providers[name] = provider
+        return provider
+
+    def client(self, provider: Provider) -> Client | None:
+        """The OAuth client registered for the provider in settings, or None."""
+        entry = self.settings.auth.get(provider.name)
+        if entry is None or not entry.client_id:
+            return None
+        return Client(str(entry.client_id), entry.client_secret)
+
+    def handler(self, provider: Provider) -> OAuthHandler:
+        client = self.client(provider)
+        if client is None:
+            raise SettingsError(
+                f"no OAuth client for {provider.title}: set [auth.{provider.name}] client_id and client_secret "
+                f"in .secrets.toml (or POCKET_AUTH__{provider.name.upper()}__CLIENT_ID / __CLIENT_SECRET)"
+            )
+        return make_handler(provider, client, self.http)
+
+    def require_scopes(self, provider: str, scopes: Iterable[str]) -> None:
+        with self._lock:
+            self._required.setdefault(provider, set()).update(scopes)
+
+    def required_scopes(self, provider: str) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(self._required.get(provider, ())))
+
+    def close(self) -> None:
+        if self._owns_http:
+            self.http.close()
