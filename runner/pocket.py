@@ -44,6 +44,19 @@ def _load_source(source: ToolSource, settings: Settings, progress: Progress | No
     return [load_manifest(folder.path) for folder in folders]
 
 
+def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
+    """The API hosts of `provider` (its catalog entry with `[auth.NAME]` applied): where its tools may connect
+    by default; none for a provider nobody knows (its calls fail at the credential lookup anyway)."""
+    from runner.auth.providers import resolve
+
+    overrides = settings.auth.get(provider)
+    try:
+        entry = resolve(provider, overrides.model_dump() if overrides is not None else None)
+    except SettingsError:
+        return ()
+    return entry.api_hosts if entry is not None else ()
+
+
 def _place(tool: Tool) -> str:
     return str(tool.path) if isinstance(tool, Manifest) else f"function {tool.where}"
 
@@ -408,7 +421,10 @@ class Pocket:
             if self._sandbox is None:
                 from runner.sandbox import Sandbox
 
-                self._sandbox = Sandbox(self.settings, progress=self._progress)
+                settings = self.settings  # not self: the finalizer below must not keep this Pocket alive
+                self._sandbox = Sandbox(
+                    settings, progress=self._progress, provider_hosts=lambda name: provider_hosts(settings, name)
+                )
                 # A Pocket never closed still removes its containers: when collected, or at interpreter exit.
                 self._finalizer = weakref.finalize(self, self._sandbox.close)
             return self._sandbox

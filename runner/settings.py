@@ -83,6 +83,9 @@ class SandboxSettings(_Section):
     pids: int = Field(default=128, ge=8)
     output_limit_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     allow_network: bool = True  # False refuses every tool whose manifest asks for network access
+    # A tool that names an auth provider and asks for no network reaches that provider's API hosts (the
+    # catalog's api_hosts), and only those, through the egress proxy. False: such tools stay offline.
+    provider_egress: bool = True
     pool_size: int = Field(default=2, ge=0)  # containers kept started per tool, waiting for a call
     pool_max: int = Field(default=8, ge=0)  # after a burst of concurrent calls the pool grows to it, up to this
     # Containers of one tool serving or awaiting calls at once; calls beyond it wait (their timeout counting).

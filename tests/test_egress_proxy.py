@@ -175,3 +175,16 @@ def test_a_connect_to_a_host_off_the_list_is_refused():
     answer = run_proxy(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", upstream)
     assert answer.startswith(b"HTTP/1.1 403 Forbidden") and b"allow-list" in answer
     assert upstream.connections == 0
+
+
+def test_a_host_that_does_not_resolve_is_a_bad_gateway_naming_it(monkeypatch):
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(proxy.socket, "getaddrinfo", no_such_host)
+    with pytest.raises(proxy.Refused) as refused:
+        proxy.connect("api.allowed.test", 443)
+    assert (refused.value.status, refused.value.reason) == (
+        "502 Bad Gateway",
+        "cannot resolve api.allowed.test: Name or service not known",
+    )

@@ -77,3 +77,79 @@ def test_a_tool_without_network_that_cannot_resolve_a_host_is_told_how_to_get_ne
         "in its pocket.json)"
     ), result.error
     assert "Temporary failure in name resolution" in result.stderr or "Name or service" in result.stderr
+
+
+PROBE = """
+import json, os, socket
+from urllib.parse import urlsplit
+
+def tunnel(host):
+    proxy = urlsplit(os.environ["HTTPS_PROXY"])
+    with socket.create_connection((proxy.hostname, proxy.port), timeout=10) as sock:
+        sock.sendall(f"CONNECT {host}:443 HTTP/1.1\\r\\nHost: {host}:443\\r\\n\\r\\n".encode())
+        answer = sock.recv(400).decode().split("\\r\\n")
+        return answer[0] + (" " + answer[-1].strip() if len(answer) > 2 else "")  # the status and the reason
+
+def direct():
+    try:
+        socket.create_connection(("1.1.1.1", 443), timeout=2).close()
+        return "connected"
+    except OSError as exc:
+        return type(exc).__name__
+
+if "HTTPS_PROXY" in os.environ:
+    result = {"slack.com": tunnel("slack.com"), "files.slack.com": tunnel("files.slack.com"),
+              "example.com": tunnel("example.com"), "direct": direct()}
+else:
+    result = {"proxy": None, "direct": direct()}
+print(json.dumps(result))
+"""
+
+
+def _probe(tmp_path: Path, name: str, auth: dict | None) -> Path:
+    folder = _tool(tmp_path / name, name, "python probe.py", **({"auth": auth} if auth else {}))
+    (folder / "probe.py").write_text(PROBE)
+    return folder
+
+
+@docker
+def test_a_tool_naming_a_provider_reaches_exactly_its_api_hosts_through_the_proxy(docker_api, tmp_path, runtime):
+    from runner.pocket import provider_hosts
+    from runner.sandbox import Sandbox
+    from runner.settings import SandboxSettings, Settings
+
+    slack_tool = load_manifest(_probe(tmp_path, "slackprobe", {"auth_provider": "slack", "scopes": ["chat:write"]}))
+    offline_tool = load_manifest(_probe(tmp_path, "offlineprobe", None))
+    hosts = lambda provider: provider_hosts(Settings(), provider)  # noqa: E731 - as Pocket gives it
+    with Sandbox(SandboxSettings(pool_size=0, runtime=runtime), provider_hosts=hosts) as box:
+        slack = box.run(slack_tool, {}, {})
+        offline = box.run(offline_tool, {}, {})
+    assert slack.ok, slack
+    # Let through by the allow-list (here it then fails to resolve or to a non-global address: no internet).
+    for host in ("slack.com", "files.slack.com"):
+        assert "is not in the tool's allow-list" not in slack.value[host], slack.value
+        assert slack.value[host].startswith(
+            ("HTTP/1.1 200", "HTTP/1.1 403 Forbidden pocket egress proxy: ", "HTTP/1.1 502")
+        )
+    assert (
+        slack.value["example.com"]
+        == "HTTP/1.1 403 Forbidden pocket egress proxy: example.com:443 is not in the tool's allow-list"
+    )
+    assert slack.value["direct"] != "connected"  # no route out but the proxy
+    assert offline.ok and offline.value["proxy"] is None and offline.value["direct"] != "connected"
+
+
+def test_provider_egress_is_the_default_and_settings_turn_it_off_or_grant_more(tmp_path):
+    from runner.sandbox.limits import resolve_limits
+    from runner.settings import SandboxSettings, ToolLimits
+
+    manifest = load_manifest(_probe(tmp_path, "slackprobe", {"auth_provider": "slack", "scopes": ["chat:write"]}))
+    hosts = ("slack.com", "*.slack.com")
+    assert resolve_limits(SandboxSettings(), manifest, provider_hosts=hosts).network == hosts
+    assert resolve_limits(SandboxSettings(provider_egress=False), manifest, provider_hosts=hosts).network is False
+    assert resolve_limits(SandboxSettings(allow_network=False), manifest, provider_hosts=hosts).network is False
+    granted = SandboxSettings(tools={"slackprobe": ToolLimits(network=True)})
+    assert resolve_limits(granted, manifest, provider_hosts=hosts).network is True
+    closed = SandboxSettings(tools={"slackprobe": ToolLimits(network=False)})
+    assert resolve_limits(closed, manifest, provider_hosts=hosts).network is False
+    assert resolve_limits(SandboxSettings(), manifest).network is False  # no provider hosts: offline

@@ -73,8 +73,9 @@ class Provider(BaseModel):
     refresh: bool = True
     revocation_method: str = "rfc7009"
     handler_class: str | None = None  # "module:Class" implementing runner.auth.oauth.OAuthHandler
+    api_hosts: tuple[str, ...] = ()  # where its tools may connect by default ("*.googleapis.com" patterns too)
 
-    @field_validator("handlers", "default_scopes", "extra_fields", mode="before")
+    @field_validator("handlers", "default_scopes", "extra_fields", "api_hosts", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         """`handlers = "token"` means `["token"]`."""

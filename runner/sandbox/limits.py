@@ -46,14 +46,18 @@ _LIMIT_UNITS = {"timeout_seconds": "s", "memory_mb": "MiB", "cpus": "CPUs", "pid
                 "output_limit_bytes": "bytes"}  # fmt: skip
 
 
-def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float | None = None) -> Limits:
+def resolve_limits(
+    settings: SandboxSettings, manifest: Manifest, timeout: float | None = None, provider_hosts: tuple[str, ...] = ()
+) -> Limits:
     """`[sandbox.tools.NAME]` in settings wins as it is; otherwise the manifest's `sandbox` block may ask for
     less than the settings' values, which are both the defaults and the ceilings. A call's timeout is
     capped by the resulting timeout.
 
     A manifest that asks for network access is refused when `sandbox.allow_network` is false or the
     tool's settings say `network = false`. A list of hosts means only those hosts, through the egress
-    proxy (HTTP and HTTPS via HTTP_PROXY/HTTPS_PROXY).
+    proxy (HTTP and HTTPS via HTTP_PROXY/HTTPS_PROXY). `[sandbox.tools.NAME] network = true` grants the
+    default bridge. A tool whose manifest asks for no network but names an auth provider may reach
+    `provider_hosts`, its provider's API hosts, through the proxy (unless `sandbox.provider_egress` is off).
     """
     spec = manifest.sandbox
     override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
@@ -83,10 +87,22 @@ def resolve_limits(settings: SandboxSettings, manifest: Manifest, timeout: float
         cpus=pick("cpus"),
         pids=pick("pids"),
         output_limit=pick("output_limit_bytes"),
-        network=spec.network if isinstance(spec.network, tuple) else wants_network,
+        network=_network(settings, spec.network, override.network, provider_hosts),
         max_concurrent=override.max_concurrent or settings.max_concurrent,
         lowered=tuple(lowered),
     )
+
+
+def _network(
+    settings: SandboxSettings, asked: bool | tuple[str, ...], granted: bool | None, provider_hosts: tuple[str, ...]
+) -> bool | tuple[str, ...]:
+    if granted is not None:
+        return granted and settings.allow_network
+    if asked:
+        return asked
+    if provider_hosts and settings.provider_egress and settings.allow_network:
+        return tuple(provider_hosts)
+    return False
 
 
 def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:

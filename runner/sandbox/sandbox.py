@@ -40,12 +40,19 @@ class Sandbox:
     first used).
     """
 
-    def __init__(self, settings: Settings | SandboxSettings | None = None, *, progress: Progress | None = None):
+    def __init__(
+        self,
+        settings: Settings | SandboxSettings | None = None,
+        *,
+        progress: Progress | None = None,
+        provider_hosts: Callable[[str], tuple[str, ...]] | None = None,
+    ):
         if isinstance(settings, Settings):
             settings = settings.sandbox
         self.settings: SandboxSettings = settings if settings is not None else SandboxSettings()
         self.id = uuid.uuid4().hex[:12]
         self._progress = progress
+        self._provider_hosts = provider_hosts  # auth provider -> its API hosts (Pocket passes the catalog's)
         self._engine = DockerEngine(self.settings, self.id, owner_label(), self._say)
         self._background = Background(self._engine)
         self._pools = Pools(self.settings.pool_size, self.settings.pool_max, self._engine, self._background)
@@ -100,7 +107,7 @@ class Sandbox:
         if self._closed:
             return result.failed("the sandbox is closed")
         try:
-            limits = resolve_limits(self.settings, manifest, timeout)
+            limits = self._limits(manifest, timeout)
             stdin, nonce = stdin_for(environment, body)
         except PocketError as exc:
             return result.failed(str(exc), Outcome.BAD_INPUT)
@@ -175,6 +182,11 @@ class Sandbox:
         if self._closed and not outcome.ok:
             return result.failed("the sandbox was closed", stderr=outcome.stderr)
         return outcome
+
+    def _limits(self, manifest: Manifest, timeout: float | None = None) -> Limits:
+        provider = manifest.auth.provider if manifest.auth else None
+        hosts = self._provider_hosts(provider) if provider and self._provider_hosts else ()
+        return resolve_limits(self.settings, manifest, timeout, hosts)
 
     def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> Spec:
         if mode == "warm":
@@ -282,7 +294,7 @@ class Sandbox:
 
         For a tool in warm mode, also make sure `warm_workers` warm containers serve `user_id` (waits for them).
         """
-        limits = resolve_limits(self.settings, manifest)
+        limits = self._limits(manifest)
         self._say_lowered(limits)
         spec = self._spec(manifest, limits, "call")
         if self.settings.pool_size:

@@ -253,7 +253,10 @@ def handle(client, allowed, slots):
 
 
 def connect(host, port):
-    address = public_address(host, port)
+    try:
+        address = public_address(host, port)
+    except OSError as exc:  # the name does not resolve (from here)
+        raise Refused("502 Bad Gateway", f"cannot resolve {host}: {exc.strerror or exc}") from None
     if address is None:
         raise Refused("403 Forbidden", f"{host} resolves only to local addresses")
     try:
