@@ -15,19 +15,16 @@ import re
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import __version__
-from runner.errors import ExitCode, ManifestError, PocketError, Problem
+from runner.errors import ExitCode, ManifestError, PocketError
 from runner.invocation import Outcome
 
 if TYPE_CHECKING:
     from runner.auth.oauth import DeviceAuthorization, Revocation
     from runner.auth.providers import Provider
-    from runner.manifest import Manifest
-    from runner.settings import Settings
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -108,45 +105,18 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from runner.manifest import load_manifest
-    from runner.sources import find_tool_folders
+    from runner.validation import validate
 
-    settings = _settings(args)
-    valid, problems = 0, 0
-    for source in args.sources:
-        for folder in find_tool_folders(source, cache_dir=settings.cache_dir, progress=_say):
-            try:
-                manifest = load_manifest(folder.path, strict=args.strict)
-            except ManifestError as exc:
-                problems += 1
-                for problem in exc.problems:
-                    _out(str(problem))
-                continue
-            auth = _auth_warning(manifest, settings)
-            if auth is not None and args.strict:
-                problems += 1
-                _out(str(replace(auth, is_warning=False)))
-                continue
-            valid += 1
-            for warning in (*manifest.warnings, *([auth] if auth else [])):
-                _out(str(warning))
-            if args.verbose:
-                _out(f"ok: {manifest.name} ({manifest.path})")
-    total = valid + problems
+    checks = validate(args.sources, _settings(args), strict=args.strict, progress=_say)
+    for check in checks:
+        for problem in (*check.problems, *check.warnings):
+            _out(str(problem))
+        if args.verbose and check.valid and check.manifest is not None:
+            _out(f"ok: {check.manifest.name} ({check.manifest.path})")
+    valid = sum(check.valid for check in checks)
+    problems, total = len(checks) - valid, len(checks)
     _out(f"{valid} valid tool{'s' if valid != 1 else ''}" + (f", {problems} invalid of {total}" if problems else ""))
     return ExitCode.BAD_INPUT if problems else ExitCode.OK
-
-
-def _auth_warning(manifest: Manifest, settings: Settings) -> Problem | None:
-    """A manifest whose auth provider or handler neither the catalog nor these settings know: every call
-    would fail until the settings define it."""
-    from runner.auth.providers import auth_problem
-
-    if manifest.auth is None:
-        return None
-    entry = settings.auth.get(manifest.auth.provider)
-    problem = auth_problem(manifest.auth, entry.model_dump() if entry is not None else None)
-    return Problem(str(manifest.path), "/auth", problem, is_warning=True) if problem else None
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -47,11 +47,10 @@ def _load_source(source: ToolSource, settings: Settings, progress: Progress | No
 def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
     """The API hosts of `provider` (its catalog entry with `[auth.NAME]` applied): where its tools may connect
     by default; none for a provider nobody knows (its calls fail at the credential lookup anyway)."""
-    from runner.auth.providers import resolve
+    from runner.auth.providers import configured
 
-    overrides = settings.auth.get(provider)
     try:
-        entry = resolve(provider, overrides.model_dump() if overrides is not None else None)
+        entry = configured(settings, provider)
     except SettingsError:
         return ()
     return entry.api_hosts if entry is not None else ()

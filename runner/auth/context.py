@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import httpx
 
 from runner.auth.oauth import Client, OAuthHandler, discover, make_handler
-from runner.auth.providers import Provider, resolve, unknown_provider
+from runner.auth.providers import Provider, configured, unknown_provider
 from runner.auth.store import Credential, CredentialStore
 from runner.errors import SettingsError
 from runner.settings import CredentialSettings, Settings
@@ -49,8 +49,7 @@ class AuthContext:
             cached = self._providers.get(name)
         if cached is not None:
             return cached
-        overrides = self.settings.auth.get(name)
-        provider = resolve(name, overrides.model_dump() if overrides is not None else None)
+        provider = configured(self.settings, name)
         if provider is None:
             raise unknown_provider(name)
         if "oauth2" in provider.handlers and provider.issuer and not provider.is_oauth_ready:

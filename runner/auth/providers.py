@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from runner.errors import SettingsError
 from runner.manifest import AuthSpec
+from runner.settings import Settings
 
 KINDS = ("oauth2", "token", "basic", "keypair")
 # The fields a person enters for each non-OAuth kind, with a label and whether it is secret.
@@ -219,10 +220,16 @@ def unknown_provider(name: str) -> SettingsError:
     )
 
 
-def auth_problem(spec: AuthSpec, overrides: dict[str, Any] | None) -> str | None:
+def configured(settings: Settings, name: str) -> Provider | None:
+    """The catalog entry for `name` with the settings' `[auth.NAME]` applied (see `resolve`)."""
+    overrides = settings.auth.get(name)
+    return resolve(name, overrides.model_dump() if overrides is not None else None)
+
+
+def auth_problem(spec: AuthSpec, settings: Settings) -> str | None:
     """Why no credential could ever satisfy a manifest's `auth` block (unknown provider or handler), or None.
     From the catalog and settings alone: nothing is fetched."""
-    provider = resolve(spec.provider, overrides)
+    provider = configured(settings, spec.provider)
     if provider is None:
         return str(unknown_provider(spec.provider))
     try:
