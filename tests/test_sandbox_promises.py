@@ -104,3 +104,174 @@ def test_a_five_second_limit_answers_after_five_seconds_and_within_the_sixth(too
     assert result.outcome is Outcome.TOOL_FAILED and result.error == "timed out after 5 s", result
     assert 5.0 <= elapsed < 6.0, elapsed
     assert 5.0 <= result.duration_seconds < 6.0, result.duration_seconds
+
+
+# -- hardening: the engine's own view of every container the runner starts -----------------------------
+
+MIB = 1024 * 1024
+TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}
+INTERFACES = "import json, os, sys\nsys.stdin.read()\nprint(json.dumps(sorted(os.listdir('/sys/class/net'))))\n"
+
+
+def _interfaces_tool(folder: Path, name: str, **manifest: object) -> Path:
+    return _write_tool(folder, name, {f"{name}.py": INTERFACES}, **manifest)
+
+
+def _assert_hardened(config: dict, *, memory: int, nano_cpus: int, pids: int, network_mode: str) -> None:
+    """One container as the engine holds it (`inspect_container`), against the hardening every container gets."""
+    host = config["HostConfig"]
+    what = (config["Name"], (config["Config"]["Labels"] or {}).get("pocket-runner.mode"))
+    assert host["ReadonlyRootfs"] is True, what
+    assert not host.get("Binds") and not host.get("Mounts") and not config.get("Mounts"), what  # tmpfs only
+    assert not host.get("VolumesFrom") and not host.get("Devices") and host.get("Privileged") is False, what
+    assert host["Tmpfs"] == TMPFS, what  # python:3.11-slim declares no VOLUME
+    assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), what
+    assert host["SecurityOpt"] == ["no-new-privileges"], what
+    assert host["NanoCpus"] == nano_cpus and not host.get("CpuQuota") and not host.get("CpuShares"), what
+    assert host["Memory"] == host["MemorySwap"] == memory, what  # no swap
+    assert host["PidsLimit"] == pids, what
+    assert host["NetworkMode"] == network_mode, what
+    assert host["LogConfig"]["Type"] == "none", what
+    assert host["IpcMode"] == "private" and host["ShmSize"] == 16 * MIB, what
+    assert not host.get("PidMode") and not host.get("UsernsMode"), what  # not the host's pid namespace
+    assert config["Config"]["User"] == "65534:65534", what
+
+
+@docker
+def test_every_container_the_runner_starts_is_hardened_in_the_engines_own_view(
+    docker_api, tool, runtime, tmp_path, monkeypatch
+):
+    """Pooled call containers, warm servers and the egress proxy, with no network, network by the manifest,
+    network granted by `[sandbox.tools.NAME] network = true`, and a host list: each is inspected the moment
+    it is created (the engine's record of what it will run), and each call's tool sees the network it got."""
+    from runner.sandbox.engine import DockerEngine
+
+    seen: dict[str, dict] = {}
+    real_track = DockerEngine.track
+
+    def track(self, cid):
+        real_track(self, cid)
+        seen[cid] = docker_api.inspect_container(cid)
+
+    monkeypatch.setattr(DockerEngine, "track", track)
+    offline = load_manifest(_interfaces_tool(tmp_path / "offline", "offline"))
+    asks = load_manifest(_interfaces_tool(tmp_path / "asks", "asks", sandbox={"network": True}))
+    granted = load_manifest(_interfaces_tool(tmp_path / "granted", "granted"))
+    hosts = load_manifest(_interfaces_tool(tmp_path / "hosts", "hosts", sandbox={"network": ["example.com"]}))
+    settings = SandboxSettings(
+        pool_size=1, runtime=runtime, warm_tools=("echo",), tools={"granted": ToolLimits(network=True)}
+    )
+    with Sandbox(settings) as box:
+        values = {m.name: box.run(m, {}, {}) for m in (offline, asks, granted, hosts)}
+        warm = box.run(tool("echo"), {}, {})
+        (network,) = docker_api.networks(filters={"label": f"pocket-runner.sandbox={box.id}"})
+        internal = docker_api.inspect_network(network["Id"])["Internal"]
+        proxies = [c for c in seen.values() if c["Config"]["Labels"]["pocket-runner.mode"] == "egress-proxy"]
+        assert len(proxies) == 1
+        proxy_networks = docker_api.inspect_container(proxies[0]["Id"])["NetworkSettings"]["Networks"]
+    assert warm.ok and warm.value["calls"] == 1, warm
+    for name, result in values.items():
+        assert result.ok, (name, result)
+    assert values["offline"].value == ["lo"]
+    assert "eth0" in values["asks"].value and "eth0" in values["granted"].value and "eth0" in values["hosts"].value
+    assert internal is True
+    assert set(proxy_networks) == {"bridge", network["Name"]}  # its way out, and the tool's network
+
+    def runtime_for(mode: str) -> str:
+        if runtime == "runc":
+            return "runc"
+        return "runsc" if mode == "none" else "runsc-net"
+
+    expected_network = {"offline": "none", "asks": "bridge", "granted": "bridge", "hosts": network["Id"],
+                        "echo": "none"}  # fmt: skip
+    kinds = set()
+    for config in seen.values():
+        labels = config["Config"]["Labels"]
+        mode, name = labels["pocket-runner.mode"], labels.get("pocket-runner.tool", "")
+        kinds.add((mode, name))
+        if mode == "egress-proxy":  # the runner's own program, trusted: not a tool, so on the engine's runc
+            _assert_hardened(config, memory=64 * MIB, nano_cpus=500_000_000, pids=256, network_mode="bridge")
+            assert config["HostConfig"]["Runtime"] == "runc"
+            continue
+        _assert_hardened(config, memory=512 * MIB, nano_cpus=10**9, pids=128, network_mode=expected_network[name])
+        assert config["HostConfig"]["Runtime"] == runtime_for(expected_network[name]), name
+        assert config["Config"].get("NetworkDisabled", False) is (expected_network[name] == "none"), name
+    assert kinds >= {("call", "offline"), ("call", "asks"), ("call", "granted"), ("call", "hosts"),
+                     ("warm", "echo"), ("egress-proxy", "")}  # fmt: skip
+
+
+PROBER = r"""
+import errno, json, os, shutil, subprocess, sys
+sys.stdin.read()
+found = {}
+
+
+def outcome(action):
+    try:
+        action()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def write(path):
+    with open(path, "w") as handle:
+        handle.write("owned")
+
+
+def fill(path):
+    # MiB written before the filesystem is full (capped at 256, far over any limit here)
+    written, chunk = 0, b"x" * 1024 * 1024
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while written < 256:
+            if os.write(fd, chunk) < len(chunk):
+                return [written, "ENOSPC"]  # a short write: the last part that fitted
+            written += 1
+    except OSError as exc:
+        return [written, errno.errorcode.get(exc.errno, str(exc.errno))]
+    finally:
+        os.close(fd)
+    return [written, "no limit"]
+
+
+def run(path):
+    shutil.copy("/bin/true", path)
+    os.chmod(path, 0o755)
+    return subprocess.run([path]).returncode
+
+
+for path in ("/owned", "/var/tmp/owned", "/tool/owned", "/etc/owned", "/dev/shm/owned", "/tmp/owned"):
+    found["write " + path] = outcome(lambda: write(path))
+for folder in ("/tmp", "/dev/shm"):
+    found["exec " + folder] = outcome(lambda: run(folder + "/true"))
+    os.remove(folder + "/true")
+found["fill /dev/shm"] = fill("/dev/shm/big")
+os.remove("/dev/shm/big")
+found["fill /tmp"] = fill("/tmp/big")
+print(json.dumps(found))
+"""
+
+
+@docker
+def test_a_tool_can_write_only_tmp_and_dev_shm_both_capped_and_can_exec_from_neither(runtime, tmp_path):
+    """From inside: the root is read-only (EROFS, not only paths uid 65534 may not write: `/var/tmp` is mode
+    1777), `/tmp` (64 MiB) and `/dev/shm` (16 MiB, kept for Python's multiprocessing) are writable up to their
+    size, and a program copied into either cannot be run (noexec). The same holds under gVisor, whose kernel
+    only reports a write into root's folders as EACCES rather than EROFS."""
+    manifest = load_manifest(_write_tool(tmp_path / "prober", "prober", {"prober.py": PROBER}))
+    with Sandbox(SandboxSettings(pool_size=0, runtime=runtime)) as box:
+        result = box.run(manifest, {}, {})
+    assert result.ok, result
+    found = result.value
+    # gVisor checks the folder's permissions before the mount's read-only flag: root's folders say EACCES there
+    refused = "EROFS" if runtime == "runc" else "EACCES"
+    assert found.pop("write /var/tmp/owned") == "EROFS", result.value  # mode 1777: only read-only stops it
+    for path in ("/owned", "/tool/owned", "/etc/owned"):
+        assert found.pop(f"write {path}") == refused, (path, result.value)
+    assert found.pop("write /tmp/owned") == found.pop("write /dev/shm/owned") == "ok"
+    assert found.pop("exec /tmp") == found.pop("exec /dev/shm") == "EACCES"
+    # MiB written before ENOSPC: the last one does not fit beside the small files written above
+    assert found.pop("fill /tmp") in ([63, "ENOSPC"], [64, "ENOSPC"]), result.value
+    assert found.pop("fill /dev/shm") in ([15, "ENOSPC"], [16, "ENOSPC"]), result.value
+    assert found == {}
