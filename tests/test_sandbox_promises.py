@@ -275,3 +275,40 @@ def test_a_tool_can_write_only_tmp_and_dev_shm_both_capped_and_can_exec_from_nei
     assert found.pop("fill /tmp") in ([63, "ENOSPC"], [64, "ENOSPC"]), result.value
     assert found.pop("fill /dev/shm") in ([15, "ENOSPC"], [16, "ENOSPC"]), result.value
     assert found == {}
+
+
+@docker
+@pytest.mark.parametrize("allow_network", [False, True])
+def test_the_build_step_runs_with_the_builds_limits_in_the_engines_own_view(docker_api, tmp_path, allow_network):
+    """The build step's container, inspected as the classic builder announces it: memory capped at
+    `sandbox.build_memory_mb` with no swap, and no network unless tools may have network. That is all the
+    classic builder lets the runner set (`build._isolation`): the step runs as root with Docker's default
+    capabilities and a writable root, as the README says builds do (trusted code), so those are not asserted.
+    It is killed once inspected, which fails the build (its 60 s sleep is never waited for)."""
+    from runner.sandbox import BUILD_STEP
+
+    entrypoint = {"build": f"sleep 60 # {time.time_ns()}", "run": "true"}
+    name = f"buildview{int(allow_network)}"
+    manifest = load_manifest(_write_tool(tmp_path / name, name, {}, entrypoint=entrypoint))
+    inspected: list[dict] = []
+    lines: list[str] = []
+
+    def progress(message: str) -> None:
+        line = message.split(": ", 1)[-1]
+        if lines and lines[-1].endswith(f" : {BUILD_STEP}") and line.startswith(" ---> Running in "):
+            container = line.removeprefix(" ---> Running in ")
+            inspected.append(docker_api.inspect_container(container))
+            docker_api.kill(container)
+        lines.append(line)
+
+    settings = SandboxSettings(pool_size=0, allow_network=allow_network, build_memory_mb=300)
+    with Sandbox(settings, progress=progress) as box:
+        result = box.run(manifest, {}, {})
+    step = next(i for i, line in enumerate(lines) if line.endswith(f" : {BUILD_STEP}"))
+    docker_api.remove_image(lines[step - 1].removeprefix(" ---> "))  # the failed build's cached layer below
+    assert result.outcome is Outcome.TOOL_FAILED and "exited with code 137" in result.error, result.error
+    (config,) = inspected
+    host = config["HostConfig"]
+    assert host["Memory"] == host["MemorySwap"] == 300 * MIB
+    assert host["NetworkMode"] == ("default" if allow_network else "none")
+    assert not host.get("Binds") and not host.get("Mounts") and host.get("Privileged") is False
