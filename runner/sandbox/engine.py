@@ -45,7 +45,7 @@ SHM_SIZE = 16 * 1024 * 1024
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"  # the docker SDK's, when DOCKER_HOST is unset
 # gVisor's runtimes as scripts/setup-gvisor.sh registers them: without a network, and on the container's own
 GVISOR_RUNTIMES = ("runsc", "runsc-net")
-OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
+OOM_EVENT_WAIT = 5.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
 
 
 @dataclass(frozen=True)
