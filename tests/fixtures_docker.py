@@ -6,6 +6,7 @@ Set POCKET_TESTS_NO_DOCKER=1 to skip them on purpose (a machine without Docker).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -100,3 +101,22 @@ def running_containers(docker_api: Any, filters: dict[str, Any], count: int = 1,
     while len(found := docker_api.containers(filters=filters)) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def wait_for_processes(docker_api: Any, filters: dict[str, Any], word: str, count: int, timeout: float = 20) -> None:
+    """Until `count` running containers matching `filters` each run a process whose command holds `word` (the
+    tool itself has started, not only its container)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = 0
+        for container in docker_api.containers(filters=filters):
+            commands = b""
+            with contextlib.suppress(Exception):  # gone meanwhile
+                # read inside (`docker top` under runsc shows no process of the sandbox)
+                run = docker_api.exec_create(container["Id"], ["/bin/sh", "-c", "cat /proc/[0-9]*/cmdline"])
+                commands = docker_api.exec_start(run["Id"])
+            running += word.encode() in commands
+        if running >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} containers running {word!r} not seen in {timeout} s")

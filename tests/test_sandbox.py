@@ -24,7 +24,7 @@ from runner.sandbox import (
 )
 from runner.sandbox.stream import Output
 from runner.settings import SandboxSettings
-from tests.fixtures_docker import running_containers
+from tests.fixtures_docker import running_containers, wait_for_processes
 from tests.helpers import HELLO
 
 docker = pytest.mark.docker
@@ -325,17 +325,28 @@ def test_every_call_gets_a_fresh_container(docker_api, tmp_path):
 
 
 @docker
-def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, tool):
+def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, tool, monkeypatch):
+    """The call is served by a container started before it (not by its own start: no timing needed)."""
+    import runner.sandbox.sandbox as sandbox_module
+
+    served: list[str] = []
+    real_launch = sandbox_module.launch
+
+    def launch(engine, started, *args):
+        served.append(started.id)
+        return real_launch(engine, started, *args)
+
+    monkeypatch.setattr(sandbox_module, "launch", launch)
     manifest = tool("hello")
     with Sandbox(SandboxSettings(pool_size=2)) as box:
         box.prepare(manifest)
+        _wait_for_pool(box, manifest.name, 2)
         (pool,) = box._pools.of_tool(manifest.name)
-        deadline = time.monotonic() + 10
-        while len(pool.idle) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(pool.idle) == 2
+        ready = {started.id for started in pool.idle}
+        assert len(ready) == 2
         result = box.run(manifest, {"name": "Ada"}, {})
-        assert result.ok and result.duration_seconds < 0.35, result.duration_seconds
+    assert result.ok, result
+    assert len(served) == 1 and served[0] in ready
 
 
 @docker
@@ -347,9 +358,18 @@ def test_a_pooled_container_that_died_is_replaced(docker_api, tool):
         deadline = time.monotonic() + 10
         while not pool.idle and time.monotonic() < deadline:
             time.sleep(0.05)
-        docker_api.kill(pool.idle[0].id)
-        time.sleep(0.3)
+        dead = pool.idle[0]
+        docker_api.kill(dead.id)
+        _wait_until_gone(docker_api, dead)
         assert box.run(manifest, {"name": "Ada"}, {}).value == {"greeting": "Hello, Ada!"}
+
+
+def _wait_until_gone(api, started) -> None:
+    """Until the killed container exited and its stream says so (the runner sees a dead container by that)."""
+    api.wait(started.id, timeout=20)
+    deadline = time.monotonic() + 10
+    while started.stream.idle() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @docker
@@ -566,12 +586,15 @@ def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api,
         first = box.run(manifest, {"a": 1}, {"GREETING": "one"}, user_id="alice")
         second = box.run(manifest, {"a": 2}, {}, user_id="alice")
         other_user = box.run(manifest, {"a": 3}, {"GREETING": "three"}, user_id="bob")
-        timings = [box.run(manifest, {}, {}, user_id="alice").duration_seconds for _ in range(5)]
+        timed = [box.run(manifest, {}, {}, user_id="alice") for _ in range(5)]
     assert first.ok and first.value["body"] == {"a": 1} and first.value["greeting"] == "one"
     assert first.stderr == "a line for stderr\n"
     assert second.value["calls"] == 2 and second.value["greeting"] is None  # same process, fresh environment
     assert other_user.value["calls"] == 1  # another user never shares a warm container
-    assert sorted(timings)[2] < 0.1, timings  # the benchmark measures it properly; this only guards the design
+    # The same process served every call (no container started for them); the benchmark measures the time,
+    # this only guards the design, with a bound a loaded machine keeps.
+    assert [r.value["calls"] for r in timed] == [3, 4, 5, 6, 7]
+    assert sorted(r.duration_seconds for r in timed)[2] < 1.0, [r.duration_seconds for r in timed]
 
 
 @docker
@@ -601,8 +624,9 @@ def test_a_warm_container_that_died_is_replaced(docker_api, tool):
     manifest = tool("echo")
     with Sandbox(SandboxSettings(warm_tools=("echo",))) as box:
         assert box.run(manifest, {}, {}).value["calls"] == 1
-        docker_api.kill(box._warm.groups()[0][0].started.id)
-        time.sleep(0.3)
+        dead = box._warm.groups()[0][0].started
+        docker_api.kill(dead.id)
+        _wait_until_gone(docker_api, dead)
         assert box.run(manifest, {}, {}).value["calls"] == 1  # a new server, not an error
 
 
@@ -913,8 +937,7 @@ def test_close_kills_running_calls_and_leaves_no_container(docker_api, tool, run
     for call in calls:
         call.start()
     mine = {"label": f"pocket-runner.sandbox={box.id}"}
-    running_containers(docker_api, mine, 2)
-    time.sleep(0.3)
+    wait_for_processes(docker_api, mine, "python", 2)  # the tools are sleeping now
     started = time.monotonic()
     box.close()
     closing = time.monotonic() - started
@@ -978,6 +1001,12 @@ def test_a_warm_call_returns_all_the_stderr_its_handler_wrote_before_replying(do
         assert result.stderr.startswith("line 0\n") and result.stderr.endswith("line 1999\nEND\n"), n
 
 
+def _wait_readable(stream, timeout: float = 10) -> None:
+    import select
+
+    assert select.select([stream.sock], [], [], timeout)[0], f"nothing arrived in {timeout} s"
+
+
 @docker
 def test_a_warm_handler_logging_between_calls_keeps_its_container_and_state(docker_api, tmp_path):
     manifest = _warm_tool(
@@ -987,7 +1016,7 @@ def test_a_warm_handler_logging_between_calls_keeps_its_container_and_state(dock
     )  # fmt: skip
     with Sandbox(SandboxSettings(warm_tools=("chatty",), pool_size=0)) as box:
         first = box.run(manifest, {"n": 1}, {})
-        time.sleep(0.6)  # the late line arrives while no call runs
+        _wait_readable(box._warm.groups()[0][0].started.stream)  # the late line arrives while no call runs
         second = box.run(manifest, {"n": 2}, {})
     assert (first.value, second.value) == ([1], [1, 2])  # the same container: its state survived
     assert "late log line" not in second.stderr  # it belongs to no call

@@ -7,10 +7,10 @@ stdin, stdout and stderr attached (`Started.stream`): a call's environment and b
 the container's config.
 
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a small
-/tmp tmpfs (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous volume holds the tool's
-files on the host's disk), pids/memory/CPU limits, private IPC, no logs kept by the engine, never a bind
-mount or the Docker socket. `network` false is `--network none`; true is the default bridge; a host list
-is an internal network whose only exit is the egress proxy (`egress`).
+/tmp tmpfs and a 16 MiB /dev/shm (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous
+volume holds the tool's files on the host's disk), pids/memory/CPU limits, private IPC, no logs kept by the
+engine, never a bind mount or the Docker socket. `network` false is `--network none`; true is the default
+bridge; a host list is an internal network whose only exit is the egress proxy (`egress`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=64m"}  # noqa: S108 - the containe
 # Over each VOLUME the image declares: without it the engine creates an anonymous volume there, writable
 # host-disk storage that outlives the container.
 VOLUME_TMPFS = "rw,nosuid,nodev,noexec,size=16m"
+# /dev/shm stays writable (Python's multiprocessing needs it; the engine mounts it noexec,nosuid,nodev), but
+# small: the engine's default is 64 MiB, memory the tool could fill beside /tmp.
+SHM_SIZE = 16 * 1024 * 1024
 DEFAULT_ADDRESS = "unix:///var/run/docker.sock"  # the docker SDK's, when DOCKER_HOST is unset
 # gVisor's runtimes as scripts/setup-gvisor.sh registers them: without a network, and on the container's own
 GVISOR_RUNTIMES = ("runsc", "runsc-net")
-OOM_EVENT_WAIT = 2.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
+OOM_EVENT_WAIT = 5.0  # how long a SIGKILLed container's OOM flag is awaited (the engine's event may lag the exit)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class DockerEngine:
             tmpfs={**self._volume_tmpfs(image), **TMPFS},
             log_config=docker.types.LogConfig(type="none"),
             ipc_mode="private",
+            shm_size=SHM_SIZE,
             **limits,
         )
 

@@ -61,7 +61,8 @@ def resolve_limits(
     """
     spec = manifest.sandbox
     override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
-    wants_network = bool(spec.network)
+    # `[sandbox.tools.NAME] network = true` grants a tool whose manifest asks for none the default network
+    wants_network = bool(spec.network) or override.network is True
     if wants_network and (not settings.allow_network or override.network is False):
         where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
         raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
