@@ -97,13 +97,14 @@ def resolve_limits(
 def _network(
     settings: SandboxSettings, asked: bool | tuple[str, ...], granted: bool | None, provider_hosts: tuple[str, ...]
 ) -> bool | tuple[str, ...]:
-    if granted is not None:
-        return granted and settings.allow_network
+    """False (none), True (the default bridge) or the hosts reachable through the egress proxy."""
+    if granted is False:
+        return False
     if asked:
-        return asked
-    if provider_hosts and settings.provider_egress and settings.allow_network:
-        return tuple(provider_hosts)
-    return False
+        return asked  # a host list stays a host list, also when settings grant network
+    if granted or not (provider_hosts and settings.provider_egress and settings.allow_network):
+        return bool(granted)
+    return tuple(provider_hosts)
 
 
 def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
