@@ -252,3 +252,41 @@ def test_a_partly_granted_authorization_makes_wait_false(pocket_factory, tmp_pat
     worker.start()
     assert pocket.wait_tool_auth(timeout=30) is False  # the server grants no api:admin
     worker.join()
+
+
+def corp_settings(tmp_path: Path):
+    """Settings read from files as a person writes them: a provider whose variable is CORP_TOKEN."""
+    from runner.settings import load_settings
+
+    (tmp_path / "settings.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n'
+        "[sandbox]\npool_size = 0\n[credentials]\ncallback_port = 0\n"
+        '[auth.corp]\nenv = { CORP_TOKEN = "{token}" }\n'
+    )
+    (tmp_path / ".secrets.toml").write_text('[auth.corp]\ntoken = "corp-token-5551234"\n')
+    return load_settings(directory=tmp_path)
+
+
+def test_a_variable_named_in_settings_reaches_a_function_tool_in_its_case(tmp_path):
+    from runner.function_tools import function_tool
+
+    @function_tool(auth_provider="corp")
+    def corp_check(CORP_TOKEN: str) -> str:
+        """Say whether the token arrived."""
+        return "got " + hashlib.sha256(CORP_TOKEN.encode()).hexdigest()
+
+    with Pocket([corp_check], settings=corp_settings(tmp_path)) as pocket:
+        result = pocket.invoke("corp_check", {})
+    assert result.ok, result.error
+    assert result.value == "got " + hashlib.sha256(b"corp-token-5551234").hexdigest()
+
+
+@pytest.mark.docker
+def test_a_variable_named_in_settings_reaches_a_sandboxed_tool_in_its_case(tmp_path, docker_api):
+    tool = make_tool(tmp_path / "tools", "corp_tool", "corp", [])
+    with Pocket([str(tool)], settings=corp_settings(tmp_path)) as pocket:
+        upper = pocket.invoke("corp_tool", {"variable": "CORP_TOKEN"})
+        lower = pocket.invoke("corp_tool", {"variable": "corp_token"})
+    assert upper.ok and lower.ok, (upper.error, lower.error)
+    assert upper.value["sha256"] == hashlib.sha256(b"corp-token-5551234").hexdigest()
+    assert lower.value["sha256"] == hashlib.sha256(b"").hexdigest()  # no lower-cased twin
