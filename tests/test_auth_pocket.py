@@ -245,6 +245,36 @@ def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_conse
         assert pocket.authenticator.store.get("default", "linear").status == "active"  # kept for the next try
 
 
+@pytest.mark.parametrize("error", ["unauthorized_client", "invalid_client"])
+def test_a_client_refused_at_refresh_fails_the_call_naming_the_setting_and_keeps_the_grant(
+    make_settings, stand_in, error
+):
+    from pydantic import SecretStr
+
+    from runner.auth.store import Credential
+    from runner.function_tools import function_tool
+
+    @function_tool(auth_provider="linear")
+    def issues(LINEAR_TOKEN: str) -> str:
+        """List issues."""
+        return "none"
+
+    stand_in.json("POST /token", {"error": error, "error_description": "client not allowed"}, status=400)
+    settings = make_settings({"linear": {"token_url": f"{stand_in.url}/token", "client_id": "c", "client_secret": "s"}})
+    with Pocket([issues], settings=settings) as pocket:
+        expired = Credential(
+            user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
+            secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
+        )  # fmt: skip
+        pocket.authenticator.store.put(expired)
+        result = pocket.invoke("issues", {})
+        assert result.outcome is Outcome.BAD_INPUT and result.outcome.exit_code == 2, result.error
+        assert error in result.error and "check [auth.linear] client_id and client_secret" in result.error
+        assert "grant is kept" in result.error and result.auth_url is None
+        kept = pocket.authenticator.store.get("default", "linear")
+        assert kept.status == "active" and kept.value("refresh_token") == "lin-refresh"
+
+
 def test_a_partly_granted_authorization_makes_wait_false(pocket_factory, tmp_path, person):
     pocket = pocket_factory([make_tool(tmp_path, "admin", "testidp", ["api:read", "api:admin"])])
     url = pocket.initialize_tool_auth()["testidp"]
