@@ -214,6 +214,68 @@ def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path,
     assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err
 
 
+@pytest.mark.docker
+def test_after_a_lost_grant_the_cli_login_hint_asks_for_every_scope_the_tools_need(
+    tmp_path, callback_port, oidc_server, person, docker_api
+):
+    """Following the hint once is enough: the next invoke of any loaded tool runs, it does not ask again."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    import httpx
+
+    from runner.auth import Authenticator
+    from runner.settings import load_settings
+    from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
+    from tests.test_auth_cli import write_settings
+
+    tools = tmp_path / "tools"
+    make_tool(tools, "reader", "testidp", ["api:read"])
+    make_tool(tools, "writer", "testidp", ["api:write"])
+    files = write_settings(tmp_path, callback_port, oidc_server.issuer)
+    settings = load_settings(files[1], files[3])
+    auth = Authenticator(settings)  # the user signed in once, for both tools
+    try:
+        url = auth.authorization_url("testidp", scopes=["api:read", "api:write"])
+        threading.Thread(target=lambda: person.visit(person.authorize(url)), daemon=True).start()
+        assert auth.wait(30) == {"testidp": "authorized"}
+        stored = auth.store.get("default", "testidp")
+        httpx.post(  # the grant is lost: the person removed the app at the provider
+            f"{oidc_server.issuer}/token/revocation",
+            data={"token": stored.value("refresh_token"), "token_type_hint": "refresh_token"},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+        ).raise_for_status()
+        auth.store.put(replace(stored, expires_at=time.time() - 1))
+    finally:
+        auth.close()
+
+    def pocket_cli(*args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "runner.cli", *files, *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    invoke = pocket_cli("invoke", str(tools), "reader", "--body", "{}")
+    _, err = invoke.communicate(timeout=60)
+    assert invoke.returncode == 3, err
+    hint = re.search(r"run `(pocket auth login [^`]*)`, then invoke again", err)
+    assert hint, err
+    assert hint.group(1) == "pocket auth login testidp --user default --scope api:read --scope api:write"
+
+    login = pocket_cli(*shlex.split(hint.group(1))[1:])  # as the person would run it
+    url = login.stdout.readline().strip()
+    assert url.startswith(oidc_server.issuer), login.stderr.read()
+    assert person.visit(person.authorize(url)).status_code == 200
+    _, err = login.communicate(timeout=30)
+    assert login.returncode == 0, err
+    for tool in ("writer", "reader"):
+        invoke = pocket_cli("invoke", str(tools), tool, "--body", "{}")
+        out, err = invoke.communicate(timeout=120)
+        assert invoke.returncode == 0, err
+        assert json.loads(out)["sha256"] != hashlib.sha256(b"").hexdigest()  # it was handed a token
+
+
 @pytest.mark.parametrize("provider_down", ["503", "unreachable"])
 def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_consent(
     make_settings, stand_in, provider_down
