@@ -151,6 +151,8 @@ class CredentialSettings(_Section):
     refresh_margin_seconds: float = Field(default=300.0, ge=0)  # refresh this long before expiry
     encryption_key: SecretStr | None = None  # base64 of 32 bytes; default: a generated key file in data_dir
     authorization_timeout_seconds: float = Field(default=600.0, gt=0)  # how long a pending authorization lives
+    # Each request to an authorization server (token, refresh, revocation, device, discovery) gives up after this.
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
     # Headless machines: OAuth providers offering the device grant are authorized with a code the person
     # enters on any device (a phone), instead of a redirect to this machine's callback server.
     device_flow: bool = False
