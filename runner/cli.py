@@ -200,12 +200,17 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     with Pocket([args.source], settings=settings, progress=_say) as pocket:
         result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
         auth = pocket.tools[args.tool].auth if args.tool in pocket.tools else None
+        # Every scope the loaded tools of that provider need: a login for fewer would be asked again next time.
+        scopes = pocket.authenticator.required_scopes(auth.provider) if auth is not None else ()
     if result.outcome is Outcome.AUTH_REQUIRED and result.auth_url and auth is not None:
         # The URL in the result dies with this process (its callback server stops): log in on its own.
+        import shlex
+
         handler = f" --handler {auth.handler}" if auth.handler else ""
+        scope = "".join(f" --scope {shlex.quote(s)}" for s in scopes)
         _say(
             f"{auth.provider} authorization is needed for user {args.user!r}: run "
-            f"`pocket auth login {auth.provider}{handler} --user {args.user}`, then invoke again"
+            f"`pocket auth login {auth.provider}{handler} --user {args.user}{scope}`, then invoke again"
         )
         return ExitCode.AUTH_REQUIRED
     if result.ok:

@@ -151,6 +151,8 @@ class CredentialSettings(_Section):
     refresh_margin_seconds: float = Field(default=300.0, ge=0)  # refresh this long before expiry
     encryption_key: SecretStr | None = None  # base64 of 32 bytes; default: a generated key file in data_dir
     authorization_timeout_seconds: float = Field(default=600.0, gt=0)  # how long a pending authorization lives
+    # Each request to an authorization server (token, refresh, revocation, device, discovery) gives up after this.
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
     # Headless machines: OAuth providers offering the device grant are authorized with a code the person
     # enters on any device (a phone), instead of a redirect to this machine's callback server.
     device_flow: bool = False
@@ -181,12 +183,18 @@ class Settings(BaseModel):
 
 
 def _env_path(name: str) -> list[str]:
-    """POCKET_AUTH__SLACK__CLIENT_ID -> [auth, slack, client_id]; variable names keep their case.
+    """POCKET_AUTH__SLACK__CLIENT_ID -> [auth, slack, client_id]; names a person writes keep their case.
 
     [variables.TOOL] NAME: the tool name is lower-cased like every key, the variable name is not.
+    [auth.NAME] FIELD.NAME or FIELD.KIND.NAME (POCKET_AUTH__CORP__ENV__CORP_TOKEN): the provider, the field
+    and a kind are lower-cased, the last name (a variable, a request parameter) is not.
     """
     parts = name[len(ENV_PREFIX) + 1 :].split("__")
-    keep = 2 if parts[0].lower() == "variables" else len(parts)
+    keep = len(parts)
+    if parts[0].lower() == "variables":
+        keep = 2
+    elif parts[0].lower() == "auth" and len(parts) > 3:
+        keep = len(parts) - 1
     return [p.lower() for p in parts[:keep]] + parts[keep:]
 
 
@@ -211,6 +219,27 @@ def _lower_keys(value: Any) -> Any:
     return value
 
 
+def _tables_lowered(value: Any) -> Any:
+    """Below a field of [auth.NAME]: a key naming a table (a kind, `env.token`) in lower case; a key naming a
+    value (a variable `CORP_TOKEN`, a request parameter) as the person wrote it."""
+    if isinstance(value, Mapping):
+        return {(str(k).lower() if isinstance(v, Mapping) else str(k)): _tables_lowered(v) for k, v in value.items()}
+    return value
+
+
+def _auth_keys(value: Any) -> Any:
+    """[auth.NAME] FIELD: provider names and fields in lower case (matched in any case); what a field's table
+    names keeps the case the tool or the provider reads it in (`env = { CORP_TOKEN = "{token}" }`)."""
+    if not isinstance(value, Mapping):
+        return _lower_keys(value)
+    return {
+        str(name).lower(): (
+            {str(k).lower(): _tables_lowered(v) for k, v in entry.items()} if isinstance(entry, Mapping) else entry
+        )
+        for name, entry in value.items()
+    }
+
+
 def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
     """Keys in lower case, as the models name them; variable names keep their case."""
     normal = {}
@@ -218,6 +247,8 @@ def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
         key = str(key).lower()
         if key == "variables" and isinstance(value, Mapping):
             normal[key] = {str(tool).lower(): variables for tool, variables in value.items()}
+        elif key == "auth":
+            normal[key] = _auth_keys(value)
         else:
             normal[key] = _lower_keys(value)
     return normal

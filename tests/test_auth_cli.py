@@ -91,6 +91,23 @@ def test_oauth_login_in_the_browser_then_logout_revokes(tmp_path, callback_port,
     assert "revoked at the provider" in capsys.readouterr().err
 
 
+def test_a_denied_device_login_is_authorization_needed_exit_3(tmp_path, callback_port, oidc_server, person, capsys):
+    """Like a denied browser consent: exit 3 saying so, nothing stored."""
+    files = write_settings(tmp_path, callback_port, oidc_server.issuer)
+    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--device"]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    first = child.stderr.readline()
+    assert "on any device, open " in first, first + child.stderr.read()
+    url = first.split("on any device, open ", 1)[1].strip()
+    assert "enter the code" in child.stderr.readline()
+    person.approve_device(url, deny=True)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 3, err
+    assert "testidp was not authorized: failed: testidp: access_denied" in err and "Traceback" not in err
+    assert main([*files, "auth", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing stored
+
+
 POCKET = str(Path(sys.executable).parent / "pocket")
 
 

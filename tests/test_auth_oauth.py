@@ -12,16 +12,23 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from runner.auth import Authenticator, Revocation
 from runner.auth.results import LogoutResult
-from runner.auth.store import EXPIRED
-from runner.errors import AuthRequiredError
+from runner.auth.store import ACTIVE, EXPIRED
+from runner.errors import AuthRequiredError, ExitCode, SettingsError
 from runner.manifest import AuthSpec
-from tests.fixtures_oauth import ACCESS_TOKEN_TTL, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID, idp_entry
+from tests.fixtures_oauth import (
+    ACCESS_TOKEN_TTL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PUBLIC_CLIENT_ID,
+    idp_entry,
+)
 
 SPEC = AuthSpec(auth_provider="testidp", scopes=["api:read"])
 
@@ -258,6 +265,31 @@ def test_invalid_grant_on_refresh_means_authorization_required(authenticator, pe
     assert "invalid_grant" in str(caught.value) and caught.value.url
     assert authenticator.store.get("default", "testidp").status == EXPIRED
     assert stored.value("refresh_token") not in str(caught.value)
+
+
+def test_a_wrong_client_secret_at_refresh_keeps_the_grant_and_names_the_setting(
+    authenticator, person, oidc_server, make_settings
+):
+    """The operator's mistake, not the user's: the call fails naming the settings, the grant stays usable."""
+    authorize(authenticator, person)
+    stored = authenticator.store.get("default", "testidp")
+    authenticator.store.put(replace(stored, expires_at=time.time() - 1))  # expired: the call must refresh
+    wrong = {"client_secret": "not-the-secret-xyz"}
+    misconfigured = Authenticator(make_settings({"testidp": idp_entry(oidc_server.issuer, **wrong)}))
+    try:
+        with pytest.raises(SettingsError) as caught:
+            misconfigured.environment(SPEC, "default")
+    finally:
+        misconfigured.close()
+    message = str(caught.value)
+    assert caught.value.exit_code is ExitCode.BAD_INPUT and not isinstance(caught.value, AuthRequiredError)
+    assert "invalid_client" in message and "check [auth.testidp] client_id and client_secret" in message
+    assert "POCKET_AUTH__TESTIDP__CLIENT_ID" in message and "grant is kept" in message
+    assert "not-the-secret-xyz" not in message and stored.value("refresh_token") not in message
+    kept = authenticator.store.get("default", "testidp")
+    assert kept.status == ACTIVE and kept.value("refresh_token") == stored.value("refresh_token")
+    # The settings fixed, the kept grant refreshes: no new consent.
+    assert authenticator.environment(SPEC, "default")["TESTIDP_TOKEN"] != stored.value("token")
 
 
 def test_incremental_consent_for_a_missing_scope(authenticator, person, oidc_server):

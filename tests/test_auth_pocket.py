@@ -214,6 +214,68 @@ def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path,
     assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err
 
 
+@pytest.mark.docker
+def test_after_a_lost_grant_the_cli_login_hint_asks_for_every_scope_the_tools_need(
+    tmp_path, callback_port, oidc_server, person, docker_api
+):
+    """Following the hint once is enough: the next invoke of any loaded tool runs, it does not ask again."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from dataclasses import replace
+
+    import httpx
+
+    from runner.auth import Authenticator
+    from runner.settings import load_settings
+    from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
+    from tests.test_auth_cli import write_settings
+
+    tools = tmp_path / "tools"
+    make_tool(tools, "reader", "testidp", ["api:read"])
+    make_tool(tools, "writer", "testidp", ["api:write"])
+    files = write_settings(tmp_path, callback_port, oidc_server.issuer)
+    settings = load_settings(files[1], files[3])
+    auth = Authenticator(settings)  # the user signed in once, for both tools
+    try:
+        url = auth.authorization_url("testidp", scopes=["api:read", "api:write"])
+        threading.Thread(target=lambda: person.visit(person.authorize(url)), daemon=True).start()
+        assert auth.wait(30) == {"testidp": "authorized"}
+        stored = auth.store.get("default", "testidp")
+        httpx.post(  # the grant is lost: the person removed the app at the provider
+            f"{oidc_server.issuer}/token/revocation",
+            data={"token": stored.value("refresh_token"), "token_type_hint": "refresh_token"},
+            auth=(CLIENT_ID, CLIENT_SECRET),
+        ).raise_for_status()
+        auth.store.put(replace(stored, expires_at=time.time() - 1))
+    finally:
+        auth.close()
+
+    def pocket_cli(*args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "runner.cli", *files, *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    invoke = pocket_cli("invoke", str(tools), "reader", "--body", "{}")
+    _, err = invoke.communicate(timeout=60)
+    assert invoke.returncode == 3, err
+    hint = re.search(r"run `(pocket auth login [^`]*)`, then invoke again", err)
+    assert hint, err
+    assert hint.group(1) == "pocket auth login testidp --user default --scope api:read --scope api:write"
+
+    login = pocket_cli(*shlex.split(hint.group(1))[1:])  # as the person would run it
+    url = login.stdout.readline().strip()
+    assert url.startswith(oidc_server.issuer), login.stderr.read()
+    assert person.visit(person.authorize(url)).status_code == 200
+    _, err = login.communicate(timeout=30)
+    assert login.returncode == 0, err
+    for tool in ("writer", "reader"):
+        invoke = pocket_cli("invoke", str(tools), tool, "--body", "{}")
+        out, err = invoke.communicate(timeout=120)
+        assert invoke.returncode == 0, err
+        assert json.loads(out)["sha256"] != hashlib.sha256(b"").hexdigest()  # it was handed a token
+
+
 @pytest.mark.parametrize("provider_down", ["503", "unreachable"])
 def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_consent(
     make_settings, stand_in, provider_down
@@ -245,6 +307,36 @@ def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_conse
         assert pocket.authenticator.store.get("default", "linear").status == "active"  # kept for the next try
 
 
+@pytest.mark.parametrize("error", ["unauthorized_client", "invalid_client"])
+def test_a_client_refused_at_refresh_fails_the_call_naming_the_setting_and_keeps_the_grant(
+    make_settings, stand_in, error
+):
+    from pydantic import SecretStr
+
+    from runner.auth.store import Credential
+    from runner.function_tools import function_tool
+
+    @function_tool(auth_provider="linear")
+    def issues(LINEAR_TOKEN: str) -> str:
+        """List issues."""
+        return "none"
+
+    stand_in.json("POST /token", {"error": error, "error_description": "client not allowed"}, status=400)
+    settings = make_settings({"linear": {"token_url": f"{stand_in.url}/token", "client_id": "c", "client_secret": "s"}})
+    with Pocket([issues], settings=settings) as pocket:
+        expired = Credential(
+            user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
+            secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
+        )  # fmt: skip
+        pocket.authenticator.store.put(expired)
+        result = pocket.invoke("issues", {})
+        assert result.outcome is Outcome.BAD_INPUT and result.outcome.exit_code == 2, result.error
+        assert error in result.error and "check [auth.linear] client_id and client_secret" in result.error
+        assert "grant is kept" in result.error and result.auth_url is None
+        kept = pocket.authenticator.store.get("default", "linear")
+        assert kept.status == "active" and kept.value("refresh_token") == "lin-refresh"
+
+
 def test_a_partly_granted_authorization_makes_wait_false(pocket_factory, tmp_path, person):
     pocket = pocket_factory([make_tool(tmp_path, "admin", "testidp", ["api:read", "api:admin"])])
     url = pocket.initialize_tool_auth()["testidp"]
@@ -252,3 +344,41 @@ def test_a_partly_granted_authorization_makes_wait_false(pocket_factory, tmp_pat
     worker.start()
     assert pocket.wait_tool_auth(timeout=30) is False  # the server grants no api:admin
     worker.join()
+
+
+def corp_settings(tmp_path: Path):
+    """Settings read from files as a person writes them: a provider whose variable is CORP_TOKEN."""
+    from runner.settings import load_settings
+
+    (tmp_path / "settings.toml").write_text(
+        f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n'
+        "[sandbox]\npool_size = 0\n[credentials]\ncallback_port = 0\n"
+        '[auth.corp]\nenv = { CORP_TOKEN = "{token}" }\n'
+    )
+    (tmp_path / ".secrets.toml").write_text('[auth.corp]\ntoken = "corp-token-5551234"\n')
+    return load_settings(directory=tmp_path)
+
+
+def test_a_variable_named_in_settings_reaches_a_function_tool_in_its_case(tmp_path):
+    from runner.function_tools import function_tool
+
+    @function_tool(auth_provider="corp")
+    def corp_check(CORP_TOKEN: str) -> str:
+        """Say whether the token arrived."""
+        return "got " + hashlib.sha256(CORP_TOKEN.encode()).hexdigest()
+
+    with Pocket([corp_check], settings=corp_settings(tmp_path)) as pocket:
+        result = pocket.invoke("corp_check", {})
+    assert result.ok, result.error
+    assert result.value == "got " + hashlib.sha256(b"corp-token-5551234").hexdigest()
+
+
+@pytest.mark.docker
+def test_a_variable_named_in_settings_reaches_a_sandboxed_tool_in_its_case(tmp_path, docker_api):
+    tool = make_tool(tmp_path / "tools", "corp_tool", "corp", [])
+    with Pocket([str(tool)], settings=corp_settings(tmp_path)) as pocket:
+        upper = pocket.invoke("corp_tool", {"variable": "CORP_TOKEN"})
+        lower = pocket.invoke("corp_tool", {"variable": "corp_token"})
+    assert upper.ok and lower.ok, (upper.error, lower.error)
+    assert upper.value["sha256"] == hashlib.sha256(b"corp-token-5551234").hexdigest()
+    assert lower.value["sha256"] == hashlib.sha256(b"").hexdigest()  # no lower-cased twin

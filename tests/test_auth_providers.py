@@ -94,15 +94,37 @@ def test_catalog_entries_are_complete():
 
 def test_basic_and_keypair_variables(make_settings):
     auth = Authenticator(make_settings({"linkedin": static_settings(), "kraken": static_settings()}))
-    assert auth.environment(AuthSpec(auth_provider="linkedin", auth_handler="linkedin-basicauth"), "u") == {
-        "LINKEDIN_BASIC_AUTH": "ada:pw-123456",
-        "LINKEDIN_USERNAME": "ada",
-        "LINKEDIN_PASSWORD": "pw-123456",
-    }
+    linkedin = auth.environment(AuthSpec(auth_provider="linkedin", auth_handler="linkedin-basicauth"), "u")
+    assert linkedin.pop("LINKEDIN_BASIC_AUTH") == base64.b64encode(b"ada:pw-123456").decode()
+    assert linkedin == {"LINKEDIN_USERNAME": "ada", "LINKEDIN_PASSWORD": "pw-123456"}
     assert auth.environment(AuthSpec(auth_provider="kraken"), "u") == {
         "KRAKEN_API_KEY": "k-1234",
         "KRAKEN_API_SECRET": "s-5678",
     }
+    auth.close()
+
+
+def test_linkedin_basic_auth_is_what_hyperpocket_tools_decode(make_settings):
+    """As hyperpocket's linkedin tools read it: `base64.b64decode(LINKEDIN_BASIC_AUTH).decode().split(":")`."""
+    auth = Authenticator(make_settings())
+    spec = AuthSpec(auth_provider="linkedin", auth_handler="linkedin-basicauth")
+    auth.login_with("linkedin", {"username": "ada@example.com", "password": "p/w+é 1="}, user_id="u")
+    environment = auth.environment(spec, "u")
+    username, password = base64.b64decode(environment["LINKEDIN_BASIC_AUTH"]).decode().split(":")
+    assert (username, password) == ("ada@example.com", "p/w+é 1=")
+    assert environment["LINKEDIN_BASIC_AUTH"] in auth.secret_values(spec, environment)  # masked in results
+    auth.close()
+
+
+def test_a_template_in_settings_can_ask_for_basic_b64(make_settings):
+    entry = {
+        "handlers": ["basic"],
+        "env": {"CORP_AUTHORIZATION": "Basic {basic_b64}"},
+        "username": "u",
+        "password": "p",
+    }
+    auth = Authenticator(make_settings({"corp": entry}))
+    assert auth.environment(AuthSpec(auth_provider="corp"), "x") == {"CORP_AUTHORIZATION": "Basic dTpw"}
     auth.close()
 
 

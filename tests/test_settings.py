@@ -161,3 +161,21 @@ def test_loading_never_changes_the_process_environment_other_threads_read(folder
         watcher.join()
     assert not changed.is_set()
     assert dict(os.environ) == before
+
+
+def test_names_written_under_auth_keep_their_case_and_fields_match_in_any_case(folder, monkeypatch):
+    """[auth.NAME] env = { CORP_TOKEN = "{token}" }: the tool reads CORP_TOKEN, never corp_token."""
+    (folder / "settings.toml").write_text(
+        '[auth.Corp]\nToken = "corp-secret"\nenv = { CORP_TOKEN = "{token}" }\n'
+        '[auth.other.env.OAuth2]\nOther_Token = "{token}"\n'
+        '[auth.other.authorization_params]\nAudience = "https://api.example.com"\n'
+    )
+    monkeypatch.setenv("POCKET_AUTH__CORP__ENV__Corp_Extra", "{token}")
+    monkeypatch.setenv("POCKET_AUTH__OTHER__ENV__TOKEN__Other_Pasted", "{token}")
+    settings = load_settings(directory=folder)
+    corp = settings.auth["corp"]  # the provider name and `Token` as today: any case
+    assert corp.token.get_secret_value() == "corp-secret"
+    assert corp.model_dump()["env"] == {"CORP_TOKEN": "{token}", "Corp_Extra": "{token}"}
+    other = settings.auth["other"].model_dump()
+    assert other["env"] == {"oauth2": {"Other_Token": "{token}"}, "token": {"Other_Pasted": "{token}"}}
+    assert other["authorization_params"] == {"Audience": "https://api.example.com"}

@@ -14,7 +14,7 @@ from runner.auth.oauth import Revocation
 from runner.auth.providers import FORM_FIELDS, Provider
 from runner.auth.results import CredentialStatus, GrantOutcome, GrantState, LoginPrompts, LoginResult, LogoutResult
 from runner.auth.store import Credential
-from runner.errors import SettingsError, UnreadableCredential
+from runner.errors import OAuthError, SettingsError, UnreadableCredential
 
 
 def credential_from_values(provider: Provider, values: dict[str, str], *, user_id: str, kind: str | None) -> Credential:
@@ -67,7 +67,10 @@ class Admin:
         if device:
             grant = self._devices.start(entry.name, user_id=user_id, scopes=scopes)
             prompts.device_code(grant)
-            outcome = GrantOutcome.of_grant(grant.scopes, self._devices.finish(grant))
+            try:
+                outcome = GrantOutcome.of_grant(grant.scopes, self._devices.finish(grant))
+            except OAuthError as exc:  # denied, expired, refused: not authorized, as a browser consent would end
+                outcome = GrantOutcome.failed(str(exc))
         else:
             prompts.authorization_url(
                 entry, self._authorizer.url(entry.name, user_id=user_id, kind=kind, scopes=scopes)

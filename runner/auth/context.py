@@ -23,7 +23,11 @@ class AuthContext:
     def __init__(self, settings: Settings, http: httpx.Client | None = None):
         self.settings: Settings = settings
         self.config: CredentialSettings = settings.credentials
-        self.http: httpx.Client = http if http is not None else httpx.Client(timeout=30.0, follow_redirects=False)
+        # Never follow a redirect: a token request carries secrets (the client's, the refresh token) that a 307
+        # would resend to wherever it points.
+        self.http: httpx.Client = (
+            http if http is not None else httpx.Client(timeout=self.config.http_timeout_seconds, follow_redirects=False)
+        )
         self._owns_http = http is None
         self._store: CredentialStore | None = None
         self._providers: dict[str, Provider] = {}

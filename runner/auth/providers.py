@@ -7,6 +7,7 @@ provider and may define new providers, under `[auth.NAME]`, with no code: either
 
 from __future__ import annotations
 
+import base64
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,19 @@ FORM_FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
 # Fields whose values are not secret. Any other field of a template (a token, a password, a field this
 # catalog does not know) makes its variable secret: masked in a tool's result.
 _PLAIN_FIELDS = frozenset(name for fields in FORM_FIELDS.values() for name, _, secret in fields if not secret)
+# Fields a template may name that are made from a credential's fields: `{basic_b64}` is base64 of
+# `username:password`, as HTTP Basic and hyperpocket's tools (`base64.b64decode(v).split(":")`) read it.
+DERIVED_FIELDS = ("basic_b64",)
+
+
+def derived_fields(values: dict[str, str]) -> dict[str, str]:
+    """The DERIVED_FIELDS `values` can make (secret ones: a template naming one makes a secret variable)."""
+    if "username" in values and "password" in values:
+        pair = f"{values['username']}:{values['password']}".encode()
+        return {"basic_b64": base64.b64encode(pair).decode("ascii")}
+    return {}
+
+
 # hyperpocket's handler suffixes that mean one of our kinds.
 _KIND_ALIASES = {"basicauth": "basic", "apitoken": "token", "api_token": "token", "bearer": "token", "oauth": "oauth2"}
 # Keys of [auth.NAME] that are client credentials or stored secrets, not catalog fields.
@@ -161,7 +175,9 @@ class Provider(BaseModel):
         }
 
     def environment(self, kind: str, values: dict[str, str]) -> dict[str, str]:
-        """The variables a tool receives, from a credential's field values."""
+        """The variables a tool receives, from a credential's field values and the fields made from them
+        (DERIVED_FIELDS: `{basic_b64}`)."""
+        values = {**derived_fields(values), **values}
         try:
             return {variable: template.format_map(values) for variable, template in self.env_templates(kind).items()}
         except KeyError as exc:

@@ -20,12 +20,20 @@ if TYPE_CHECKING:
 # Slack says invalid_refresh_token / token_revoked, GitHub bad_refresh_token, everyone else invalid_grant.
 _GRANT_GONE = {
     "invalid_grant",
-    "unauthorized_client",
-    "invalid_client",
     "access_denied",
     "token_revoked",
     "invalid_refresh_token",
     "bad_refresh_token",
+}
+# Errors that refuse the OAuth client, not the grant: the operator's settings are wrong, the person's grant
+# is kept. RFC 6749 invalid_client / unauthorized_client; GitHub incorrect_client_credentials; Slack
+# invalid_client_id / bad_client_secret.
+_CLIENT_REFUSED = {
+    "invalid_client",
+    "unauthorized_client",
+    "incorrect_client_credentials",
+    "invalid_client_id",
+    "bad_client_secret",
 }
 
 
@@ -96,6 +104,10 @@ class Refresher:
             try:
                 tokens = self._context.handler(provider).refresh(current)
             except OAuthError as exc:
+                if exc.error in _CLIENT_REFUSED:
+                    if still_valid:
+                        return current
+                    raise _client_refused(provider, user_id, exc) from None
                 if exc.error in _GRANT_GONE:
                     store.put(replace(current, status=EXPIRED))
                     required(provider, current.kind, user_id, current.scopes, f" (refresh refused: {exc.error})")
@@ -125,6 +137,17 @@ def _usable(credential: Credential, provider: Provider, spec: AuthSpec, kind: st
     if credential.kind == "oauth2":
         return set(spec.scopes) <= set(credential.scopes)
     return True
+
+
+def _client_refused(provider: Provider, user_id: str, exc: OAuthError) -> SettingsError:
+    """The provider refused the OAuth client while refreshing: name the settings to fix; the grant stays."""
+    name = provider.name
+    variable = f"POCKET_AUTH__{name.upper()}__CLIENT_ID"
+    return SettingsError(
+        f"{provider.title} refused the OAuth client while refreshing the token of user {user_id!r} ({exc}): "
+        f"check [auth.{name}] client_id and client_secret in .secrets.toml (or {variable} / __CLIENT_SECRET) "
+        "and that the client may use refresh tokens; the user's grant is kept, no new consent is needed"
+    )
 
 
 def credential_from_tokens(
