@@ -6,8 +6,9 @@ cryptography and jsonschema load only when first needed.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runner.exports import lazy
 
 __version__ = "0.1.0"
 
@@ -84,9 +85,4 @@ if TYPE_CHECKING:
     from runner.pocket import Pocket
     from runner.settings import Settings, load_settings
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'runner' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy(__name__, _EXPORTS)

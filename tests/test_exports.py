@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PACKAGES = ["runner", "runner.sandbox"]
+PACKAGES = ["runner", "runner.sandbox", "runner.auth"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -26,6 +26,7 @@ def test_every_exported_name_resolves(package):
         ("runner", ["pydantic", "docker", "httpx", "runner.sandbox"]),
         ("runner.sandbox.stream", ["pydantic", "docker", "runner.sandbox.sandbox", "runner.settings"]),
         ("runner.sandbox.container.egress_proxy", ["pydantic", "runner.sandbox.sandbox"]),
+        ("runner.auth.providers", ["httpx", "docker", "runner.auth.oauth", "runner.auth.authenticator"]),
     ],
 )
 def test_importing_one_part_does_not_import_the_rest(module, not_loaded):

@@ -20,8 +20,9 @@ masked in its result by `runner.invocation.redact`, where Pocket builds every re
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runner.exports import lazy
 
 if TYPE_CHECKING:
     from runner.auth.authenticator import Authenticator
@@ -58,14 +59,7 @@ _MODULES = {
     "token_variables": "runner.auth.providers",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy(__name__, _MODULES)
 
 
 def __dir__() -> list[str]:

@@ -13,8 +13,9 @@ Names are loaded on first use, so importing one part does not import them all.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from runner.exports import lazy
 
 _EXPORTS = {
     "Sandbox": "runner.sandbox.sandbox",
@@ -77,9 +78,4 @@ if TYPE_CHECKING:
     from runner.sandbox.limits import SENTINEL, Limits, launcher_lines, resolve_limits
     from runner.sandbox.sandbox import Progress, Sandbox
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'runner.sandbox' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+__getattr__ = lazy(__name__, _EXPORTS)
