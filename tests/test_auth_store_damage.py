@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,15 @@ def test_a_login_under_another_encryption_key_writes_nothing(tmp_path, callback_
     settings.write_text(right)  # the right key again: alice's row reads, and no row of bob's was written
     status = pocket_cli(files, "auth", "status", "--all-users")
     assert status.stdout.splitlines() == ["serpapi (alice): token, active, no expiry"], status.stderr
+
+
+def test_one_tampered_row_stops_no_other_write(tmp_path):
+    store = CredentialStore(tmp_path / "data")
+    for user in ("alice", "bob"):
+        store.put(Credential(user, "serpapi", "token", {"token": SecretStr(f"serp-{user}-123456")}))
+    with sqlite3.connect(store.path) as db:  # alice's row altered: it no longer decrypts, bob's still does
+        db.execute("UPDATE credentials SET sealed = zeroblob(64) WHERE user_id = 'alice'")
+    reopened = CredentialStore(tmp_path / "data")
+    reopened.put(Credential("bob", "serpapi", "token", {"token": SecretStr("serp-bob-refreshed")}))
+    reopened.put(Credential("alice", "serpapi", "token", {"token": SecretStr("serp-alice-new")}))  # replaced
+    assert reopened.get("alice", "serpapi").value("token") == "serp-alice-new"

@@ -222,15 +222,17 @@ class CredentialStore:
             self._aead = AESGCM(_new_key(self._key_file))
 
     def _check_key(self, user_id: str, provider: str) -> None:
-        """Refuse to write with a key that decrypts none of the rows of the others (user, provider): it is not
-        the key they were sealed with. Rows under two keys would leave one set unreadable for good. A row
-        that alone fails to decrypt (tampered with) does not stop the others from being written."""
+        """Refuse to write with a key that decrypts no stored row while rows of others (user, provider) exist:
+        it is not the key they were sealed with, and rows under two keys would leave one set unreadable for
+        good. A row that alone fails to decrypt (tampered with) does not stop the others from being written,
+        nor does the writer's own unreadable row when it is the only one (it is being replaced)."""
         if self._key_checked:
             return
         assert self._aead is not None
-        others = [entry for entry in self.entries() if entry != (user_id, provider)]
+        stored = self.entries()
+        others = [entry for entry in stored if entry != (user_id, provider)]
         with self._connect() as db:
-            for user, name in others:
+            for user, name in stored:
                 row = db.execute(
                     "SELECT sealed FROM credentials WHERE user_id = ? AND provider = ?", (user, name)
                 ).fetchone()
