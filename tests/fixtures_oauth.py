@@ -57,7 +57,7 @@ def ensure_node_modules() -> None:
 class OidcServer:
     """oidc-provider in a child process we started (stopped by its pid)."""
 
-    def __init__(self, clients: list[dict[str, Any]], ttl: int):
+    def __init__(self, clients: list[dict[str, Any]], ttl: int, **env: str):
         ensure_node_modules()
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -67,6 +67,7 @@ class OidcServer:
             "ACCESS_TOKEN_TTL": str(ttl),
             "CLIENTS": json.dumps(clients),
             "NODE_ENV": "test",
+            **env,
         }
         self._lines: list[str] = []
         self._ready = threading.Event()
@@ -114,8 +115,7 @@ def callback_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
-def oidc_server(callback_port: int) -> Iterator[OidcServer]:
+def registered_clients(callback_port: int) -> list[dict[str, Any]]:
     redirect = f"http://127.0.0.1:{callback_port}/auth/testidp/callback"
     grants = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
     clients = [
@@ -133,9 +133,30 @@ def oidc_server(callback_port: int) -> Iterator[OidcServer]:
             "token_endpoint_auth_method": "none",
         },
     ]
-    server = OidcServer(clients, ACCESS_TOKEN_TTL)
+    return clients
+
+
+@pytest.fixture(scope="session")
+def oidc_server(callback_port: int) -> Iterator[OidcServer]:
+    server = OidcServer(registered_clients(callback_port), ACCESS_TOKEN_TTL)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_oidc_server(callback_port: int) -> Iterator[Callable[..., OidcServer]]:
+    """Start a server of this test's own, set up by environment variables (TOKEN_DELAY_MS, SPLIT_METADATA:
+    see tests/oidc/server.js); it may be stopped mid-test. Each is stopped at the end."""
+    started: list[OidcServer] = []
+
+    def start(**env: str) -> OidcServer:
+        server = OidcServer(registered_clients(callback_port), ACCESS_TOKEN_TTL, **env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 def idp_entry(issuer: str, **extra: Any) -> dict[str, Any]:

@@ -291,12 +291,15 @@ def test_rows_sealed_with_another_key_are_reported_forgotten_and_replaced(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all("unreadable" in line and "cannot be decrypted" in line for line in lines)
 
-    authorize_acme(files, stand_in, user="alice")  # a new consent replaces the row it cannot read
-    assert main([*files, "auth", "status", "--all-users"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("acme (alice): oauth2, active") and "serpapi (bob): unreadable" in lines[1]
+    # A key that reads none of the other rows is not theirs: nothing is written with it, rows under two keys
+    # would lose one set for good.
+    assert login_token(files, "serpapi", "carol", "serpapi-carol-key-1", monkeypatch) == 2
+    assert "decrypts none of the 2 stored credentials" in capsys.readouterr().err
     assert main([*files, "auth", "logout", "serpapi", "--user", "bob"]) == 0
     assert "forgot the serpapi credential of user 'bob'" in capsys.readouterr().err
+    authorize_acme(files, stand_in, user="alice")  # a new consent replaces the one row it cannot read
+    assert main([*files, "auth", "status", "--all-users"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("acme (alice): oauth2, active")
 
 
 def test_a_credentials_folder_of_another_user_is_a_clear_settings_error(tmp_path, callback_port):

@@ -76,6 +76,8 @@ class CallbackServer:
     def __init__(self, host: str, port: int, handle: Handler, *, public_hosts: tuple[str, ...] = ()):
         self._handle = handle
         self._public_hosts = {h.lower() for h in public_hosts}
+        self._in_flight = 0  # requests being answered: `close` lets them finish (a browser gets its page)
+        self._idle = threading.Condition()
         outer = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
@@ -104,6 +106,16 @@ class CallbackServer:
                 self.wfile.write(body)
 
             def _route(self, method: str, params: dict[str, str]) -> None:
+                with outer._idle:
+                    outer._in_flight += 1
+                try:
+                    self._answer(method, params)
+                finally:
+                    with outer._idle:
+                        outer._in_flight -= 1
+                        outer._idle.notify_all()
+
+            def _answer(self, method: str, params: dict[str, str]) -> None:
                 parts = urlsplit(self.path).path.strip("/").split("/")
                 if (self.headers.get("Host") or "").lower() not in outer.allowed_hosts:
                     # A page elsewhere reaching the loopback port through DNS rebinding names another host.
@@ -149,8 +161,11 @@ class CallbackServer:
         )
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, grace: float = 30.0) -> None:
+        """Stop accepting, let the requests being answered finish (up to `grace` seconds), then close."""
         self._server.shutdown()
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=grace)
         self._server.server_close()
         self._thread.join(timeout=5)
 

@@ -1,8 +1,9 @@
 """The consent state machine: authorization requests pending, and how each ended, for `wait` to report.
 
-A request is opened when its URL is shown, taken (single use) when its callback or form arrives, and
-finished with a `GrantOutcome`. Expired requests finish as failures. One condition guards it all, so a
-thread in `wait` wakes when any request ends.
+A request is opened when its URL is shown, claimed (single use) when its callback arrives, and
+finished with a `GrantOutcome`. A claimed request stays pending while its code is exchanged: `wait`
+reports its outcome, not "unknown", however long the token endpoint takes. Expired requests finish as
+failures. One condition guards it all, so a thread in `wait` wakes when any request ends.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Consent:
 
     def __init__(self) -> None:
         self._pending: dict[str, Pending] = {}
+        self._claimed: set[str] = set()  # states whose callback arrived, being exchanged: used, not yet ended
         self._outcomes: dict[tuple[str, str], GrantOutcome] = {}
         self._changed = threading.Condition()
 
@@ -40,6 +42,8 @@ class Consent:
             self._expire()
             wanted = (user_id, provider, kind, scopes)
             for pending in self._pending.values():
+                if pending.state in self._claimed:  # its link was used: no longer one to show
+                    continue
                 if (pending.user_id, pending.provider, pending.kind, pending.scopes) == wanted:
                     return pending.url
         return None
@@ -50,16 +54,19 @@ class Consent:
             return next((p.user_code for p in self._pending.values() if p.url == url and p.user_code), None)
 
     def take(self, provider: str, state: str | None, kinds: set[str], *, consume: bool = True) -> Pending | None:
-        """The pending request `state` names, for `provider` and one of `kinds`, removed unless `consume` is
-        False; None when there is none. Raises Expired when it outlived its time to live."""
+        """The pending request `state` names, for `provider` and one of `kinds`; None when there is none (or,
+        with `consume`, when it was claimed already). With `consume` it is claimed: single use, and still
+        pending until `finish` (or `release`) ends it. Raises Expired when it outlived its time to live."""
         if not state:
             return None
         with self._changed:
             pending = self._pending.get(state)
             if pending is None or pending.provider != provider or pending.kind not in kinds:
                 return None
+            if state in self._claimed:
+                return None
             if consume:
-                del self._pending[state]
+                self._claimed.add(state)
         if pending.expired:
             self.finish(pending, GrantOutcome.failed(_EXPIRED))
             raise Expired
@@ -70,11 +77,20 @@ class Consent:
         with self._changed:
             return self._pending.pop(pending.state, None) is not None
 
+    def release(self, pending: Pending, why: str) -> None:
+        """End a claimed request that `finish` did not end (its handler raised), as a failure saying `why`."""
+        with self._changed:
+            if pending.state not in self._pending:
+                return
+        self.finish(pending, GrantOutcome.failed(why))
+
     def finish(self, pending: Pending, outcome: GrantOutcome) -> None:
         """Record how a request ended; a stored grant answers the user's other requests for the provider too."""
         key = (pending.user_id, pending.provider)
         with self._changed:
             self._outcomes[key] = outcome
+            self._pending.pop(pending.state, None)
+            self._claimed.discard(pending.state)
             if outcome.granted:
                 for state in [s for s, p in self._pending.items() if (p.user_id, p.provider) == key]:
                     del self._pending[state]
@@ -114,9 +130,10 @@ class Consent:
         """Drop every pending request and wake the waiters (the Authenticator is closing)."""
         with self._changed:
             self._pending.clear()
+            self._claimed.clear()
             self._changed.notify_all()
 
     def _expire(self) -> None:
-        for state in [s for s, p in self._pending.items() if p.expired]:
+        for state in [s for s, p in self._pending.items() if p.expired and s not in self._claimed]:
             expired = self._pending.pop(state)
             self._outcomes[(expired.user_id, expired.provider)] = GrantOutcome.failed(_EXPIRED)

@@ -5,16 +5,24 @@ Kept apart so the parts (refresh, consent, device, pages, admin) depend on it an
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 
-from runner.auth.oauth import Client, OAuthHandler, discover, make_handler
+from runner.auth.oauth import Client, OAuthHandler, apply_metadata, fetch_metadata, make_handler
 from runner.auth.providers import Provider, configured, unknown_provider
 from runner.auth.store import Credential, CredentialStore
-from runner.errors import SettingsError
+from runner.errors import AuthUnavailableError, SettingsError
 from runner.settings import CredentialSettings, Settings
+
+DISCOVERY_MAX_AGE = 24 * 3600.0  # discovered metadata is fetched again after a day (kept if that fails)
+DISCOVERY_DIR = "discovery"
 
 
 class AuthContext:
@@ -30,7 +38,7 @@ class AuthContext:
         )
         self._owns_http = http is None
         self._store: CredentialStore | None = None
-        self._providers: dict[str, Provider] = {}
+        self._providers: dict[str, tuple[Provider, float]] = {}  # name -> (provider, until when it holds)
         self._required: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
@@ -51,16 +59,50 @@ class AuthContext:
         """The catalog entry with settings applied, endpoints discovered when only an issuer is given."""
         with self._lock:
             cached = self._providers.get(name)
-        if cached is not None:
-            return cached
+        if cached is not None and time.time() < cached[1]:
+            return cached[0]
         provider = configured(self.settings, name)
         if provider is None:
             raise unknown_provider(name)
+        until = float("inf")
         if "oauth2" in provider.handlers and provider.issuer and not provider.is_oauth_ready:
-            provider = discover(provider, self.http)
+            metadata, fetched_at = self._metadata(provider)
+            provider, until = apply_metadata(provider, metadata), fetched_at + DISCOVERY_MAX_AGE
         with self._lock:
-            self._providers[name] = provider
+            self._providers[name] = (provider, until)
         return provider
+
+    def _metadata(self, provider: Provider) -> tuple[dict[str, Any], float]:
+        """The issuer's metadata and when it was fetched: kept in DATA_DIR/discovery with its time, fetched
+        again once DISCOVERY_MAX_AGE old. A server down then (or at start, in a new process) leaves the kept
+        copy in use, so calls fail only where the server is needed (a refresh), keeping the grant."""
+        assert provider.issuer
+        digest = hashlib.sha256(json.dumps([provider.name, provider.issuer]).encode()).hexdigest()[:32]
+        path = self.settings.data_dir / DISCOVERY_DIR / f"{digest}.json"
+        kept: dict[str, Any] | None = None
+        try:
+            kept = json.loads(path.read_text())
+            if not (isinstance(kept, dict) and kept.get("issuer") == provider.issuer):
+                kept = None
+        except (OSError, ValueError):
+            kept = None
+        now = time.time()
+        if kept is not None and 0 <= now - float(kept.get("fetched_at", 0)) < DISCOVERY_MAX_AGE:
+            return kept["metadata"], float(kept["fetched_at"])
+        try:
+            metadata = fetch_metadata(provider, self.http)
+        except AuthUnavailableError:
+            if kept is None:
+                raise
+            return kept["metadata"], now - DISCOVERY_MAX_AGE + 60  # try the server again in a minute
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}")
+            temporary.write_text(json.dumps({"issuer": provider.issuer, "fetched_at": now, "metadata": metadata}))
+            os.replace(temporary, path)
+        except OSError:
+            pass  # kept only in memory: discovered again by the next process
+        return metadata, now
 
     def client(self, provider: Provider) -> Client | None:
         """The OAuth client registered for the provider in settings, or None."""

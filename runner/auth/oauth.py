@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from runner.auth.providers import Provider
 from runner.auth.store import Credential
-from runner.errors import OAuthError, SettingsError
+from runner.errors import AuthUnavailableError, OAuthError, SettingsError
 from runner.redaction import Redactor
 
 STATE_TTL_SECONDS = 600.0
@@ -478,13 +478,18 @@ def metadata_urls(issuer: str) -> list[str]:
     ]
 
 
-def discover(provider: Provider, http: httpx.Client) -> Provider:
-    """Fill the provider's endpoints from its issuer's metadata. Metadata naming another issuer is refused."""
+def fetch_metadata(provider: Provider, http: httpx.Client) -> dict[str, Any]:
+    """The issuer's authorization server metadata: its OpenID discovery document and its RFC 8414 document,
+    the first found completed by the other (an OpenID document often lacks `revocation_endpoint` that the
+    RFC 8414 one has). A document naming another issuer is refused (SettingsError); a server that cannot be
+    reached or answers 5xx is AuthUnavailableError (a later try may succeed)."""
     issuer = provider.issuer
     assert issuer
     if urlsplit(issuer).scheme != "https" and urlsplit(issuer).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SettingsError(f"provider {provider.name!r}: issuer {issuer!r} must be an https URL")
     last_problem = "no metadata found"
+    unreachable = True  # every document failed for want of a working server, not for what it said
+    found: dict[str, Any] = {}
     for url in metadata_urls(issuer):
         try:
             response = http.get(url, headers={"Accept": "application/json"})
@@ -493,7 +498,9 @@ def discover(provider: Provider, http: httpx.Client) -> Provider:
             continue
         if response.status_code != 200:
             last_problem = f"{url}: HTTP {response.status_code}"
+            unreachable = unreachable and response.status_code >= 500
             continue
+        unreachable = False
         try:
             metadata = response.json()
         except ValueError:
@@ -506,15 +513,29 @@ def discover(provider: Provider, http: httpx.Client) -> Provider:
                 f"provider {provider.name!r}: the metadata at {url} names issuer {metadata.get('issuer')!r}, "
                 f"not {issuer!r}; refusing it (RFC 8414 section 3.3)"
             )
-        methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-        changes: dict[str, Any] = {
-            "authorization_url": provider.authorization_url or metadata.get("authorization_endpoint"),
-            "token_url": provider.token_url or metadata.get("token_endpoint"),
-            "revocation_url": provider.revocation_url or metadata.get("revocation_endpoint"),
-            "device_authorization_url": provider.device_authorization_url
-            or metadata.get("device_authorization_endpoint"),
-        }
-        if "client_secret_post" not in methods and "client_secret_basic" in methods:
-            changes["token_request_auth_method"] = "client_secret_basic"
-        return provider.model_copy(update=changes)
-    raise SettingsError(f"provider {provider.name!r}: cannot discover the metadata of {issuer}: {last_problem}")
+        found = {**metadata, **found}  # the first document's values win; the other fills what it lacks
+    if found:
+        return found
+    message = f"provider {provider.name!r}: cannot discover the metadata of {issuer}: {last_problem}"
+    if unreachable:
+        raise AuthUnavailableError(message + "; try again once it is reachable", provider=provider.name)
+    raise SettingsError(message)
+
+
+def apply_metadata(provider: Provider, metadata: dict[str, Any]) -> Provider:
+    """The provider with the endpoints its settings leave out taken from its issuer's metadata."""
+    methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    changes: dict[str, Any] = {
+        "authorization_url": provider.authorization_url or metadata.get("authorization_endpoint"),
+        "token_url": provider.token_url or metadata.get("token_endpoint"),
+        "revocation_url": provider.revocation_url or metadata.get("revocation_endpoint"),
+        "device_authorization_url": provider.device_authorization_url or metadata.get("device_authorization_endpoint"),
+    }
+    if "client_secret_post" not in methods and "client_secret_basic" in methods:
+        changes["token_request_auth_method"] = "client_secret_basic"
+    return provider.model_copy(update=changes)
+
+
+def discover(provider: Provider, http: httpx.Client) -> Provider:
+    """Fill the provider's endpoints from its issuer's metadata. Metadata naming another issuer is refused."""
+    return apply_metadata(provider, fetch_metadata(provider, http))

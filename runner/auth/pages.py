@@ -57,6 +57,12 @@ class Pages:
         pending = self._take(provider_name, params, {"oauth2"}, consume=True)
         if isinstance(pending, Page):
             return pending
+        try:
+            return self._end_authorization(pending, provider_name, params)
+        finally:  # claimed, so still pending: it must end, also when something here raised
+            self._consent.release(pending, "pocket could not finish the authorization (an internal error)")
+
+    def _end_authorization(self, pending: Pending, provider_name: str, params: dict[str, str]) -> Page:
         provider = self._context.provider(provider_name)
         if params.get("error"):
             error = params["error"][:100]

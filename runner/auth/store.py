@@ -8,6 +8,9 @@
   sealed with it remain: such rows are `UnreadableCredential`s, as are rows sealed with another key.
 - WAL mode and `BEGIN IMMEDIATE` write transactions: several processes can use the file at once, and
   an interrupted write leaves the previous row intact.
+- A file that is not such a database (damaged, truncated, or another program's) is a SettingsError naming
+  it and what to do, never a raw sqlite3 error. A key that decrypts none of the other stored rows (a
+  changed `encryption_key` or key file) writes nothing: rows under two keys would lose one set for good.
 - `lock(user, provider)` serialises refreshes across threads (a lock per key) and processes (a file
   lock per key in the data directory).
 """
@@ -178,6 +181,7 @@ class CredentialStore:
         self._locks_dir.mkdir(exist_ok=True, mode=0o700)
         self._thread_locks: dict[tuple[str, str], threading.RLock] = {}
         self._guard = threading.Lock()
+        self._key_checked = False  # the key decrypts the rows already stored (see require_key)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
@@ -188,6 +192,7 @@ class CredentialStore:
         os.chmod(self.path, 0o600)
         self._key_file = self._dir / KEY_FILE
         self._aead: AESGCM | None = None
+        self._key_file_unused = encryption_key is not None
         if encryption_key is not None:
             self._aead = AESGCM(_configured_key(encryption_key))
         elif self._key_file.exists():
@@ -203,6 +208,7 @@ class CredentialStore:
         what to do."""
         with self._guard:
             if self._aead is not None:
+                self._check_key(user_id, provider)
                 return
             others = [entry for entry in self.entries() if entry != (user_id, provider)]
             if others:
@@ -215,15 +221,65 @@ class CredentialStore:
                 )
             self._aead = AESGCM(_new_key(self._key_file))
 
+    def _check_key(self, user_id: str, provider: str) -> None:
+        """Refuse to write with a key that decrypts no stored row while rows of others (user, provider) exist:
+        it is not the key they were sealed with, and rows under two keys would leave one set unreadable for
+        good. A row that alone fails to decrypt (tampered with) does not stop the others from being written,
+        nor does the writer's own unreadable row when it is the only one (it is being replaced)."""
+        if self._key_checked:
+            return
+        assert self._aead is not None
+        stored = self.entries()
+        others = [entry for entry in stored if entry != (user_id, provider)]
+        with self._connect() as db:
+            for user, name in stored:
+                row = db.execute(
+                    "SELECT sealed FROM credentials WHERE user_id = ? AND provider = ?", (user, name)
+                ).fetchone()
+                if row is None:
+                    continue
+                try:
+                    self._aead.decrypt(row[0][:12], row[0][12:], self._aad(user, name))
+                except InvalidTag:
+                    continue
+                self._key_checked = True
+                return
+        if not others:
+            return  # nothing to agree with yet
+        where = "credentials.encryption_key" if self._key_file_unused else f"the key file {self._key_file}"
+        count = f"{len(others)} stored credential{'s' if len(others) > 1 else ''}"
+        raise SettingsError(
+            f"cannot store a {provider} credential for user {user_id!r}: the encryption key ({where}) decrypts "
+            f"none of the {count} in {self.path}, so it is not the key they were sealed with. Use that key "
+            "again, or forget them with `pocket auth logout PROVIDER --user USER` (`pocket auth status "
+            "--all-users` lists them) before storing new ones"
+        )
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._broken(exc) from None
         try:
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA synchronous=FULL")
             yield db
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise self._broken(exc) from None
         finally:
             db.close()
+
+    def _broken(self, exc: sqlite3.Error) -> SettingsError:
+        """What a person reads when the credentials file is damaged or not pocket's."""
+        return SettingsError(
+            f"the credentials file {self.path} cannot be used ({exc}): it is damaged, or not a pocket "
+            f"credentials database. Move it aside (mv {self.path} {self.path}.broken; its -wal and -shm files "
+            "too, if any) and sign in again with `pocket auth login PROVIDER`; restore it from a backup "
+            "instead to keep what it held"
+        )
 
     @staticmethod
     def _aad(user_id: str, provider: str) -> bytes:

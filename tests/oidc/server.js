@@ -3,6 +3,9 @@
 //   PORT               port to listen on (127.0.0.1 only)
 //   CLIENTS            JSON list of client metadata (client_id, client_secret, redirect_uris, ...)
 //   ACCESS_TOKEN_TTL   access token lifetime in seconds (short, to test refresh)
+//   TOKEN_DELAY_MS     how long the token endpoint takes to answer (real ones hash client secrets: 0.3-2 s)
+//   SPLIT_METADATA     "1": the OpenID discovery document lacks revocation_endpoint, which only RFC 8414's
+//                      /.well-known/oauth-authorization-server names (as many real servers publish them)
 // Strict on purpose: exact redirect URIs, PKCE S256 required, single-use codes, refresh tokens rotated
 // on every use with reuse detection (a replayed refresh token revokes the whole grant), no clock tolerance.
 // Prints one line "ready <issuer>" on stdout once it accepts connections.
@@ -48,6 +51,25 @@ const provider = new Provider(issuer, {
   responseTypes: ['code'],
 });
 provider.proxy = false;
+
+const tokenDelay = Number(process.env.TOKEN_DELAY_MS || 0);
+const splitMetadata = process.env.SPLIT_METADATA === '1';
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/token' && tokenDelay > 0) {
+    await new Promise((resolve) => setTimeout(resolve, tokenDelay));
+  }
+  if (splitMetadata && ctx.path === '/.well-known/oauth-authorization-server') {
+    ctx.path = '/.well-known/openid-configuration';
+    await next();
+    return;
+  }
+  await next();
+  if (splitMetadata && ctx.path === '/.well-known/openid-configuration' && ctx.body) {
+    const body = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : { ...ctx.body };
+    delete body.revocation_endpoint;
+    ctx.body = body;
+  }
+});
 
 // One line per token endpoint outcome, read by the tests (e.g. to count refreshes).
 provider.on('grant.success', (ctx) => {
