@@ -56,11 +56,11 @@ def run(argv):
     try:
         if argv[0] == "-m":
             sys.argv = [argv[1], *argv[2:]]
-            sys.path.insert(0, os.getcwd())
+            sys.path[0] = os.getcwd()  # was /pocket, this file's folder: the tool must not import from it
             runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         else:
             sys.argv = list(argv)
-            sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
             runpy.run_path(argv[0], run_name="__main__")
         status = 0
     except SystemExit as exc:
