@@ -104,6 +104,9 @@ class SandboxSettings(_Section):
     warm_tools: tuple[str, ...] = ()
     warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
     runtime: Runtime = Runtime.RUNC
+    # Python tools run as `python FILE` / `python -m MODULE` get their interpreter started in the pooled
+    # container before the call (container/prestart.py); false runs every tool through /bin/sh.
+    prestart_python: bool = True
     tools: dict[str, ToolLimits] = Field(default_factory=dict)  # per-tool overrides, by tool name
 
     @field_validator("warm_tools", mode="before")

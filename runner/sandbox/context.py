@@ -5,7 +5,7 @@ rebuilt and an unchanged one never is. The context is only regular files, direct
 FIFO would block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with
 only a pocket.json whose entrypoint names files is refused before any build (`missing_code`). Builds reach
 package indexes through the host's CA bundle (or `sandbox.ca_bundle`), copied in for the build step only.
-The programs that run in the container (launch.sh, warm.py) come from `runner/sandbox/container/`.
+The programs that run in the container (launch.sh, prestart.py, warm.py) come from `runner/sandbox/container/`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cac
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
+IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
 
@@ -139,7 +140,7 @@ class Context:
         for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
         h.update((script or b"") + b"\0")  # holds entrypoint.build
-        for name in ("launch.sh", "warm.py"):
+        for name in IN_CONTAINER:
             h.update(_container_file(name) + b"\0")
         for rel, path in files:
             h.update(rel.encode() + b"\0")
@@ -160,6 +161,7 @@ class Context:
             _add(tar, "Dockerfile", self.dockerfile.encode())
             _add_dir(tar, "pocket")
             _add(tar, "pocket/launch.sh", _container_file("launch.sh"), 0o755)
+            _add(tar, "pocket/prestart.py", _container_file("prestart.py"))
             _add(tar, "pocket/warm.py", _container_file("warm.py"))
             _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
             _add_dir(tar, "tool")

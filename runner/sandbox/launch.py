@@ -38,6 +38,26 @@ class Launched:
     reported: bool  # the launcher reported the exit status: the tool ended, not its container
 
 
+_SHELL_SYNTAX = set("|&;<>()$`\\\"'*?[]#~=%{}!\n")
+PYTHONS = ("python", "python3")
+
+
+def python_command(run: str) -> tuple[str, ...] | None:
+    """The container command that runs `entrypoint.run` through `container/prestart.py`, with the interpreter
+    started before the call, when `run` is plainly `python FILE ARGS...` or `python -m MODULE ARGS...` (no
+    shell syntax, no interpreter options); else None: launch.sh runs it with /bin/sh."""
+    if _SHELL_SYNTAX & set(run):
+        return None
+    words = run.split()
+    if len(words) < 2 or words[0] not in PYTHONS:
+        return None
+    if words[1] == "-m":
+        return (words[0], "/pocket/prestart.py", *words[1:]) if len(words) > 2 else None
+    if words[1].startswith("-") or not words[1].endswith(".py"):
+        return None
+    return (words[0], "/pocket/prestart.py", *words[1:])
+
+
 def stdin_for(environment: Mapping[str, str], body: Any) -> tuple[bytes, str]:
     """The launcher's input for one call, and its nonce. Raises PocketError for an environment it cannot pass."""
     nonce = uuid.uuid4().hex

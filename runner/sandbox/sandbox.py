@@ -20,7 +20,7 @@ from runner.manifest import Manifest
 from runner.sandbox.background import Background
 from runner.sandbox.engine import DockerEngine, Spec, Started
 from runner.sandbox.labels import owner_label
-from runner.sandbox.launch import Ending, Launched, launch, stdin_for
+from runner.sandbox.launch import Ending, Launched, launch, python_command, stdin_for
 from runner.sandbox.limits import Limits, resolve_limits
 from runner.sandbox.pool import Pools
 from runner.sandbox.stream import DRAIN_FACTOR
@@ -189,8 +189,11 @@ class Sandbox:
         return resolve_limits(self.settings, manifest, timeout, hosts)
 
     def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> Spec:
+        prestarted = python_command(manifest.entrypoint.run) if self.settings.prestart_python else None
         if mode == "warm":
             command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
+        elif prestarted:
+            command = prestarted
         else:
             command = ("/bin/sh", "/pocket/launch.sh")
         return Spec(self.image(manifest), manifest.name, limits.container_key, command, mode)
