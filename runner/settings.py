@@ -61,7 +61,9 @@ class ToolLimits(_Section):
     cpus: float | None = Field(default=None, gt=0)
     pids: int | None = Field(default=None, ge=8)
     output_limit_bytes: int | None = Field(default=None, ge=1024)
-    network: bool | None = None  # False: no network for this tool, whatever its manifest asks
+    # False: no network, whatever its manifest asks; True: the default bridge; hosts: only those, through the
+    # egress proxy ("*.example.com" patterns too).
+    network: bool | tuple[str, ...] | None = None
     max_concurrent: int | None = Field(default=None, ge=1)  # this tool's containers at once
 
 

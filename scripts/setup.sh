@@ -7,7 +7,7 @@
 #   3. .venv at the repository root with `pip install -e '.[dev]'`
 #   4. the base images tools name, each pulled or, with no registry reachable, built:
 #      python:3.11-slim  from Debian packages with debootstrap and `docker import`
-#      golang:latest     (`baseImage: golang`) the Python image plus Debian's golang-go
+#      golang:latest     (`baseImage: golang`) the Python image plus Debian's golang-1.23 (backports)
 #      node:20-slim      (`language: node`, sandbox.node_image) the Python image plus
 #                        Debian's nodejs and npm (Debian 12's node is 18)
 #
@@ -394,7 +394,8 @@ ensure_layered_image() {
   # .debs are removed in the same layer, as in the Python image.
   run_logged "$build_log" docker build --pull=false -t "$image" - <<DOCKERFILE
 FROM $PYTHON_IMAGE
-RUN apt-get update -q && \
+RUN echo "deb $DEBIAN_MIRROR $DEBIAN_SUITE-backports main" >/etc/apt/sources.list.d/backports.list && \
+    apt-get update -q && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $packages && \
     apt-get clean && rm -rf /var/lib/apt/lists/*
 $lines
@@ -403,16 +404,19 @@ DOCKERFILE
   verify_image "$image" "" "$@"
 }
 
-# golang:latest's environment: GOPATH=/go with its bin on PATH, WORKDIR /go.
-readonly GOLANG_LINES='ENV GOPATH=/go
-ENV PATH=/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Go from bookworm-backports: bookworm's own golang-go is 1.19, which refuses the `go 1.23.2` line today's
+# `go mod init` writes. golang:latest's environment: GOPATH=/go with its bin on PATH, WORKDIR /go;
+# GOTOOLCHAIN=local, so a go.mod asking for a newer Go fails saying so instead of trying to download one.
+readonly GOLANG_PACKAGES="-t $DEBIAN_SUITE-backports golang-1.23-go"
+readonly GOLANG_LINES='ENV GOPATH=/go GOTOOLCHAIN=local
+ENV PATH=/go/bin:/usr/lib/go-1.23/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WORKDIR /go
 CMD ["go", "version"]'
 readonly NODE_LINES='CMD ["node"]'
 
 ensure_base_images() {
   step "base image $PYTHON_IMAGE" ensure_python_image
-  step "base image $GOLANG_IMAGE" ensure_layered_image "$GOLANG_IMAGE" golang-go "$GOLANG_LINES" "${GOLANG_CHECKS[@]}"
+  step "base image $GOLANG_IMAGE" ensure_layered_image "$GOLANG_IMAGE" "$GOLANG_PACKAGES" "$GOLANG_LINES" "${GOLANG_CHECKS[@]}"
   step "base image $NODE_IMAGE" ensure_layered_image "$NODE_IMAGE" "nodejs npm" "$NODE_LINES" "${NODE_CHECKS[@]}"
 }
 

@@ -150,6 +150,8 @@ def test_provider_egress_is_the_default_and_settings_turn_it_off_or_grant_more(t
     assert resolve_limits(SandboxSettings(allow_network=False), manifest, provider_hosts=hosts).network is False
     granted = SandboxSettings(tools={"slackprobe": ToolLimits(network=True)})
     assert resolve_limits(granted, manifest, provider_hosts=hosts).network is True
+    hosts_only = SandboxSettings(tools={"slackprobe": ToolLimits.model_validate({"network": ["api.slack.com"]})})
+    assert resolve_limits(hosts_only, manifest, provider_hosts=hosts).network == ("api.slack.com",)
     closed = SandboxSettings(tools={"slackprobe": ToolLimits(network=False)})
     assert resolve_limits(closed, manifest, provider_hosts=hosts).network is False
     assert resolve_limits(SandboxSettings(), manifest).network is False  # no provider hosts: offline

@@ -62,7 +62,7 @@ def resolve_limits(
     spec = manifest.sandbox
     override = settings.tools.get(manifest.name) or settings.tools.get(manifest.name.lower()) or ToolLimits()
     # `[sandbox.tools.NAME] network = true` grants a tool whose manifest asks for none the default network
-    wants_network = bool(spec.network) or override.network is True
+    wants_network = bool(spec.network) or bool(override.network)
     if wants_network and (not settings.allow_network or override.network is False):
         where = "sandbox.allow_network = false" if not settings.allow_network else f"sandbox.tools.{manifest.name}"
         raise PocketError(f"tool {manifest.name!r} asks for network access and settings forbid it ({where})")
@@ -95,11 +95,14 @@ def resolve_limits(
 
 
 def _network(
-    settings: SandboxSettings, asked: bool | tuple[str, ...], granted: bool | None, provider_hosts: tuple[str, ...]
+    settings: SandboxSettings,
+    asked: bool | tuple[str, ...],
+    granted: bool | tuple[str, ...] | None,
+    provider_hosts: tuple[str, ...],
 ) -> bool | tuple[str, ...]:
     """False (none), True (the default bridge) or the hosts reachable through the egress proxy."""
-    if granted is False:
-        return False
+    if granted is False or isinstance(granted, tuple):
+        return granted or False  # the operator's word: no network, or exactly these hosts
     if asked:
         return asked  # a host list stays a host list, also when settings grant network
     if granted or not (provider_hosts and settings.provider_egress and settings.allow_network):

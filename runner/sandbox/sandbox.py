@@ -245,7 +245,7 @@ class Sandbox:
         else:
             tail = launched.stderr.strip().splitlines()[-5:]
             error = f"the tool exited with code {code}" + (": " + "\n".join(tail) if tail else "")
-            error += _offline_hint(launched.stderr, result.tool, limits)
+            error += _offline_hint(launched.stderr + "\n" + stdout, result.tool, limits)
         return result.failed(error, value=None, exit_code=code, stdout=stdout[-STDOUT_KEEP:], **common)
 
     def _from_warm(self, result: _Result, reply: WarmReply, started: Started, limits: Limits) -> Invocation:
@@ -354,9 +354,9 @@ _NO_NAME_RESOLUTION = re.compile(
 )
 
 
-def _offline_hint(stderr: str, tool: str, limits: Limits) -> str:
+def _offline_hint(output: str, tool: str, limits: Limits) -> str:
     """After a tool that failed looking up a host name, what grants it network (or why it had none)."""
-    if not _NO_NAME_RESOLUTION.search(stderr):
+    if not _NO_NAME_RESOLUTION.search(output):
         return ""
     if isinstance(limits.network, tuple):
         return (

@@ -1,3 +1,3 @@
 module goadder
 
-go 1.19
+go 1.23.2

@@ -1,5 +1,5 @@
 module gomissingmod
 
-go 1.19
+go 1.23.2
 
 require github.com/pocket-runner/no-such-module v1.0.0
