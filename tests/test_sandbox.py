@@ -653,6 +653,7 @@ def test_warm_mode_times_out_and_recovers(docker_api, tmp_path):
     code = "import time\n\ndef handle(body):\n    time.sleep(body['s'])\n    return 'done'\n"
     manifest = _warm_tool(tmp_path, "slow", code)
     with Sandbox(SandboxSettings(warm_tools=("slow",))) as box:
+        box.prepare(manifest, warm_workers=1)  # the image and the warm server first: the limit is the call's
         started = time.monotonic()
         late = box.run(manifest, {"s": 30}, {}, timeout=1)
         assert time.monotonic() - started < 2 and late.error == "timed out after 1 s"
