@@ -22,8 +22,6 @@ def test_snippet(index, tmp_path, monkeypatch, capsys):
     code = compile(BLOCKS[index], f"{DOC}:snippet{index}", "exec")
     if any(marker in BLOCKS[index] for marker in NEEDS_A_MODEL_API):
         return  # compiled only: it calls a model provider (the loops are tested with the SDKs in test_specs)
-    if "langchain" in BLOCKS[index]:
-        pytest.importorskip("langchain.agents")
     monkeypatch.chdir(DOC.parent)
     monkeypatch.setenv("POCKET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("POCKET_DATA_DIR", str(tmp_path / "data"))
