@@ -6,18 +6,14 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from runner.function_tools import function_tool
-from runner.pocket import Pocket
-from tests.helpers import HELLO, enter_token, settings
-
-pytest.importorskip("langchain_core")
-
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from runner.function_tools import function_tool
 from runner.integrations.langchain import langchain_tool, langchain_tools
+from runner.pocket import Pocket
+from tests.helpers import HELLO, enter_token, settings
 
 
 @function_tool
@@ -122,7 +118,8 @@ class ToolCallingFakeModel(GenericFakeChatModel):
 
 
 def test_langchain_create_agent(pocket):
-    agents = pytest.importorskip("langchain.agents")
+    from langchain import agents
+
     model = ToolCallingFakeModel(
         messages=iter(
             [

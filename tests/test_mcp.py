@@ -14,16 +14,12 @@ from typing import Any
 
 import anyio
 import pytest
-
-from runner.function_tools import function_tool
-from runner.pocket import Pocket
-from tests.helpers import HELLO, REPO, enter_token, free_port, settings, wait_listening
-
-pytest.importorskip("mcp")
-
 from mcp import Client, StdioServerParameters
 
+from runner.function_tools import function_tool
 from runner.mcp_server import build_server
+from runner.pocket import Pocket
+from tests.helpers import HELLO, REPO, enter_token, free_port, settings, wait_listening
 
 
 @function_tool

@@ -11,7 +11,10 @@ import json
 import typing
 from typing import Any
 
+import anthropic
 import httpx
+import httpx2  # what the Anthropic SDK is built on
+import openai
 import pytest
 from pydantic import TypeAdapter
 
@@ -20,10 +23,6 @@ from runner.invocation import Outcome
 from runner.pocket import Pocket
 from runner.specs import SpecFormat, ToolResult, parse_tool_call, strict_problems, tool_spec, tool_specs
 from tests.helpers import HELLO, settings
-
-openai = pytest.importorskip("openai")
-anthropic = pytest.importorskip("anthropic")
-httpx2 = pytest.importorskip("httpx2")  # what the Anthropic SDK is built on
 
 
 @function_tool
