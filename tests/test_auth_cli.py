@@ -16,27 +16,9 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
+from tests.auth_helpers import write_settings
 
 SECRET = "serp-cli-secret-987654321"
-
-
-def write_settings(tmp_path: Path, callback_port: int, issuer: str | None = None) -> list[str]:
-    settings = tmp_path / "settings.toml"
-    settings.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
-        f'cache_dir = "{tmp_path / "cache"}"\n'
-        f"[credentials]\ncallback_port = {callback_port}\n"
-    )
-    secrets = tmp_path / ".secrets.toml"
-    if issuer:
-        secrets.write_text(
-            f'[auth.testidp]\nissuer = "{issuer}"\nclient_id = "{CLIENT_ID}"\nclient_secret = "{CLIENT_SECRET}"\n'
-            'default_scopes = ["openid", "offline_access"]\nauthorization_params = { prompt = "consent" }\n'
-        )
-    else:
-        secrets.write_text("")
-    return ["--settings", str(settings), "--secrets", str(secrets)]
 
 
 def test_token_login_from_stdin_status_and_logout(tmp_path, callback_port, monkeypatch, capsys):

@@ -26,8 +26,8 @@ from runner.auth import Authenticator
 from runner.auth.store import ACTIVE
 from runner.errors import AuthUnavailableError
 from runner.manifest import AuthSpec
+from tests.auth_helpers import SPEC, authorize, url_from, with_query
 from tests.fixtures_oauth import idp_entry
-from tests.test_auth_oauth import SPEC, authorize, url_from, with_query
 
 
 class SlowProxy:

@@ -11,9 +11,8 @@ from runner.auth.results import LogoutResult
 from runner.auth.store import ACTIVE
 from runner.invocation import Outcome
 from runner.pocket import Pocket
+from tests.auth_helpers import SPEC, make_tool, url_from
 from tests.fixtures_oauth import idp_entry
-from tests.test_auth_pocket import make_tool
-from tests.test_auth_slow_server import SPEC, url_from
 
 
 def test_logout_with_an_issuer_alone_revokes_through_the_rfc8414_document(make_settings, own_oidc_server, person):

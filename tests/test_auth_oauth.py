@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,6 +22,7 @@ from runner.auth.results import LogoutResult
 from runner.auth.store import ACTIVE, EXPIRED
 from runner.errors import AuthRequiredError, ExitCode, SettingsError
 from runner.manifest import AuthSpec
+from tests.auth_helpers import SPEC, authorize, url_from, with_query
 from tests.fixtures_oauth import (
     ACCESS_TOKEN_TTL,
     CLIENT_ID,
@@ -29,29 +30,6 @@ from tests.fixtures_oauth import (
     PUBLIC_CLIENT_ID,
     idp_entry,
 )
-
-SPEC = AuthSpec(auth_provider="testidp", scopes=["api:read"])
-
-
-def url_from(auth: Authenticator, spec: AuthSpec = SPEC, user: str = "default") -> str:
-    with pytest.raises(AuthRequiredError) as caught:
-        auth.environment(spec, user)
-    assert caught.value.provider == "testidp"
-    assert caught.value.url and caught.value.url in str(caught.value)
-    return caught.value.url
-
-
-def authorize(auth: Authenticator, person, spec: AuthSpec = SPEC, user: str = "default") -> str:
-    """Run the whole consent as `person` and return the access token the tool would receive."""
-    page = person.visit(person.authorize(url_from(auth, spec, user)))
-    assert page.status_code == 200, page.text
-    return auth.environment(spec, user)["TESTIDP_TOKEN"]
-
-
-def with_query(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()} | changes
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def test_full_flow_with_pkce_exact_redirect_and_granted_scope(authenticator, person, oidc_server, callback_port):

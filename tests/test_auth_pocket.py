@@ -18,48 +18,8 @@ import pytest
 from runner.invocation import Invocation, Outcome
 from runner.pocket import Pocket
 from runner.settings import SandboxSettings
+from tests.auth_helpers import containers_created, make_tool, write_settings
 from tests.fixtures_oauth import idp_entry
-
-TOOL_CODE = """
-import hashlib, json, os, sys
-body = json.load(sys.stdin)
-token = os.environ.get(body.get("variable", "TESTIDP_TOKEN"), "")
-print(f"debug: using {token}", file=sys.stderr)
-print(json.dumps({"sha256": hashlib.sha256(token.encode()).hexdigest(), "echo": token if body.get("echo") else ""}))
-"""
-
-
-def make_tool(root: Path, name: str, provider: str, scopes: list[str], handler: str | None = None) -> Path:
-    folder = root / name
-    folder.mkdir(parents=True)
-    auth = {"auth_provider": provider, "scopes": scopes} | ({"auth_handler": handler} if handler else {})
-    manifest = {
-        "tool": {
-            "name": name,
-            "description": f"Report a hash of the {provider} token.",
-            "inputSchema": {
-                "type": "object",
-                "properties": {"echo": {"type": "boolean"}, "variable": {"type": "string"}},
-            },
-        },
-        "language": "python",
-        "entrypoint": {"run": "python main.py"},
-        "auth": auth,
-    }
-    (folder / "pocket.json").write_text(json.dumps(manifest))
-    (folder / "main.py").write_text(TOOL_CODE)
-    return folder
-
-
-def containers_created(docker_api, tool: str, since: float) -> list[str]:
-    """The ids of the containers the engine created for `tool` since then (even if already removed)."""
-    events = docker_api.events(
-        since=f"{since:.9f}",
-        until=f"{time.time():.9f}",
-        filters={"type": "container", "event": "create", "label": f"pocket-runner.tool={tool}"},
-        decode=True,
-    )
-    return [event["id"] for event in events]
 
 
 @pytest.fixture
@@ -201,17 +161,15 @@ def test_twenty_concurrent_ainvokes_at_expiry_refresh_once(pocket_factory, tmp_p
     assert oidc_server.events(mark) == ["grant.success refresh_token"]
 
 
-def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path, make_settings, capsys):
-    from runner.cli import main
-
+def test_cli_invoke_without_credentials_exits_3_with_the_login_command(tmp_path, make_settings, cli):
     tool = make_tool(tmp_path, "search", "serpapi", [])
     settings = tmp_path / "settings.toml"
     settings.write_text(f'data_dir = "{tmp_path / "data"}"\n[credentials]\ncallback_port = 0\n')
     secrets = tmp_path / ".secrets.toml"
     secrets.write_text("")
-    code = main(["--settings", str(settings), "--secrets", str(secrets), "invoke", str(tool), "search", "--body", "{}"])
-    assert code == 3
-    assert "run `pocket auth login serpapi --user default`, then invoke again" in capsys.readouterr().err
+    ran = cli("--settings", str(settings), "--secrets", str(secrets), "invoke", str(tool), "search", "--body", "{}")
+    assert ran.returncode == 3
+    assert "run `pocket auth login serpapi --user default`, then invoke again" in ran.stderr
 
 
 @pytest.mark.docker
@@ -230,7 +188,6 @@ def test_after_a_lost_grant_the_cli_login_hint_asks_for_every_scope_the_tools_ne
     from runner.auth import Authenticator
     from runner.settings import load_settings
     from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
-    from tests.test_auth_cli import write_settings
 
     tools = tmp_path / "tools"
     make_tool(tools, "reader", "testidp", ["api:read"])

@@ -13,26 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runner.auth import Authenticator
-from runner.errors import AuthRequiredError
-from runner.manifest import AuthSpec
 from runner.pocket import Pocket
+from tests.auth_helpers import SPEC, make_tool, url_from, write_settings
 from tests.fixtures_oauth import idp_entry
-from tests.test_auth_cli import write_settings
-from tests.test_auth_pocket import make_tool
-
-SPEC = AuthSpec(auth_provider="testidp", scopes=["api:read"])
 
 
 @pytest.fixture
 def slow_server(own_oidc_server):
     return own_oidc_server(TOKEN_DELAY_MS="2000")
-
-
-def url_from(auth: Authenticator) -> str:
-    with pytest.raises(AuthRequiredError) as caught:
-        auth.environment(SPEC)
-    assert caught.value.url
-    return caught.value.url
 
 
 def test_the_cli_login_waits_for_a_slow_code_exchange_and_the_browser_gets_its_page(

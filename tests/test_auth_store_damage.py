@@ -15,8 +15,7 @@ from pydantic import SecretStr
 from runner.auth.store import Credential, CredentialStore
 from runner.invocation import Outcome
 from runner.pocket import Pocket
-from tests.test_auth_cli import write_settings
-from tests.test_auth_pocket import make_tool
+from tests.auth_helpers import make_tool, write_settings
 
 
 def pocket_cli(files: list[str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from runner.auth import Authenticator
 from runner.settings import load_settings
+from tests.auth_helpers import write_settings
 from tests.fixtures_oauth import CLIENT_SECRET
-from tests.test_auth_cli import write_settings
 
 
 def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:

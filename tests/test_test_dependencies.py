@@ -74,3 +74,17 @@ def test_every_declared_test_dependency_is_installed():
 def test_no_test_skips_on_a_missing_import():
     skipping = [p.name for p in SOURCES if p != Path(__file__) and "importorskip" in p.read_text(encoding="utf-8")]
     assert not skipping, f"import test dependencies plainly, so a missing one fails the run: {skipping}"
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/helpers.py, tests/auth_helpers.py and the fixture modules."""
+    import re
+    from pathlib import Path
+
+    crossing = [
+        f"{path.name}: {line.strip()}"
+        for path in sorted(Path(__file__).parent.glob("test_*.py"))
+        for line in path.read_text().splitlines()
+        if re.match(r"\s*(from tests\.test_\w+ import|import tests\.test_)", line)
+    ]
+    assert crossing == []
