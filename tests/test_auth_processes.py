@@ -227,6 +227,17 @@ def test_a_request_completed_by_the_holder_is_reported_by_its_opener_and_single_
         assert replay.status_code == 400 and "already used" in replay.text
         assert other.store.get("erin", "testidp") is not None
         erin.client.close()
+
+        pending = other.authorization_url("testidp", user_id="frank")
+        holder.close()  # the holder exits: the other process takes the port over
+        deadline = time.monotonic() + 10
+        while not other._site.holds_port() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert other._site.holds_port()
+        frank = Person(login="frank")
+        assert frank.visit(frank.authorize(pending)).status_code == 200
+        assert other.wait(timeout=10, user_id="frank") == {"testidp": "authorized"}
+        frank.client.close()
     finally:
         holder.close()
         other.close()
@@ -243,3 +254,21 @@ def test_the_port_held_by_another_program_is_still_a_settings_error(make_setting
                 auth.authorization_url("testidp")
         finally:
             auth.close()
+
+
+def test_a_denial_at_the_holder_is_the_openers_failure(make_settings, oidc_server):
+    settings = make_settings({"testidp": idp_entry(oidc_server.issuer)})
+    holder, other = Authenticator(settings), Authenticator(settings)
+    try:
+        holder.authorization_url("testidp", user_id="dan")
+        url = other.authorization_url("testidp", user_id="gail")
+        gail = Person(login="gail")
+        page = gail.visit(gail.authorize(url, deny=True))
+        assert page.status_code == 400 and "You declined access." in page.text
+        [(provider, outcome)] = other.wait(timeout=10, user_id="gail").items()
+        assert provider == "testidp" and outcome.startswith("failed: access_denied")
+        assert other.store.get("gail", "testidp") is None
+        gail.client.close()
+    finally:
+        holder.close()
+        other.close()
