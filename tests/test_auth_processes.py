@@ -272,3 +272,25 @@ def test_a_denial_at_the_holder_is_the_openers_failure(make_settings, oidc_serve
     finally:
         holder.close()
         other.close()
+
+
+def test_a_request_claimed_by_a_process_that_then_died_ends_as_a_failure(tmp_path, monkeypatch):
+    """Its holder claimed the callback and exited before recording an outcome: the opener's wait does not hang."""
+    from runner.auth import consent as consent_module
+    from runner.auth.consent import Consent
+    from runner.auth.oauth import Pending, new_state
+    from runner.auth.store import CredentialStore
+
+    monkeypatch.setattr(consent_module, "_LOST_AFTER", 0.5)
+    store = CredentialStore(tmp_path / "data")
+    consent = Consent(lambda: store)
+    pending = Pending(
+        state=new_state(), user_id="hal", provider="testidp", kind="oauth2", scopes=(), redirect_uri="x", ttl=0.5
+    )
+    consent.open(pending)
+    assert store.claim_request(pending.state) is not None  # the other process's server took it
+    assert store.claim_request(pending.state) is None  # once only
+    started = time.monotonic()
+    outcome = consent.wait(timeout=10, user_id="hal")
+    assert time.monotonic() - started < 5
+    assert str(outcome["testidp"]) == "failed: the pocket process that received the callback did not finish it"
