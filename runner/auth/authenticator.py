@@ -38,7 +38,7 @@ class Authenticator:
 
     def __init__(self, settings: Settings, *, http: httpx.Client | None = None):
         self._context = AuthContext(settings, http)
-        self._consent = Consent()
+        self._consent = Consent(lambda: self._context.store)  # shared with the user's other processes
         self._site = CallbackSite(settings.credentials, Pages(self._context, self._consent).handle)
         self._devices = DeviceGrants(self._context, self._consent)
         self._authorizer = Authorizer(self._context, self._consent, self._devices, self._site)

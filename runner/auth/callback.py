@@ -8,11 +8,19 @@ Every page says what happened in plain words and has no links out (never an open
 naming another Host are refused (DNS rebinding). Request
 lines are not logged (they carry authorization codes); pages are sent with `no-store`, no referrer and
 a strict content security policy.
+
+Every pocket process of a user shares the one callback port (and so the one redirect URI registered at
+providers): the first to need it listens, the others find a pocket server there, hand out their URLs
+all the same (the pending requests are shared through the store, see consent.py), and keep trying to
+bind in the background so that one of them takes over when the holder exits.
 """
 
 from __future__ import annotations
 
+import errno
 import html
+import http.client
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +30,14 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from runner.errors import SettingsError
 from runner.settings import CredentialSettings
+
+log = logging.getLogger(__name__)
+SERVER_NAME = "pocket-auth"
+_TAKE_OVER_EVERY = 0.5  # seconds between attempts to bind a port another pocket process holds
+
+
+class PortInUse(SettingsError):
+    """The callback port is taken (by another pocket process, or by some other program)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ class CallbackServer:
         outer = self
 
         class _RequestHandler(BaseHTTPRequestHandler):
-            server_version = "pocket-auth"
+            server_version = SERVER_NAME
             sys_version = ""
 
             def log_message(
@@ -148,7 +164,8 @@ class CallbackServer:
         try:
             self._server = ThreadingHTTPServer((host, port), _RequestHandler)
         except OSError as exc:
-            raise SettingsError(
+            kind = PortInUse if exc.errno == errno.EADDRINUSE else SettingsError
+            raise kind(
                 f"cannot listen for authorization callbacks on {host}:{port}: {exc.strerror}; "
                 "set credentials.callback_port to a free port"
             ) from None
@@ -173,42 +190,99 @@ class CallbackServer:
         return f"CallbackServer({self.host}:{self.port})"
 
 
+def pocket_listens(host: str, port: int) -> bool:
+    """Whether a pocket callback server answers on host:port (so it can complete this process's requests)."""
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", "/auth/", headers={"Host": f"{host}:{port}"})
+        response = connection.getresponse()
+        response.read()
+        return (response.getheader("Server") or "").startswith(SERVER_NAME)
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
 class CallbackSite:
     """The callback server, started on first need, and the URLs that reach it (through a proxy when
-    `public_base_url` is set)."""
+    `public_base_url` is set). When another pocket process holds the port, its server receives this
+    process's callbacks, and this one takes the port over once it is free."""
 
     def __init__(self, config: CredentialSettings, handle: Handler):
         self._config = config
         self._handle = handle
         self._server: CallbackServer | None = None
+        self._standby: threading.Thread | None = None  # trying to bind while another process holds the port
+        self._closing = threading.Event()
         self._lock = threading.Lock()
 
-    def listen(self) -> CallbackServer:
-        """The running server: callbacks must have somewhere to land before a URL is shown."""
+    def _start(self) -> CallbackServer:
+        public = urlsplit(self._config.public_base_url).netloc if self._config.public_base_url else ""
+        return CallbackServer(
+            self._config.callback_host,
+            self._config.callback_port,
+            self._handle,
+            public_hosts=(public,) if public else (),
+        )
+
+    def listen(self) -> CallbackServer | None:
+        """Make sure callbacks have somewhere to land before a URL is shown: this process's server (returned),
+        or (None) another pocket process's on the same port. A port another program holds is a SettingsError."""
         with self._lock:
-            if self._server is None:
-                public = urlsplit(self._config.public_base_url).netloc if self._config.public_base_url else ""
-                self._server = CallbackServer(
-                    self._config.callback_host,
-                    self._config.callback_port,
-                    self._handle,
-                    public_hosts=(public,) if public else (),
-                )
+            if self._server is None and self._standby is None:
+                try:
+                    self._server = self._start()
+                except PortInUse:
+                    host, port = self._config.callback_host, self._config.callback_port
+                    if not port or not pocket_listens(host, port):
+                        raise
+                    log.info("another pocket process receives authorization callbacks on %s:%s", host, port)
+                    self._closing.clear()
+                    self._standby = threading.Thread(target=self._take_over, name="pocket-auth-standby", daemon=True)
+                    self._standby.start()
             return self._server
+
+    def _take_over(self) -> None:
+        """Bind the port once the process holding it lets it go, so callbacks keep landing somewhere."""
+        while not self._closing.wait(_TAKE_OVER_EVERY):
+            try:
+                server = self._start()
+            except SettingsError:
+                continue
+            with self._lock:
+                closing = self._closing.is_set()
+                if not closing:
+                    self._server, self._standby = server, None
+            if closing:  # closed while binding
+                server.close()
+            else:
+                log.info("now receiving authorization callbacks on %s", server)
+            return
+
+    def holds_port(self) -> bool:
+        """Whether this process's own server listens (rather than another pocket process's)."""
+        with self._lock:
+            return self._server is not None
 
     def base_url(self) -> str:
         if self._config.public_base_url:
             return self._config.public_base_url.rstrip("/")
         server = self.listen()
-        host = f"[{server.host}]" if ":" in str(server.host) else server.host
-        return f"http://{host}:{server.port}"
+        host, port = (server.host, server.port) if server else (self._config.callback_host, self._config.callback_port)
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}"
 
     def url(self, provider: str, action: str) -> str:
         """Where the callback server answers `action` ("callback", "form") for `provider`."""
         return f"{self.base_url()}/auth/{quote(provider, safe='')}/{action}"
 
     def close(self) -> None:
+        self._closing.set()
         with self._lock:
             server, self._server = self._server, None
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.join(timeout=5)
         if server is not None:
             server.close()

@@ -13,6 +13,11 @@
   changed `encryption_key` or key file) writes nothing: rows under two keys would lose one set for good.
 - `lock(user, provider)` serialises refreshes across threads (a lock per key) and processes (a file
   lock per key in the data directory).
+- Authorization requests in progress are shared by every process using the file (table `requests`), so
+  whichever process holds the callback port completes any of them: each row is keyed by a hash of its
+  state (the state itself is not in the file), its document (with the PKCE code verifier) sealed like a
+  credential; `claim_request` takes one exactly once across processes, `end_request` records its outcome
+  for the process that opened it.
 """
 
 from __future__ import annotations
@@ -189,6 +194,11 @@ class CredentialStore:
                 " user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed BLOB NOT NULL, updated_at REAL NOT NULL,"
                 " PRIMARY KEY (user_id, provider))"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS requests ("
+                " key TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed BLOB NOT NULL,"
+                " expires_at REAL NOT NULL, claimed INTEGER NOT NULL DEFAULT 0, outcome TEXT)"
+            )
         os.chmod(self.path, 0o600)
         self._key_file = self._dir / KEY_FILE
         self._aead: AESGCM | None = None
@@ -346,6 +356,98 @@ class CredentialStore:
             query, args = query + " WHERE user_id = ?", (user_id,)
         with self._connect() as db:
             return [(u, p) for u, p in db.execute(query + " ORDER BY user_id, provider", args)]
+
+    # -- authorization requests in progress, shared by the processes using this file -------------------
+
+    @staticmethod
+    def _request_aad(key: str) -> bytes:
+        return json.dumps(["pocket-runner request v1", key]).encode()
+
+    @staticmethod
+    def _request_key(state: str) -> str:
+        return hashlib.sha256(b"pocket-runner request v1\0" + state.encode()).hexdigest()
+
+    def put_request(self, state: str, user_id: str, provider: str, document: bytes, expires_at: float) -> None:
+        """Share a request just opened; `document` (what the callback needs, the code verifier too) is sealed.
+        Rows ended or expired a day ago are dropped on the way."""
+        self.require_key(user_id, provider)
+        assert self._aead is not None
+        key = self._request_key(state)
+        nonce = secrets.token_bytes(12)
+        sealed = nonce + self._aead.encrypt(nonce, document, self._request_aad(key))
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM requests WHERE expires_at < ?", (time.time() - 86400,))
+                db.execute(
+                    "INSERT OR REPLACE INTO requests (key, user_id, provider, sealed, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (key, user_id, provider, sealed, expires_at),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _open_request(self, key: str, sealed: bytes) -> bytes | None:
+        if self._aead is None or not sealed:
+            return None
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], self._request_aad(key))
+        except InvalidTag:
+            return None  # sealed with another key: not a request this process can complete
+
+    def peek_request(self, state: str) -> bytes | None:
+        """The document of a request neither claimed nor ended, or None."""
+        key = self._request_key(state)
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
+            ).fetchone()
+        return self._open_request(key, row[0]) if row else None
+
+    def claim_request(self, state: str) -> bytes | None:
+        """Take a request for its callback: once only, across every process. None when it is unknown, or was
+        claimed or ended already."""
+        key = self._request_key(state)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
+                ).fetchone()
+                document = self._open_request(key, row[0]) if row else None
+                if document is not None:
+                    db.execute("UPDATE requests SET claimed = 1 WHERE key = ?", (key,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return document
+
+    def end_request(self, state: str, outcome: str) -> None:
+        """Record how a request ended (for the process that opened it), and wipe its code verifier."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE requests SET claimed = 1, outcome = ?, sealed = x'' WHERE key = ?",
+                (outcome, self._request_key(state)),
+            )
+            db.execute("COMMIT")
+
+    def request_progress(self, state: str) -> tuple[bool, str | None] | None:
+        """(claimed, outcome) of a shared request, None when there is no such row."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT claimed, outcome FROM requests WHERE key = ?", (self._request_key(state),)
+            ).fetchone()
+        return (bool(row[0]), row[1]) if row else None
+
+    def forget_request(self, state: str) -> None:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM requests WHERE key = ?", (self._request_key(state),))
+            db.execute("COMMIT")
 
     @contextmanager
     def lock(self, user_id: str, provider: str) -> Iterator[None]:
