@@ -21,9 +21,9 @@ import pytest
 from runner.auth import Authenticator
 from runner.errors import SettingsError
 from runner.settings import load_settings
+from tests.auth_helpers import make_tool
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, Person, idp_entry
 from tests.helpers import REPO, free_port, wait_listening
-from tests.test_auth_pocket import make_tool
 
 pytest.importorskip("mcp")
 
