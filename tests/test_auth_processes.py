@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import pytest
+from mcp import Client
 
 from runner.auth import Authenticator
 from runner.errors import SettingsError
@@ -24,10 +25,6 @@ from runner.settings import load_settings
 from tests.auth_helpers import make_tool
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, Person, idp_entry
 from tests.helpers import REPO, free_port, wait_listening
-
-pytest.importorskip("mcp")
-
-from mcp import Client
 
 AGENT = """
 import json, sys
