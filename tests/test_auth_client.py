@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -103,6 +103,18 @@ def test_a_callback_naming_another_issuer_is_refused_and_its_code_never_exchange
     assert authenticator.wait(5) == {"testidp": "failed: the callback came from another issuer"}
     assert authenticator.store.get("default", "testidp") is None
     assert not any("authorization_code" in event for event in oidc_server.events(mark))  # the code was never sent
+
+
+def test_a_callback_without_iss_from_a_server_that_always_sends_it_is_refused(authenticator, person, oidc_server):
+    callback = person.authorize(url_from(authenticator))
+    query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items() if k != "iss"}
+    stripped = urlunsplit(urlsplit(callback)._replace(query=urlencode(query)))
+    mark = oidc_server.mark()
+    page = person.visit(stripped)
+    assert page.status_code == 400 and "did not say which server sent it" in page.text
+    assert authenticator.wait(5) == {"testidp": "failed: the callback named no issuer, though the provider always does"}
+    assert authenticator.store.get("default", "testidp") is None
+    assert not any("authorization_code" in event for event in oidc_server.events(mark))
 
 
 # -- the HTTP timeout --------------------------------------------------------------------------------

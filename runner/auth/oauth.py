@@ -530,6 +530,7 @@ def apply_metadata(provider: Provider, metadata: dict[str, Any]) -> Provider:
         "token_url": provider.token_url or metadata.get("token_endpoint"),
         "revocation_url": provider.revocation_url or metadata.get("revocation_endpoint"),
         "device_authorization_url": provider.device_authorization_url or metadata.get("device_authorization_endpoint"),
+        "iss_required": provider.iss_required or metadata.get("authorization_response_iss_parameter_supported") is True,
     }
     if "client_secret_post" not in methods and "client_secret_basic" in methods:
         changes["token_request_auth_method"] = "client_secret_basic"

@@ -71,6 +71,11 @@ class Pages:
             self._consent.finish(pending, GrantOutcome.failed(error + (f" ({described})" if described else "")))
             return Page(400, f"{provider.title} was not connected", f"{message} {described}".strip(), "failure")
         issuer = params.get("iss")
+        if issuer is None and provider.iss_required:  # RFC 9207: it always names itself, so this is not its answer
+            self._consent.finish(
+                pending, GrantOutcome.failed("the callback named no issuer, though the provider always does")
+            )
+            return Page(400, "Authorization refused", "The answer did not say which server sent it.", "failure")
         if issuer is not None and provider.issuer and issuer != provider.issuer:
             self._consent.finish(pending, GrantOutcome.failed("the callback came from another issuer"))
             return Page(400, "Authorization refused", "The answer came from an unexpected server.", "failure")

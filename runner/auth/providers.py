@@ -88,6 +88,7 @@ class Provider(BaseModel):
     refresh: bool = True
     revocation_method: str = "rfc7009"
     handler_class: str | None = None  # "module:Class" implementing runner.auth.oauth.OAuthHandler
+    iss_required: bool = False  # its authorization responses carry `iss` (RFC 9207): one without it is refused
     api_hosts: tuple[str, ...] = ()  # where its tools may connect by default ("*.googleapis.com" patterns too)
 
     @field_validator("handlers", "default_scopes", "extra_fields", "api_hosts", mode="before")
