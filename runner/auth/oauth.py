@@ -535,8 +535,3 @@ def apply_metadata(provider: Provider, metadata: dict[str, Any]) -> Provider:
     if "client_secret_post" not in methods and "client_secret_basic" in methods:
         changes["token_request_auth_method"] = "client_secret_basic"
     return provider.model_copy(update=changes)
-
-
-def discover(provider: Provider, http: httpx.Client) -> Provider:
-    """Fill the provider's endpoints from its issuer's metadata. Metadata naming another issuer is refused."""
-    return apply_metadata(provider, fetch_metadata(provider, http))
