@@ -133,7 +133,7 @@ class DockerEngine:
                 f"(gVisor), and it has {', '.join(sorted(registered)) or 'none'}: run `bash scripts/setup.sh --gvisor`"
             )
 
-    def _runtime(self, network_mode: str) -> str:
+    def runtime(self, network_mode: str) -> str:
         """The engine runtime for a container: gVisor's must be told whether the container has a network."""
         if self.settings.runtime is Runtime.RUNC:
             return "runc"
@@ -236,7 +236,7 @@ class DockerEngine:
             network_mode = "bridge" if network else "none"
         host_config = self.host_config(
             spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
-            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=self._runtime(network_mode),
+            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=self.runtime(network_mode),
         )  # fmt: skip
         name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
         container = api.create_container(
