@@ -414,6 +414,12 @@ class Pocket:
                 self._authenticator = authenticator
             return self._authenticator
 
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox that runs this Pocket's tools, created on first use: its `id` is on the label of every
+        container it starts (`pocket-runner.sandbox=ID`), `containers()` lists the ones it has now."""
+        return self._sandbox_for_calls()
+
     def _sandbox_for_calls(self) -> Sandbox:
         with self._lock:
             self._check_open()  # a call already under way when close() ran must not start a new sandbox

@@ -67,7 +67,7 @@ def test_the_same_source_twice_is_one_tool_not_a_duplicate(settings):
 def test_a_pocket_never_closed_removes_its_containers_when_collected(docker_api, settings):
     pocket = Pocket(tools=[HELLO], settings=settings)
     assert pocket.invoke("hello", {"name": "Ada"}).ok
-    label = f"pocket-runner.sandbox={pocket._sandbox.id}"
+    label = f"pocket-runner.sandbox={pocket.sandbox.id}"
     assert docker_api.containers(all=True, filters={"label": label})  # the pool's waiting container
     del pocket
     gc.collect()

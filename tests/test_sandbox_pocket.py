@@ -30,7 +30,7 @@ def test_pocket_invokes_through_the_sandbox_and_close_removes_its_containers(doc
         assert box.invoke("hello", {"name": "Ada"}).value == {"greeting": "Hello, Ada!"}
         echoed = box.invoke("echo", {"k": 1}, variables={"GREETING": "yo"})
         assert echoed.value["greeting"] == "yo" and echoed.value["body"] == {"k": 1}
-        sandbox_id = box._sandbox.id
+        sandbox_id = box.sandbox.id
     assert docker_api.containers(all=True, filters={"label": f"pocket-runner.sandbox={sandbox_id}"}) == []
 
 
@@ -63,7 +63,7 @@ def test_a_bad_body_never_starts_a_container(docker_api, settings):
     with Pocket(tools=[HELLO], settings=settings) as box:
         result = box.invoke("hello", {"name": ""})
         assert result.outcome is Outcome.BAD_INPUT and "/name" in result.error
-        assert box._sandbox is None
+        assert box.sandbox.containers() == set()
 
 
 @docker
@@ -171,7 +171,7 @@ def test_closing_a_pocket_during_slow_calls_ends_them_and_removes_their_containe
     slow = SandboxSettings(pool_size=0, tools={"sleeper": ToolLimits(timeout_seconds=30)})
     settings = Settings(cache_dir=tmp_path / "c", data_dir=tmp_path / "d", sandbox=slow)
     box = Pocket(tools=[TOOLS / "sleeper"], settings=settings)
-    sandbox = box._sandbox_for_calls()
+    sandbox = box.sandbox
     sandbox.image(box.tools["sleeper"])
     mine = {"label": f"pocket-runner.sandbox={sandbox.id}"}
 
@@ -201,7 +201,7 @@ def test_a_cancelled_ainvoke_stops_its_tool(docker_api, tmp_path):
 
     async def agent(box: Pocket) -> float:
         call = asyncio.create_task(box.ainvoke("sleeper", {}))
-        mine = {"label": f"pocket-runner.sandbox={box._sandbox_for_calls().id}"}
+        mine = {"label": f"pocket-runner.sandbox={box.sandbox.id}"}
         deadline = time.monotonic() + 20
         while not docker_api.containers(filters=mine) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -241,10 +241,10 @@ def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(doc
             box.prepare("nope")
         box.prepare()  # every tool: the function needs nothing
         assert any(m.startswith("building image pocket-tool/hello:") for m in messages)
-        mine = {"label": f"pocket-runner.sandbox={box._sandbox_for_calls().id}"}
+        mine = {"label": f"pocket-runner.sandbox={box.sandbox.id}"}
         assert running_containers(docker_api, mine, timeout=10)  # a container already waits for the first call
         messages.clear()
         assert box.invoke("hello", {"name": "Ada"}).ok
         assert messages == []  # no build
-        image = box._sandbox_for_calls().image(box.tools["hello"])
+        image = box.sandbox.image(box.tools["hello"])
     docker_api.remove_image(image)  # built for this test only
