@@ -4,6 +4,9 @@ and a tool that reports a hash of the token it was handed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -37,6 +40,13 @@ def with_query(url: str, **changes: str) -> str:
     parts = urlsplit(url)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()} | changes
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def pocket_auth_login(files: list[str], *args: str) -> subprocess.Popen[str]:
+    """`pocket auth login testidp ARGS...` as a real process, with the settings `files` (from write_settings),
+    its stdout and stderr piped."""
+    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
 
 
 def write_settings(tmp_path: Path, callback_port: int, issuer: str | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from tests.auth_helpers import write_settings
+from tests.auth_helpers import pocket_auth_login, write_settings
 
 SECRET = "serp-cli-secret-987654321"
 
@@ -58,8 +58,7 @@ def test_unknown_provider_is_a_clear_error(tmp_path, callback_port, capsys):
 
 def test_oauth_login_in_the_browser_then_logout_revokes(tmp_path, callback_port, oidc_server, person, capsys):
     files = write_settings(tmp_path, callback_port, oidc_server.issuer)
-    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--scope", "api:read"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    child = pocket_auth_login(files, "--scope", "api:read")
     url = child.stdout.readline().strip()
     assert url.startswith(oidc_server.issuer), child.stderr.read()
     assert person.visit(person.authorize(url)).status_code == 200
@@ -76,8 +75,7 @@ def test_oauth_login_in_the_browser_then_logout_revokes(tmp_path, callback_port,
 def test_a_denied_device_login_is_authorization_needed_exit_3(tmp_path, callback_port, oidc_server, person, capsys):
     """Like a denied browser consent: exit 3 saying so, nothing stored."""
     files = write_settings(tmp_path, callback_port, oidc_server.issuer)
-    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--device"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    child = pocket_auth_login(files, "--device")
     first = child.stderr.readline()
     assert "on any device, open " in first, first + child.stderr.read()
     url = first.split("on any device, open ", 1)[1].strip()
@@ -212,8 +210,7 @@ def test_logout_revokes_each_token_and_says_which_may_still_be_live(tmp_path, ca
 
 def test_oauth_login_granted_without_a_scope_says_which_and_exits_3(tmp_path, callback_port, oidc_server, person):
     files = write_settings(tmp_path, callback_port, oidc_server.issuer)
-    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--scope", "api:admin"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    child = pocket_auth_login(files, "--scope", "api:admin")
     url = child.stdout.readline().strip()
     assert url.startswith(oidc_server.issuer), child.stderr.read()
     assert person.visit(person.authorize(url)).status_code == 200

@@ -233,10 +233,8 @@ def test_after_a_lost_grant_the_cli_login_hint_asks_for_every_scope_the_tools_ne
         assert json.loads(out)["sha256"] != hashlib.sha256(b"").hexdigest()  # it was handed a token
 
 
-@pytest.mark.parametrize("provider_down", ["503", "unreachable"])
-def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_consent(
-    make_settings, stand_in, provider_down
-):
+def _linear_pocket_with_an_expired_grant(settings) -> Pocket:
+    """A Pocket with one function tool of Linear and the default user's grant expired: its call must refresh."""
     from pydantic import SecretStr
 
     from runner.auth.store import Credential
@@ -247,15 +245,23 @@ def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_conse
         """List issues."""
         return "none"
 
+    pocket = Pocket([issues], settings=settings)
+    expired = Credential(
+        user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
+        secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
+    )  # fmt: skip
+    pocket.authenticator.store.put(expired)
+    return pocket
+
+
+@pytest.mark.parametrize("provider_down", ["503", "unreachable"])
+def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_consent(
+    make_settings, stand_in, provider_down
+):
     token_url = f"{stand_in.url}/token" if provider_down == "503" else "http://127.0.0.1:9/token"  # discard port
     stand_in.json("POST /token", {"error": "temporarily_unavailable"}, status=503)
     settings = make_settings({"linear": {"token_url": token_url, "client_id": "c", "client_secret": "s"}})
-    with Pocket([issues], settings=settings) as pocket:
-        expired = Credential(
-            user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
-            secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
-        )  # fmt: skip
-        pocket.authenticator.store.put(expired)
+    with _linear_pocket_with_an_expired_grant(settings) as pocket:
         result = pocket.invoke("issues", {})
         assert result.outcome is Outcome.TOOL_FAILED and result.outcome.exit_code == 1
         assert "refreshing it failed" in result.error and "try again later" in result.error
@@ -268,24 +274,9 @@ def test_a_provider_down_at_refresh_time_fails_the_call_without_asking_for_conse
 def test_a_client_refused_at_refresh_fails_the_call_naming_the_setting_and_keeps_the_grant(
     make_settings, stand_in, error
 ):
-    from pydantic import SecretStr
-
-    from runner.auth.store import Credential
-    from runner.function_tools import function_tool
-
-    @function_tool(auth_provider="linear")
-    def issues(LINEAR_TOKEN: str) -> str:
-        """List issues."""
-        return "none"
-
     stand_in.json("POST /token", {"error": error, "error_description": "client not allowed"}, status=400)
     settings = make_settings({"linear": {"token_url": f"{stand_in.url}/token", "client_id": "c", "client_secret": "s"}})
-    with Pocket([issues], settings=settings) as pocket:
-        expired = Credential(
-            user_id="default", provider="linear", kind="oauth2", expires_at=time.time() - 10,
-            secrets={"token": SecretStr("lin-old"), "refresh_token": SecretStr("lin-refresh")},
-        )  # fmt: skip
-        pocket.authenticator.store.put(expired)
+    with _linear_pocket_with_an_expired_grant(settings) as pocket:
         result = pocket.invoke("issues", {})
         assert result.outcome is Outcome.BAD_INPUT and result.outcome.exit_code == 2, result.error
         assert error in result.error and "check [auth.linear] client_id and client_secret" in result.error

@@ -14,7 +14,7 @@ import pytest
 
 from runner.auth import Authenticator
 from runner.pocket import Pocket
-from tests.auth_helpers import SPEC, make_tool, url_from, write_settings
+from tests.auth_helpers import SPEC, make_tool, pocket_auth_login, url_from, write_settings
 from tests.fixtures_oauth import idp_entry
 
 
@@ -27,8 +27,7 @@ def test_the_cli_login_waits_for_a_slow_code_exchange_and_the_browser_gets_its_p
     tmp_path, callback_port, slow_server, person
 ):
     files = write_settings(tmp_path, callback_port, slow_server.issuer)
-    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--scope", "api:read"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    child = pocket_auth_login(files, "--scope", "api:read")
     try:
         url = child.stdout.readline().strip()
         assert url.startswith(slow_server.issuer), child.stderr.read()

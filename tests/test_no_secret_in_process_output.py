@@ -17,7 +17,7 @@ import pytest
 
 from runner.auth import Authenticator
 from runner.settings import load_settings
-from tests.auth_helpers import make_tool, write_settings
+from tests.auth_helpers import make_tool, pocket_auth_login, write_settings
 from tests.fixtures_oauth import CLIENT_SECRET
 from tests.helpers import free_port, wait_listening
 
@@ -29,8 +29,7 @@ def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
 def test_oauth_login_writes_no_token_code_or_state(tmp_path, callback_port, oidc_server, person):
     """`pocket auth login`: the CLI and its callback server, which receives the code and state."""
     files = write_settings(tmp_path, callback_port, oidc_server.issuer)
-    command = [sys.executable, "-m", "runner.cli", *files, "auth", "login", "testidp", "--scope", "api:read"]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    child = pocket_auth_login(files, "--scope", "api:read")
     try:
         url = child.stdout.readline().strip()
         assert url.startswith(oidc_server.issuer), child.stderr.read()
