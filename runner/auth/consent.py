@@ -233,7 +233,6 @@ class Consent:
             mine = {(p.user_id, p.provider) for p in self._pending.values() if user_id in (None, p.user_id)}
             mine |= {key for key in self._outcomes if user_id in (None, key[0])}
         while True:
-            self._sync()
             with self._changed:
                 self._expire()
                 open_ = {(p.user_id, p.provider) for p in self._pending.values()} & mine
@@ -246,6 +245,7 @@ class Consent:
                         for key in sorted(mine)
                     }
                 self._changed.wait(timeout=0.5 if remaining is None else min(remaining, 0.5))
+            self._sync()
 
     def clear(self) -> None:
         """Drop every pending request and wake the waiters (the Authenticator is closing). Shared requests
