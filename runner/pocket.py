@@ -427,9 +427,8 @@ class Pocket:
                 from runner.sandbox import Sandbox
 
                 settings = self.settings  # not self: the finalizer below must not keep this Pocket alive
-                self._sandbox = Sandbox(
-                    settings, progress=self._progress, provider_hosts=lambda name: provider_hosts(settings, name)
-                )
+                hosts = functools.cache(lambda name: provider_hosts(settings, name))  # settings do not change
+                self._sandbox = Sandbox(settings, progress=self._progress, provider_hosts=hosts)
                 # A Pocket never closed still removes its containers: when collected, or at interpreter exit.
                 self._finalizer = weakref.finalize(self, self._sandbox.close)
             return self._sandbox
