@@ -160,9 +160,8 @@ class Context:
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             _add(tar, "Dockerfile", self.dockerfile.encode())
             _add_dir(tar, "pocket")
-            _add(tar, "pocket/launch.sh", _container_file("launch.sh"), 0o755)
-            _add(tar, "pocket/prestart.py", _container_file("prestart.py"))
-            _add(tar, "pocket/warm.py", _container_file("warm.py"))
+            for name in IN_CONTAINER:  # the same list the hash covers
+                _add(tar, f"pocket/{name}", _container_file(name), 0o755 if name.endswith(".sh") else 0o644)
             _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
             _add_dir(tar, "tool")
             for rel, path in self.files:
