@@ -249,7 +249,7 @@ class CredentialStore:
                 if row is None:
                     continue
                 try:
-                    self._aead.decrypt(row[0][:12], row[0][12:], self._aad(user, name))
+                    self._decrypt(row[0], self._aad(user, name))
                 except InvalidTag:
                     continue
                 self._key_checked = True
@@ -282,6 +282,29 @@ class CredentialStore:
         finally:
             db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE: one writer at a time across processes), committed when the
+        block ends, rolled back when it raises."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _encrypt(self, plain: bytes, aad: bytes) -> bytes:
+        assert self._aead is not None
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, plain, aad)
+
+    def _decrypt(self, sealed: bytes, aad: bytes) -> bytes:
+        """Raises InvalidTag for another key's (or a tampered) row."""
+        assert self._aead is not None
+        return self._aead.decrypt(sealed[:12], sealed[12:], aad)
+
     def _broken(self, exc: sqlite3.Error) -> SettingsError:
         """What a person reads when the credentials file is damaged or not pocket's."""
         return SettingsError(
@@ -297,10 +320,7 @@ class CredentialStore:
 
     def _seal(self, credential: Credential) -> bytes:
         self.require_key(credential.user_id, credential.provider)
-        assert self._aead is not None
-        nonce = secrets.token_bytes(12)
-        aad = self._aad(credential.user_id, credential.provider)
-        return nonce + self._aead.encrypt(nonce, credential.to_json(), aad)
+        return self._encrypt(credential.to_json(), self._aad(credential.user_id, credential.provider))
 
     def _open(self, user_id: str, provider: str, sealed: bytes) -> Credential:
         if self._aead is None:
@@ -310,7 +330,7 @@ class CredentialStore:
                 f"credential with `pocket auth logout {provider} --user {user_id}`"
             )
         try:
-            plain = self._aead.decrypt(sealed[:12], sealed[12:], self._aad(user_id, provider))
+            plain = self._decrypt(sealed, self._aad(user_id, provider))
         except InvalidTag:
             raise UnreadableCredential(
                 f"the stored {provider} credential of user {user_id!r} cannot be decrypted: wrong key or tampered "
@@ -328,25 +348,17 @@ class CredentialStore:
 
     def put(self, credential: Credential) -> None:
         sealed = self._seal(credential)
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, "
-                    "updated_at = excluded.updated_at",
-                    (credential.user_id, credential.provider, sealed, time.time()),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, "
+                "updated_at = excluded.updated_at",
+                (credential.user_id, credential.provider, sealed, time.time()),
+            )
 
     def delete(self, user_id: str, provider: str) -> bool:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             cursor = db.execute("DELETE FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider))
-            db.execute("COMMIT")
         return cursor.rowcount > 0
 
     def entries(self, user_id: str | None = None) -> list[tuple[str, str]]:
@@ -371,29 +383,20 @@ class CredentialStore:
         """Share a request just opened; `document` (what the callback needs, the code verifier too) is sealed.
         Rows ended or expired a day ago are dropped on the way."""
         self.require_key(user_id, provider)
-        assert self._aead is not None
         key = self._request_key(state)
-        nonce = secrets.token_bytes(12)
-        sealed = nonce + self._aead.encrypt(nonce, document, self._request_aad(key))
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM requests WHERE expires_at < ?", (time.time() - 86400,))
-                db.execute(
-                    "INSERT OR REPLACE INTO requests (key, user_id, provider, sealed, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (key, user_id, provider, sealed, expires_at),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        sealed = self._encrypt(document, self._request_aad(key))
+        with self._transaction() as db:
+            db.execute("DELETE FROM requests WHERE expires_at < ?", (time.time() - 86400,))
+            db.execute(
+                "INSERT OR REPLACE INTO requests (key, user_id, provider, sealed, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (key, user_id, provider, sealed, expires_at),
+            )
 
     def _open_request(self, key: str, sealed: bytes) -> bytes | None:
         if self._aead is None or not sealed:
             return None
         try:
-            return self._aead.decrypt(sealed[:12], sealed[12:], self._request_aad(key))
+            return self._decrypt(sealed, self._request_aad(key))
         except InvalidTag:
             return None  # sealed with another key: not a request this process can complete
 
@@ -410,30 +413,22 @@ class CredentialStore:
         """Take a request for its callback: once only, across every process. None when it is unknown, or was
         claimed or ended already."""
         key = self._request_key(state)
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
-                ).fetchone()
-                document = self._open_request(key, row[0]) if row else None
-                if document is not None:
-                    db.execute("UPDATE requests SET claimed = 1 WHERE key = ?", (key,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
+            ).fetchone()
+            document = self._open_request(key, row[0]) if row else None
+            if document is not None:
+                db.execute("UPDATE requests SET claimed = 1 WHERE key = ?", (key,))
         return document
 
     def end_request(self, state: str, outcome: str) -> None:
         """Record how a request ended (for the process that opened it), and wipe its code verifier."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             db.execute(
                 "UPDATE requests SET claimed = 1, outcome = ?, sealed = x'' WHERE key = ?",
                 (outcome, self._request_key(state)),
             )
-            db.execute("COMMIT")
 
     def request_progress(self, state: str) -> tuple[bool, str | None] | None:
         """(claimed, outcome) of a shared request, None when there is no such row."""
@@ -444,10 +439,8 @@ class CredentialStore:
         return (bool(row[0]), row[1]) if row else None
 
     def forget_request(self, state: str) -> None:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             db.execute("DELETE FROM requests WHERE key = ?", (self._request_key(state),))
-            db.execute("COMMIT")
 
     @contextmanager
     def lock(self, user_id: str, provider: str) -> Iterator[None]:
