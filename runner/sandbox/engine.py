@@ -239,26 +239,30 @@ class DockerEngine:
             nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=self.runtime(network_mode),
         )  # fmt: skip
         name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
-        container = api.create_container(
-            spec.image,
-            command=list(spec.command),
-            user=USER,
-            hostname="pocket-sandbox",
-            working_dir="/tool",
-            environment=environment,
-            stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
-            tty=False,
-            network_disabled=network is False,
-            labels={**self.labels(), LABEL_TOOL: spec.tool, LABEL_MODE: spec.mode},
-            host_config=host_config,
-            name=name,
-        )
+        try:
+            container = api.create_container(
+                spec.image,
+                command=list(spec.command),
+                user=USER,
+                hostname="pocket-sandbox",
+                working_dir="/tool",
+                environment=environment,
+                stdin_open=True,  # with detach=False the SDK also sets StdinOnce: stdin closes when we close ours
+                tty=False,
+                network_disabled=network is False,
+                labels={**self.labels(), LABEL_TOOL: spec.tool, LABEL_MODE: spec.mode},
+                host_config=host_config,
+                name=name,
+            )
+        except BaseException:  # the engine may have made it though its answer never came (a signal, a timeout)
+            self.remove(name)
+            raise
         cid = container["Id"]
         self.track(cid)
         try:
             stream = Stream(api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}))
             api.start(cid)
-        except Exception:
+        except BaseException:  # SIGTERM's SystemExit too: the container must not outlive the call
             self.remove(cid)
             if self.settings.runtime is Runtime.RUNSC:
                 _stop_runsc_leftovers(cid)
