@@ -109,7 +109,6 @@ def test_a_host_list_allows_those_hosts_through_the_egress_proxy_and_nothing_els
         "flood": "HTTP/1.1 503 Service Unavailable",
         "after_flood": result.value["after_flood"],  # one tool cannot take the proxy down
     }
-    assert result.duration_seconds < 10
     assert docker_api.networks(filters={"label": f"pocket-runner.sandbox={box.id}"}) == []  # close removed it
 
 
