@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from runner.errors import SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Outcome
+from runner.manifest import ToolAnnotations
 from runner.pocket import Pocket
 from runner.schema import body_problems
 from runner.settings import SandboxSettings
@@ -527,6 +528,8 @@ def test_title_and_annotations_are_declared_on_the_decorator():
     assert lookup.tool.title == "Look up a place"
     assert lookup.tool.annotations.hints() == {"readOnlyHint": True, "openWorldHint": False}
     assert add.tool.title is None and add.tool.annotations is None
+    hints = ToolAnnotations(destructive=False, idempotent=True)  # or the model, by field name
+    assert function_tool(annotations=hints)(lookup.func).tool.annotations is hints
 
 
 @pytest.mark.parametrize(
