@@ -20,6 +20,7 @@ _EXPORTS = {
     "Outcome": "runner.invocation",
     "Manifest": "runner.manifest",
     "load_manifest": "runner.manifest",
+    "ToolAnnotations": "runner.manifest",
     "Settings": "runner.settings",
     "load_settings": "runner.settings",
     "PocketError": "runner.errors",
@@ -55,6 +56,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SourceError",
+    "ToolAnnotations",
     "ToolFailedError",
     "UnreadableCredential",
     "__version__",
@@ -81,7 +83,7 @@ if TYPE_CHECKING:
     )
     from runner.function_tools import FunctionTool, function_tool
     from runner.invocation import Invocation, Outcome
-    from runner.manifest import Manifest, load_manifest
+    from runner.manifest import Manifest, ToolAnnotations, load_manifest
     from runner.pocket import Pocket
     from runner.settings import Settings, load_settings
 

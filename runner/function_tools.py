@@ -26,8 +26,9 @@ from typing import Any, overload
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from runner.invocation import Invocation, Outcome
-from runner.manifest import AuthSpec, ToolSpec
+from runner.manifest import AuthSpec, ToolAnnotations, ToolSpec
 from runner.schema import tool_name_pattern
+from runner.structured import return_schema
 
 _SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Return|Yields|Raises|Examples?|Notes?)\s*:\s*$")
 _ARG_LINE = re.compile(r"^\s*\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
@@ -85,11 +86,29 @@ def _strip_titles(node: Any) -> Any:
     return node
 
 
+Annotations = ToolAnnotations | Mapping[str, bool]  # what `annotations=` takes
+
+
+def _annotations(func: Callable[..., Any], given: Annotations | None) -> ToolAnnotations | None:
+    """`annotations=` as MCP's hints: a ToolAnnotations, or a mapping by MCP name (`readOnlyHint`) or field name."""
+    if given is None or isinstance(given, ToolAnnotations):
+        return given
+    if not isinstance(given, Mapping):
+        raise TypeError(f"{_where(func)}: annotations must be a mapping such as {{'readOnlyHint': True}}")
+    try:
+        return ToolAnnotations.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        hints = ", ".join(f.alias or name for name, f in ToolAnnotations.model_fields.items())
+        raise TypeError(f"{_where(func)}: bad annotations ({problems}); MCP's hints are {hints}") from None
+
+
 class FunctionTool:
     """A Python function described as a tool. Calling it calls the function unchanged.
 
     Attributes mirror a `Manifest` where they mean the same: `name`, `tool` (the `ToolSpec` the model
-    sees), `auth` (an `AuthSpec` or None).
+    sees, with the outputSchema its return annotation gives), `auth` (an `AuthSpec` or None).
+    `output_wrapped` says whether a result is `{"result": value}` in structured form (see runner.structured).
     """
 
     def __init__(
@@ -101,6 +120,8 @@ class FunctionTool:
         auth_provider: str | None = None,
         scopes: Iterable[str] = (),
         auth_handler: str | None = None,
+        title: str | None = None,
+        annotations: Annotations | None = None,
     ):
         if not callable(func):
             raise TypeError(f"function_tool needs a function, got {type(func).__name__}")
@@ -165,10 +186,15 @@ class FunctionTool:
         schema.setdefault("properties", {})
         schema["additionalProperties"] = False
         self._fields = tuple(fields)
+        output = return_schema(signature.return_annotation)
+        self.output_wrapped = output is not None and output.wrapped
         self.tool = ToolSpec(
             name=tool_name,
             description=(description if description is not None else doc_description) or tool_name,
             inputSchema=schema,
+            outputSchema=_strip_titles(output.schema) if output is not None else None,
+            title=title,
+            annotations=_annotations(func, annotations),
         )
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
@@ -352,6 +378,8 @@ def function_tool(
     auth_provider: str | None = None,
     scopes: Iterable[str] = (),
     auth_handler: str | None = None,
+    title: str | None = None,
+    annotations: Annotations | None = None,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 def function_tool(
     func: Callable[..., Any] | None = None,
@@ -362,8 +390,13 @@ def function_tool(
     auth_provider: str | None = None,
     scopes: Iterable[str] = (),
     auth_handler: str | None = None,
+    title: str | None = None,
+    annotations: Annotations | None = None,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a function a tool: `@function_tool` or `@function_tool(auth_provider="slack", scopes=[...])`.
+
+    `title` is a name for people; `annotations` are MCP's hints (`{"readOnlyHint": True}`). The return
+    annotation, when pydantic can describe it, gives the tool its outputSchema.
 
     >>> @function_tool
     ... def add(a: int, b: int = 1) -> int:
@@ -378,6 +411,8 @@ def function_tool(
         "auth_provider": auth_provider,
         "scopes": scopes,
         "auth_handler": auth_handler,
+        "title": title,
+        "annotations": annotations,
     }
     if func is not None:
         return FunctionTool(func, **options)

@@ -23,8 +23,25 @@ RESERVED_VARIABLES = frozenset({"HOME"})
 RESERVED_PREFIX = "pocket_"
 
 
+class ToolAnnotations(BaseModel):
+    """MCP's hints about what a tool does, for the host deciding how to show a call or whether to ask first.
+    Unset hints are None: MCP's own defaults then apply, and nothing claims what the author did not say."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    read_only: bool | None = Field(default=None, alias="readOnlyHint")
+    destructive: bool | None = Field(default=None, alias="destructiveHint")
+    idempotent: bool | None = Field(default=None, alias="idempotentHint")
+    open_world: bool | None = Field(default=None, alias="openWorldHint")
+
+    def hints(self) -> dict[str, bool]:
+        """The hints declared, under their MCP names."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
 class ToolSpec(BaseModel):
-    """What the agent sees: name, description and the input schema of the tool."""
+    """What the agent sees: name, description and the input schema of the tool; for people and MCP hosts, a
+    title and annotations; for structured output, the schema of its result."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
@@ -32,6 +49,8 @@ class ToolSpec(BaseModel):
     description: str
     input_schema: dict[str, Any] = Field(alias="inputSchema")
     output_schema: dict[str, Any] | None = Field(default=None, alias="outputSchema")
+    title: str | None = None
+    annotations: ToolAnnotations | None = None
 
 
 class Entrypoint(BaseModel):
@@ -126,6 +145,7 @@ def validate_document(file: str, document: Any) -> list[Problem]:
         tool = document.get("tool")
         if isinstance(tool, dict):
             problems += input_schema_problems(file, tool.get("inputSchema"))
+            problems += input_schema_problems(file, tool.get("outputSchema"), key="outputSchema")
         problems += _variable_problems(file, document)
         problems += _unknown_key_warnings(file, document)
     return problems

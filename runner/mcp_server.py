@@ -3,50 +3,112 @@
 `pocket serve SOURCE...` runs it on stdio (what MCP clients launch) or, with `--http`, as a streamable
 HTTP endpoint at `http://127.0.0.1:PORT/mcp`, bound to loopback unless another host is asked for.
 
-Every call answers with a result, never a protocol error, for what the agent did or what the tool did:
-a bad body, a failing tool and a tool needing authorization come back as `isError: true` results whose
-text says what happened; for authorization the text carries the URL to open, and `_meta` carries it as
-data too (`pocket/outcome`, `pocket/auth_url`). An unknown tool is the same kind of result.
+Tools are listed with their title, annotations (MCP's hints) and outputSchema. Every call of a known tool
+answers with a result, never a protocol error, for what the agent did or what the tool did: a bad body, a
+failing tool and a tool needing authorization come back as `isError: true` results whose text says what
+happened; for authorization the text carries the URL to open, and `_meta` carries it as data too
+(`pocket/outcome`, `pocket/auth_url`). A tool with an outputSchema answers with `structuredContent` checked
+against it; a result that breaks it is an error result saying where. An unknown tool is a protocol error
+(-32602, invalid params), as the specification says.
+
+A call whose request carries a progressToken gets progress notifications (runner.mcp_progress). A call whose
+client goes away (a closed session, a dropped request) is cancelled: a sandboxed tool's container is killed.
+Over HTTP every response is one JSON body, not an SSE stream (`JSON_RESPONSES`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import os
 import socket
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 try:
     import mcp_types as types
     from mcp.server import Server
+    from mcp.shared.exceptions import MCPError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
 from runner import __version__
 from runner.errors import PocketError
-from runner.invocation import Invocation
+from runner.function_tools import FunctionTool
+from runner.invocation import Invocation, Outcome
+from runner.mcp_cancel import CancelOnDisconnect
+from runner.mcp_progress import HEARTBEAT_SECONDS, ProgressRelay, reporting_progress
+from runner.structured import structured_result
 
 if TYPE_CHECKING:
-    from runner.pocket import Pocket
+    from runner.pocket import Pocket, Tool
 
-__all__ = ["build_server", "call_result", "listen", "mcp_tools", "serve", "serve_http", "serve_stdio"]
+__all__ = ["build_server", "call_result", "listen", "mcp_tool", "mcp_tools", "serve", "serve_http", "serve_stdio"]
 
 SERVER_NAME = "pocket-runner"
 DEFAULT_PORT = 8000
+# One JSON body per response over HTTP: the official Python client refuses an SSE event over 1 MiB, so a large
+# result would never arrive as an event. The price: nothing else travels with a call's response, so progress
+# takes the session's stream (handshake era only: a stateless request has none) and the server cannot send a
+# request back on it (elicitation); stdio keeps both. runner.mcp_cancel restores cancellation on disconnect.
+JSON_RESPONSES = True
+RESULT_SHOWN = 4096  # characters of a result shown in the error saying it breaks its outputSchema
+
+
+def mcp_tool(tool: Tool) -> types.Tool:
+    """One tool as MCP lists it: name, title, description, input and output schemas, annotations."""
+    from runner.specs import api_input_schema
+
+    spec = tool.tool
+    hints = spec.annotations.hints() if spec.annotations else {}
+    return types.Tool(
+        name=spec.name,
+        title=spec.title,
+        description=spec.description,
+        inputSchema=api_input_schema(spec.input_schema),
+        outputSchema=spec.output_schema,
+        annotations=types.ToolAnnotations.model_validate(hints) if hints else None,
+    )
 
 
 def mcp_tools(pocket: Pocket) -> list[types.Tool]:
-    """Every tool of `pocket` as MCP lists it: name, description, input schema."""
-    from runner.specs import api_input_schema
-
-    return [
-        types.Tool(name=name, description=tool.tool.description, inputSchema=api_input_schema(tool.tool.input_schema))
-        for name, tool in pocket.tools.items()
-    ]
+    """Every tool of `pocket` as MCP lists it."""
+    return [mcp_tool(tool) for tool in pocket.tools.values()]
 
 
-def call_result(invocation: Invocation) -> types.CallToolResult:
-    """An invocation as an MCP tool result: its text, `isError` unless it succeeded, the outcome in `_meta`."""
+def unknown_tool(pocket: Pocket, name: str) -> MCPError:
+    """The protocol error for a call of a tool this server does not have."""
+    known = ", ".join(sorted(pocket.tools)) or "none"
+    return MCPError(types.INVALID_PARAMS, f"unknown tool {name!r} (known: {known})")
+
+
+def _breaking_schema(invocation: Invocation, problems: tuple[str, ...]) -> Invocation:
+    """A successful invocation whose result breaks the tool's outputSchema, as the failure it is for a client."""
+    shown = invocation.text()
+    if len(shown) > RESULT_SHOWN:
+        shown = f"{shown[:RESULT_SHOWN]}... ({len(shown)} characters in all)"
+    error = f"the tool's result does not match its outputSchema: {'; '.join(problems)}\nthe result:\n{shown}"
+    return dataclasses.replace(invocation, outcome=Outcome.TOOL_FAILED, error=error, value=None)
+
+
+def checked_output(invocation: Invocation, tool: Tool | None) -> tuple[Invocation, dict[str, Any] | None]:
+    """The structured content of a successful call of a tool with an outputSchema; a result that breaks the schema
+    makes the invocation the failure it is for a client (and there is no structured content)."""
+    if tool is None or tool.tool.output_schema is None or not invocation.ok:
+        return invocation, None
+    wrapped = isinstance(tool, FunctionTool) and tool.output_wrapped
+    result = structured_result(tool.tool.output_schema, invocation.value, wrapped=wrapped)
+    if result.problems:
+        return _breaking_schema(invocation, result.problems), None
+    return invocation, result.content
+
+
+def call_result(invocation: Invocation, tool: Tool | None = None) -> types.CallToolResult:
+    """An invocation as an MCP tool result: its text, `isError` unless it succeeded, the outcome in `_meta`;
+    for a `tool` with an outputSchema, the result as `structuredContent` once it is checked against it."""
+    invocation, content = checked_output(invocation, tool)
+    structured = {"structuredContent": content} if content is not None else {}
     meta: dict[str, Any] = {"pocket/outcome": invocation.outcome.value}
     if invocation.auth_url:
         meta["pocket/auth_url"] = invocation.auth_url
@@ -57,24 +119,43 @@ def call_result(invocation: Invocation) -> types.CallToolResult:
         content=[types.TextContent(type="text", text=text)],
         isError=not invocation.ok,
         _meta=meta,
+        **structured,
     )
 
 
-def build_server(pocket: Pocket, *, user_id: str = "default", name: str = SERVER_NAME) -> Server[Any]:
-    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`, calling as `user_id`."""
+def build_server(
+    pocket: Pocket,
+    *,
+    user_id: str = "default",
+    name: str = SERVER_NAME,
+    progress_interval: float = HEARTBEAT_SECONDS,
+) -> Server[Any]:
+    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`, calling as `user_id`;
+    a call asking for progress hears from it every `progress_interval` seconds at least."""
     tools = mcp_tools(pocket)
+    relay = ProgressRelay()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        with pocket.progress.listening(relay):  # the sandbox's lines, for the calls in flight
+            yield {}
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tool = pocket.tools.get(params.name)
+        if tool is None:
+            raise unknown_tool(pocket, params.name)
         arguments = params.arguments if params.arguments is not None else {}
-        return call_result(await pocket.ainvoke(params.name, arguments, user_id=user_id))
+        call = pocket.ainvoke(params.name, arguments, user_id=user_id)
+        return call_result(await reporting_progress(ctx, tool, call, relay, progress_interval), tool)
 
     return Server(
         name,
         version=__version__,
         instructions="Tools run by pocket-runner: sandboxed containers and in-process functions.",
+        lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
@@ -91,7 +172,9 @@ async def serve_stdio(pocket: Pocket, *, user_id: str = "default") -> None:
 
 def http_app(pocket: Pocket, *, user_id: str = "default", host: str = "127.0.0.1") -> Any:
     """The streamable HTTP endpoint (a Starlette app, MCP at `/mcp`), with DNS-rebinding protection on loopback."""
-    return build_server(pocket, user_id=user_id).streamable_http_app(host=host)
+    app = build_server(pocket, user_id=user_id).streamable_http_app(host=host, json_response=JSON_RESPONSES)
+    app.add_middleware(CancelOnDisconnect)  # a call ends when its client goes away
+    return app
 
 
 def listen(host: str, port: int) -> socket.socket:

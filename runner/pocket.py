@@ -21,6 +21,7 @@ from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, 
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Cancellation, Invocation, Outcome, redact
 from runner.manifest import Manifest, load_manifest
+from runner.progress import ProgressLines
 from runner.schema import body_problems
 from runner.settings import Settings, load_settings
 
@@ -102,7 +103,7 @@ class Pocket:
         if isinstance(tools, str | Path | FunctionTool):
             raise TypeError("tools must be a list, e.g. Pocket(tools=[...])")
         self.settings = settings if settings is not None else load_settings()
-        self._progress = progress
+        self._progress = ProgressLines(progress)
         self._tools: dict[str, Tool] = {}
         self._variables: dict[str, dict[str, str]] = {}  # per tool, from ("source", {...}) entries
         for entry in tools:
@@ -145,6 +146,12 @@ class Pocket:
         Both have `.name`, `.tool` (the `ToolSpec`: name, description, input schema) and `.auth`.
         """
         return self._tools
+
+    @property
+    def progress(self) -> ProgressLines:
+        """What this Pocket says as it works (image builds, git fetches): `progress` given to it, and listeners
+        added with `pocket.progress.listening(callback)` (the MCP server's, turning lines into notifications)."""
+        return self._progress
 
     def prepare(self, *tool_names: str, user_id: str = "default", warm_workers: int = 0) -> None:
         """Build the images of sandboxed tools (all, or those named) and start their pools now, so the first

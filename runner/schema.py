@@ -92,23 +92,23 @@ def manifest_problems(file: str, document: Any) -> list[Problem]:
     return [Problem(file, pointer(e.absolute_path), _describe(e)) for e in errors]
 
 
-def input_schema_problems(file: str, schema: Any) -> list[Problem]:
-    """`tool.inputSchema` must itself be a valid JSON Schema (checked against its own dialect's metaschema)
-    whose every `$ref` resolves inside it (nothing is ever fetched)."""
+def input_schema_problems(file: str, schema: Any, key: str = "inputSchema") -> list[Problem]:
+    """`tool.inputSchema` (or `tool.outputSchema`, as `key`) must itself be a valid JSON Schema (checked against
+    its own dialect's metaschema) whose every `$ref` resolves inside it (nothing is ever fetched)."""
     if not isinstance(schema, dict):
         return []  # already reported by the manifest schema
     from jsonschema.validators import Draft202012Validator, validator_for
 
     cls = validator_for(schema, default=Draft202012Validator)
     problems = [
-        Problem(file, "/tool/inputSchema" + pointer(e.absolute_path), f"not a valid JSON Schema: {e.message}")
+        Problem(file, f"/tool/{key}" + pointer(e.absolute_path), f"not a valid JSON Schema: {e.message}")
         for e in sorted(cls(cls.META_SCHEMA).iter_errors(schema), key=lambda e: list(e.absolute_path))
     ]
     if problems:
         return problems
     dialect = cls.META_SCHEMA.get("$schema", "")
     found = _unresolvable_refs(schema, dialect) + _unsupported_patterns(schema) + _endless_refs(schema, dialect)
-    return [Problem(file, "/tool/inputSchema" + pointer(path), message) for path, message in found]
+    return [Problem(file, f"/tool/{key}" + pointer(path), message) for path, message in found]
 
 
 def _subschemas(node: dict[str, Any]) -> Iterator[tuple[list[Any], Any, bool]]:
@@ -352,30 +352,32 @@ def _body_validator(schema_json: str) -> Any:
     return cls(schema, registry=REGISTRY)
 
 
-def body_problems(input_schema: dict[str, Any], body: Any) -> list[str]:
-    """Every way `body` fails `input_schema`, each naming the field (as a JSON pointer)."""
+def body_problems(input_schema: dict[str, Any], body: Any, *, what: str = "body") -> list[str]:
+    """Every way `body` fails `input_schema`, each naming the field (as a JSON pointer). `what` names the value
+    in messages: a call's body, or a tool's `result` checked against its outputSchema."""
     if not isinstance(body, dict):
-        return [f"the body must be a JSON object, got {_json_kind(body)}"]
+        return [f"the {what} must be a JSON object, got {_json_kind(body)}"]
     try:
         json.dumps(body, allow_nan=False)
     except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
-        return [f"the body is not JSON data: {exc}"]
+        return [f"the {what} is not JSON data: {exc}"]
     except RecursionError:
-        return ["the body is nested too deeply"]
+        return [f"the {what} is nested too deeply"]
     from referencing.exceptions import Unresolvable
 
+    schema_name = "inputSchema" if what == "body" else "outputSchema"
     validator = _body_validator(json.dumps(input_schema, sort_keys=True))
     try:
         errors = sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
     except Unresolvable as exc:  # a manifest's load refuses these; a schema built in code may still hold one
-        return [f"the tool's inputSchema cannot check it: its $ref {exc.ref!r} points to nothing"]
+        return [f"the tool's {schema_name} cannot check it: its $ref {exc.ref!r} points to nothing"]
     except RecursionError:  # a recursive schema walking a body just under json's own depth limit
-        return ["the body is nested too deeply"]
+        return [f"the {what} is nested too deeply"]
     except UnsupportedPattern as exc:  # likewise refused at load, but possible in a schema built in code
-        return [f"the tool's inputSchema cannot check it: its {exc}"]
+        return [f"the tool's {schema_name} cannot check it: its {exc}"]
     problems = []
     for error in errors:
-        field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else "body"
+        field = "/" + "/".join(map(str, error.absolute_path)) if error.absolute_path else what
         message = error.message  # quotes the value: a 1 MB string must not make a 1 MB error
         if len(message) > MESSAGE_MAX:
             message = f"{message[:MESSAGE_MAX]}... ({len(message)} characters in all)"

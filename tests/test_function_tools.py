@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from runner.errors import SourceError
 from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Outcome
+from runner.manifest import ToolAnnotations
 from runner.pocket import Pocket
 from runner.schema import body_problems
 from runner.settings import SandboxSettings
@@ -464,3 +465,88 @@ def test_only_values_made_from_a_secret_are_redacted(tmp_path):
             "country": "Canada", "user": "ada", "password": "[redacted]", "basic": "[redacted]"
         }  # fmt: skip
         assert asyncio.run(pocket.ainvoke("aprofile", {})).value == "ada in Canada, [redacted]"
+
+
+class Forecast(BaseModel):
+    place: Place
+    celsius: float
+
+
+def test_the_output_schema_comes_from_the_return_annotation():
+    @function_tool
+    def forecast(city: str) -> Forecast:
+        """Weather."""
+        return Forecast(place=Place(city=city), celsius=21.5)
+
+    @function_tool
+    def maybe(city: str) -> Forecast | None:
+        """Weather, if known."""
+        return None
+
+    schema = forecast.tool.output_schema
+    assert (schema["type"], schema["required"], forecast.output_wrapped) == ("object", ["place", "celsius"], False)
+    assert schema["properties"]["place"] == {"$ref": "#/$defs/Place"}
+    assert "title" not in schema and "title" not in schema["$defs"]["Place"]  # as in input schemas
+    wrapped = maybe.tool.output_schema  # not an object: wrapped, its definitions kept at the root
+    assert maybe.output_wrapped and wrapped["required"] == ["result"] and "Place" in wrapped["$defs"]
+    assert wrapped["properties"]["result"] == {"anyOf": [{"$ref": "#/$defs/Forecast"}, {"type": "null"}]}
+    assert add.tool.output_schema == {
+        "type": "object",
+        "properties": {"result": {"type": "integer"}},
+        "required": ["result"],
+    }
+    assert post_message.tool.output_schema == {"type": "object", "additionalProperties": True}
+
+
+class Opaque:
+    """Not a type pydantic can describe."""
+
+
+def test_no_output_schema_without_a_describable_return_annotation():
+    def untyped(a: int):
+        return a
+
+    def returns_none(a: int) -> None:
+        return None
+
+    def returns_any(a: int) -> Any:
+        return a
+
+    def returns_opaque(a: int) -> Opaque:
+        return Opaque()
+
+    for func in (untyped, returns_none, returns_any, returns_opaque):
+        assert function_tool(func).tool.output_schema is None, func.__name__
+
+
+def test_title_and_annotations_are_declared_on_the_decorator():
+    @function_tool(title="Look up a place", annotations={"readOnlyHint": True, "openWorldHint": False})
+    def lookup(city: str) -> Place:
+        """Look up a place."""
+        return Place(city=city)
+
+    assert lookup.tool.title == "Look up a place"
+    assert lookup.tool.annotations.hints() == {"readOnlyHint": True, "openWorldHint": False}
+    assert add.tool.title is None and add.tool.annotations is None
+    hints = ToolAnnotations(destructive=False, idempotent=True)  # or the model, by field name
+    assert function_tool(annotations=hints)(lookup.func).tool.annotations is hints
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"readonlyHint": True}, "bad annotations (readonlyHint: Extra inputs are not permitted)"),
+        ({"readOnlyHint": "maybe"}, "bad annotations (readOnlyHint: Input should be a valid boolean"),
+        (["readOnlyHint"], "annotations must be a mapping"),
+    ],
+)
+def test_bad_annotations_are_refused_when_decorating(annotations, expected):
+    with pytest.raises(TypeError) as info:
+
+        @function_tool(annotations=annotations)
+        def tool() -> None:
+            """Nothing."""
+
+    assert expected in str(info.value) and "test_function_tools" in str(info.value)
+    if "bad annotations" in expected:
+        assert "MCP's hints are readOnlyHint, destructiveHint, idempotentHint, openWorldHint" in str(info.value)

@@ -49,6 +49,28 @@ def test_tools_carry_the_pockets_specs(pocket):
     assert convert_to_openai_tool(tools[0]) == pocket.tool_specs("openai")[0]
 
 
+def test_title_annotations_and_output_schema_are_in_the_metadata(tmp_path):
+    @function_tool(title="Add", annotations={"readOnlyHint": True})
+    def titled_add(a: int) -> int:
+        """Add one."""
+        return a + 1
+
+    with Pocket([titled_add, shout], settings=settings(tmp_path)) as pocket:
+        titled, plain = langchain_tools(pocket)
+    assert titled.metadata == {
+        "pocket_tool": "titled_add",
+        "auth_provider": None,
+        "title": "Add",
+        "annotations": {"readOnlyHint": True},
+        "output_schema": titled_add.tool.output_schema,
+    }
+    assert plain.metadata == {
+        "pocket_tool": "shout",
+        "auth_provider": None,
+        "output_schema": {"type": "object", "properties": {"result": {"type": "string"}}, "required": ["result"]},
+    }
+
+
 def test_tool_calls_give_tool_messages(pocket):
     tool = langchain_tool(pocket, "add")
     message = tool.invoke({"name": "add", "args": {"a": 2, "b": 5}, "id": "call_1", "type": "tool_call"})

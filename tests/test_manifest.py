@@ -107,15 +107,15 @@ def test_unsafe_tool_names_are_refused(tmp_path, name):
 
 
 def test_unknown_keys_are_warnings_and_errors_when_strict(tmp_path):
-    folder = write(tmp_path, {**VALID, "runtime": "python", "tool": {**VALID["tool"], "title": "Echo"}})
+    folder = write(tmp_path, {**VALID, "runtime": "python", "tool": {**VALID["tool"], "icon": "echo.png"}})
     manifest = load_manifest(folder)
     assert [str(w) for w in manifest.warnings] == [
         f"{folder / 'pocket.json'}: /runtime: warning: unknown key 'runtime' is ignored",
-        f"{folder / 'pocket.json'}: /tool/title: warning: unknown key 'title' is ignored",
+        f"{folder / 'pocket.json'}: /tool/icon: warning: unknown key 'icon' is ignored",
     ]
     assert problems_of(folder, strict=True) == [
         f"{folder / 'pocket.json'}: /runtime: error: unknown key 'runtime' (not allowed with --strict)",
-        f"{folder / 'pocket.json'}: /tool/title: error: unknown key 'title' (not allowed with --strict)",
+        f"{folder / 'pocket.json'}: /tool/icon: error: unknown key 'icon' (not allowed with --strict)",
     ]
 
 
@@ -255,3 +255,51 @@ def test_a_recursive_schema_that_goes_into_the_body_loads(tmp_path):
         "$defs": {"node": {"allOf": [{"$ref": "#"}]}},
     }
     assert load_manifest(write(tmp_path, with_input_schema(schema))).name == "echo"
+
+
+def test_title_annotations_and_output_schema_load(tmp_path):
+    output = {"type": "object", "properties": {"echoed": {"type": "string"}}, "required": ["echoed"]}
+    tool = {**VALID["tool"], "title": "Echo", "outputSchema": output}
+    tool["annotations"] = {"readOnlyHint": True, "openWorldHint": False}
+    manifest = load_manifest(write(tmp_path, {**VALID, "tool": tool}), strict=True)
+    assert (manifest.tool.title, manifest.tool.output_schema) == ("Echo", output)
+    assert manifest.tool.annotations.read_only is True and manifest.tool.annotations.destructive is None
+    assert manifest.tool.annotations.hints() == {"readOnlyHint": True, "openWorldHint": False}  # only those said
+
+
+def test_a_manifest_without_them_has_none(tmp_path):
+    manifest = load_manifest(write(tmp_path, VALID), strict=True)
+    assert (manifest.tool.title, manifest.tool.annotations, manifest.tool.output_schema) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"readonlyHint": True}, "/tool/annotations: error: unknown key(s) ('readonlyHint' was unexpected)"),
+        ({"readOnlyHint": "yes"}, "/tool/annotations/readOnlyHint: error: 'yes' is not of type 'boolean'"),
+        ([], "/tool/annotations: error: [] is not of type 'object'"),
+    ],
+)
+def test_a_misspelt_or_mistyped_hint_is_an_error(tmp_path, annotations, expected):
+    problems = problems_of(write(tmp_path, {**VALID, "tool": {**VALID["tool"], "annotations": annotations}}))
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    ("output_schema", "expected"),
+    [
+        ({"type": "array"}, "/tool/outputSchema/type: error: 'object' was expected"),
+        ({"properties": {}}, "/tool/outputSchema: error: 'type' is a required property"),
+        (
+            {"type": "object", "properties": {"n": {"type": "integr"}}},
+            "/tool/outputSchema/properties/n/type: error: not a valid JSON Schema",
+        ),
+        (
+            {"type": "object", "properties": {"n": {"$ref": "#/$defs/missing"}}},
+            "/tool/outputSchema/properties/n/$ref: error:",
+        ),
+    ],
+)
+def test_output_schema_must_be_a_json_schema_for_an_object(tmp_path, output_schema, expected):
+    problems = problems_of(write(tmp_path, {**VALID, "tool": {**VALID["tool"], "outputSchema": output_schema}}))
+    assert len(problems) == 1 and expected in problems[0], problems

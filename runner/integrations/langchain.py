@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from runner.invocation import Invocation  # at run time: LangGraph resolves the tool functions' type hints
 
 if TYPE_CHECKING:
-    from runner.pocket import Pocket
+    from runner.pocket import Pocket, Tool
 
 __all__ = ["langchain_tool", "langchain_tools"]
 
@@ -66,8 +66,22 @@ def langchain_tool(
         coroutine=arun,
         response_format="content_and_artifact",
         handle_tool_error=_report_error,
-        metadata={"pocket_tool": name, "auth_provider": tool.auth.provider if tool.auth else None},
+        metadata=_metadata(name, tool),
     )
+
+
+def _metadata(name: str, tool: Tool) -> dict[str, Any]:
+    """What LangChain has no field for, where a host can read it: the auth provider, and what MCP lists beside
+    the schema (the title, the annotations under MCP's names, the outputSchema) when the tool declares it."""
+    spec = tool.tool
+    metadata: dict[str, Any] = {"pocket_tool": name, "auth_provider": tool.auth.provider if tool.auth else None}
+    if spec.title is not None:
+        metadata["title"] = spec.title
+    if spec.annotations is not None and spec.annotations.hints():
+        metadata["annotations"] = spec.annotations.hints()
+    if spec.output_schema is not None:
+        metadata["output_schema"] = spec.output_schema
+    return metadata
 
 
 def langchain_tools(
