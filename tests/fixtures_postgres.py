@@ -7,10 +7,12 @@ package creates (or nobody). Each server is stopped by the pid of the process th
 
 - `postgres_server`: one server for the session. `postgres_url`: a database of the test's own on it.
 - `own_postgres`: a server of the test's own, which it may stop and start again (a database going away).
+- `store_backend`: the credential store tests run once on SQLite and once on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import pwd
 import shutil
@@ -19,13 +21,16 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from pydantic import SecretStr
 
+from runner.auth.store import CredentialStore
 from tests.helpers import free_port
 
 USER = "pocket"
@@ -174,3 +179,51 @@ def own_postgres() -> Iterator[Callable[[], PostgresServer]]:
     yield start
     for server in started:
         server.close()
+
+
+KEY = SecretStr(base64.b64encode(bytes(range(32))).decode())  # a fixed encryption key (PostgreSQL requires one)
+
+
+@dataclass
+class StoreBackend:
+    """Where a test's credential store keeps its rows: an SQLite file in `data_dir` (its key in a key file) or
+    a PostgreSQL database of the test's own (`url`, with the key in settings, as that requires)."""
+
+    name: str
+    data_dir: Path
+    url: str | None = None
+
+    def open(self, key: SecretStr | None = None) -> CredentialStore:
+        if self.url is None:
+            return CredentialStore(self.data_dir, key)
+        return CredentialStore(self.data_dir, key or KEY, database_url=SecretStr(self.url))
+
+    def argv(self) -> list[str]:
+        """How a child process opens the same store: `StoreBackend.from_argv(sys.argv[1:4])`."""
+        return [self.name, str(self.data_dir), self.url or ""]
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> StoreBackend:
+        return cls(argv[0], Path(argv[1]), argv[2] or None)
+
+    def settings(self) -> dict[str, Any]:
+        """The [credentials] entries that select this backend."""
+        return {} if self.url is None else {"database_url": self.url, "encryption_key": KEY.get_secret_value()}
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows as stored, read (or written) behind the store's back, through a Database of the tests' own."""
+        database = self.open().database
+        try:
+            with database.transaction() as session:
+                cursor = session.execute(sql, params)
+                return cursor.fetchall() if sql.lstrip().upper().startswith("SELECT") else []
+        finally:
+            database.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreBackend:
+    """Each test using it runs against both: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        return StoreBackend("sqlite", tmp_path)
+    return StoreBackend("postgresql", tmp_path, request.getfixturevalue("postgres_url"))
