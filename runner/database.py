@@ -325,15 +325,12 @@ class PostgresDatabase(Database):
         raw = url.get_secret_value()
         self._redact = Redactor.of(_passwords(raw))
         problem = postgres_url_problem(raw)
+        if problem is not None:
+            raise DatabaseError(f"credentials.database_url (or POCKET_CREDENTIALS__DATABASE_URL) {problem}")
         try:
-            if problem is not None:
-                raise ValueError(problem)
             params = conninfo_to_dict(raw)
-        except (ValueError, psycopg.Error) as exc:
-            raise DatabaseError(
-                f"credentials.database_url (or POCKET_CREDENTIALS__DATABASE_URL) is not a usable PostgreSQL URL: "
-                f"{self._redact(str(exc))}"
-            ) from None
+        except psycopg.Error as exc:
+            raise self._invalid(exc) from None
         self._options: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             self._options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
@@ -377,19 +374,36 @@ class PostgresDatabase(Database):
         query = sql.replace("%", "%%").replace("?", "%s")
         try:
             return connection.inner.execute(query, params)
-        except self._psycopg.OperationalError:
+        except self._psycopg.OperationalError as exc:
             if not (connection.reused and connection.inner.broken):
                 raise
+            lost = exc
         # A kept connection the server closed meanwhile (restarted, or idle too long): this was its first
-        # statement, so nothing was done yet; the same statement on a new connection.
+        # statement, so nothing was done yet; the same statement on a new connection, if the server answers.
         connection.inner.close()
-        connection.inner, connection.reused = self._connect(), False
+        try:
+            fresh = self._connect()
+        except DatabaseError:
+            raise self.failed(lost, connection) from None
+        connection.inner, connection.reused = fresh, False
         return connection.inner.execute(query, params)
 
     def _is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, self._psycopg.Error)
 
+    def _invalid(self, exc: BaseException) -> DatabaseError:
+        """A URL libpq cannot parse. Its message quotes the part it choked on, which may be a piece of the
+        password (a malformed URL has no reliable password to redact): quotes are left out."""
+        reason = re.sub(r'"[^"]*"', "...", " ".join(self._redact(str(exc)).split()))
+        return DatabaseError(
+            f"credentials.database_url (or POCKET_CREDENTIALS__DATABASE_URL) is not a valid PostgreSQL URL ({reason}):"
+            " write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with characters such as @ / : % in the user"
+            " name or password percent-encoded (@ as %40)"
+        )
+
     def _unreachable(self, exc: BaseException) -> DatabaseError:
+        if isinstance(exc, self._psycopg.ProgrammingError) or "for connection option" in str(exc):
+            return self._invalid(exc)  # a value libpq refuses: a port that is no number...
         reason = " ".join(self._redact(str(exc)).split())
         if "password authentication failed" in reason or "no password supplied" in reason:
             what = "the server refused the user name or password"
