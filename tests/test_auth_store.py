@@ -4,8 +4,8 @@ that is not about the SQLite file itself runs on both backends (`store_backend`:
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -207,13 +207,8 @@ print("claimed" if store.claim_request("the-state") is not None else "refused", 
 def test_a_shared_request_is_claimed_once_by_processes_racing_for_it(store_backend: StoreBackend):
     store = store_backend.open()
     store.put_request("the-state", "alice", "slack", b'{"verifier": "v"}', time.time() + 600)
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CLAIMER, *store_backend.argv()],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
-        )  # fmt: skip
-        for _ in range(4)
-    ]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "cwd": REPO}
+    children = [subprocess.Popen([sys.executable, "-c", _CLAIMER, *store_backend.argv()], **pipes) for _ in range(4)]
     for child in children:
         assert child.stdout.readline().strip() == "ready"
     for child in children:  # all at once

@@ -73,7 +73,7 @@ def write_files(folder: Path, url: str, *, issuer: str = "", callback_port: int 
 
 
 def test_a_shared_database_needs_the_encryption_key(tmp_path, postgres_url):
-    with pytest.raises(SettingsError, match="set credentials.encryption_key too") as caught:
+    with pytest.raises(SettingsError, match=r"set credentials\.encryption_key too") as caught:
         CredentialStore(tmp_path, database_url=SecretStr(postgres_url))
     assert_no_password(str(caught.value))
     assert not (tmp_path / "credentials").exists()  # no key file made on the side
@@ -314,8 +314,9 @@ def test_a_consent_opened_on_one_replica_is_completed_by_the_callback_landing_on
     reaches whichever the balancer picks: here the one that did not open the request."""
     public = f"http://127.0.0.1:{callback_port}"
     ports = {name: free_port() for name in ("a", "b")}
+    issuer = slow_server.issuer
     opener, other = (
-        replicas(write_files(tmp_path / name, postgres_url, issuer=slow_server.issuer, callback_port=port, public=public))
+        replicas(write_files(tmp_path / name, postgres_url, issuer=issuer, callback_port=port, public=public))
         for name, port in ports.items()
     )
     url = opener.ask("url")
