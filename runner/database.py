@@ -8,9 +8,10 @@ and whatever is kept beside it. Open one with `open_database`; what it offers is
   ends and rolls back when it raises. SQLite's is `BEGIN IMMEDIATE` (one writer at a time); PostgreSQL's is
   READ COMMITTED, so a read-then-write must be one statement: `INSERT ... ON CONFLICT`, or a conditional
   `UPDATE` whose `rowcount` says whether it won.
-- `create(*statements)`: the schema (`CREATE TABLE IF NOT EXISTS ...`), run once however many processes or
-  machines start at once. Column types both accept: TEXT, INTEGER, DOUBLE PRECISION (never REAL: PostgreSQL's
-  is 4 bytes, too coarse for epoch seconds) and `database.blob` for bytes (BLOB / BYTEA).
+- `create({table: statements})`: the tables missing, made once however many processes or machines start at
+  once; a database user without the CREATE privilege works once they exist. Column types both accept: TEXT,
+  INTEGER, DOUBLE PRECISION (never REAL: PostgreSQL's is 4 bytes, too coarse for epoch seconds) and
+  `database.blob` for bytes (BLOB / BYTEA); `database.dialect` tells them apart where SQL must differ.
 - `lock(name)`: exclusive per name across the threads of this process and across processes, re-entrant in a
   thread. SQLite: a file lock beside the database file. PostgreSQL: an advisory lock, so it holds across
   machines, and one whose holder dies (its connection gone) is released by the server.
@@ -22,13 +23,14 @@ and whatever is kept beside it. Open one with `open_database`; what it offers is
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -72,11 +74,7 @@ class Session:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         try:
             return self._database._execute(self.connection, sql, tuple(params))
-        except DatabaseError:
-            raise
-        except Exception as exc:
-            if not self._database._is_driver_error(exc):
-                raise
+        except self._database.driver_errors as exc:
             raise self._database.failed(exc, self.connection) from None
 
 
@@ -89,11 +87,18 @@ class _NamedLock:
         self.depth = 0
 
 
+class Dialect(enum.StrEnum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
 class Database(ABC):
     """Rows in SQLite or PostgreSQL behind one interface (see the module docstring)."""
 
+    dialect: Dialect
     blob: str  # the column type of bytes
-    dialect: str  # "sqlite" or "postgresql"
+    begin = "BEGIN"  # how a write transaction starts
+    driver_errors: tuple[type[Exception], ...]  # what the driver raises, turned into DatabaseError by `failed`
 
     def __init__(self, label: str):
         self.label = label  # what the rows are, for messages: "credentials"
@@ -117,9 +122,6 @@ class Database(ABC):
     def _execute(self, connection: Any, sql: str, params: tuple[Any, ...]) -> Rows: ...
 
     @abstractmethod
-    def _is_driver_error(self, exc: BaseException) -> bool: ...
-
-    @abstractmethod
     def failed(self, exc: BaseException, connection: Any = None) -> DatabaseError:
         """The DatabaseError a person reads for a driver's error."""
 
@@ -127,7 +129,9 @@ class Database(ABC):
     def _exclusive(self, name: str) -> Any:
         """A context manager holding the cross-process lock `name`."""
 
-    begin = "BEGIN"
+    @abstractmethod
+    def _rollback(self, session: Session) -> None:
+        """Roll back the transaction a block raised in, unless the connection has already (or is gone)."""
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -140,10 +144,6 @@ class Database(ABC):
             raise
         finally:
             self._release(connection, healthy)
-
-    @abstractmethod
-    def _rollback(self, session: Session) -> None:
-        """Roll back the transaction a block raised in, unless the connection has already (or is gone)."""
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -163,12 +163,22 @@ class Database(ABC):
                 raise
             session.execute("COMMIT")
 
-    def create(self, *statements: str) -> None:
-        """Create the schema (idempotent statements), serialised across processes and machines."""
+    def create(self, tables: Mapping[str, Sequence[str]]) -> None:
+        """Create the tables missing: table name -> the statements that make it (CREATE TABLE, CREATE INDEX).
+        Serialised across processes and machines; tables already there need no CREATE privilege."""
+        with self.read() as session:
+            missing = [name for name in tables if not self._exists(session, name)]
+        if not missing:
+            return
         with self.transaction() as session:
             self._serialise_schema(session)
-            for statement in statements:
-                session.execute(statement)
+            for name in missing:
+                if not self._exists(session, name):
+                    for statement in tables[name]:
+                        session.execute(statement)
+
+    @abstractmethod
+    def _exists(self, session: Session, table: str) -> bool: ...
 
     def _serialise_schema(self, session: Session) -> None:
         return None
@@ -205,9 +215,10 @@ class SQLiteDatabase(Database):
     """A file, private to this user (0600), in WAL mode: several processes of one machine use it at once, and
     an interrupted write leaves the previous rows intact. Locks are files in `locks/` beside it."""
 
+    dialect = Dialect.SQLITE
     blob = "BLOB"
-    dialect = "sqlite"
     begin = "BEGIN IMMEDIATE"
+    driver_errors = (sqlite3.Error,)
 
     def __init__(self, path: Path, *, label: str, recovery: str = "start again"):
         super().__init__(label)
@@ -234,9 +245,6 @@ class SQLiteDatabase(Database):
     def _execute(self, connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Rows:
         return connection.execute(sql, params)
 
-    def _is_driver_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.Error)
-
     def _rollback(self, session: Session) -> None:
         if session.connection.in_transaction:  # SQLite rolls back by itself on some errors
             session.execute("ROLLBACK")
@@ -259,11 +267,17 @@ class SQLiteDatabase(Database):
             f"too, if any) and {self._recovery}; restore it from a backup instead to keep what it held"
         )
 
-    def create(self, *statements: str) -> None:
+    def create(self, tables: Mapping[str, Sequence[str]]) -> None:
         with self.read() as session:
             session.execute("PRAGMA journal_mode=WAL")  # kept by the file; outside any transaction
-        super().create(*statements)
+        super().create(tables)
         os.chmod(self.path, 0o600)
+
+    def _exists(self, session: Session, table: str) -> bool:
+        return (
+            session.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+            is not None
+        )
 
     @contextmanager
     def _exclusive(self, name: str) -> Iterator[None]:
@@ -312,8 +326,8 @@ class PostgresDatabase(Database):
     """A PostgreSQL server, shared by every runner replica given the same URL. Connections are opened on
     demand and a few kept between operations; one found dead when reused (a restarted server) is replaced."""
 
+    dialect = Dialect.POSTGRESQL
     blob = "BYTEA"
-    dialect = "postgresql"
 
     def __init__(self, url: SecretStr, *, label: str):
         super().__init__(label)
@@ -321,6 +335,7 @@ class PostgresDatabase(Database):
         from psycopg.conninfo import conninfo_to_dict
 
         self._psycopg = psycopg
+        self.driver_errors = (psycopg.Error,)
         self._url = url
         raw = url.get_secret_value()
         self._redact = Redactor.of(_passwords(raw))
@@ -388,9 +403,6 @@ class PostgresDatabase(Database):
         connection.inner, connection.reused = fresh, False
         return connection.inner.execute(query, params)
 
-    def _is_driver_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._psycopg.Error)
-
     def _invalid(self, exc: BaseException) -> DatabaseError:
         """A URL libpq cannot parse. Its message quotes the part it choked on, which may be a piece of the
         password (a malformed URL has no reliable password to redact): quotes are left out."""
@@ -434,6 +446,9 @@ class PostgresDatabase(Database):
                 "complete, and what was stored before is kept; try again once the server is back"
             )
         return DatabaseError(f"the {self.label} database {self.where} refused an operation: {reason}")
+
+    def _exists(self, session: Session, table: str) -> bool:
+        return session.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
 
     def _serialise_schema(self, session: Session) -> None:
         # Two `CREATE TABLE IF NOT EXISTS` at once can both try to create the table: one waits for the other.

@@ -119,6 +119,26 @@ def test_connection_problems_are_named_clearly_and_never_show_the_password(
     assert_no_password(ran.stdout, ran.stderr)
 
 
+def test_a_runner_user_without_create_privilege_uses_the_tables_once_they_exist(tmp_path, postgres_server):
+    """Least privilege: the tables made once by their owner, the runners' user may only read and write rows."""
+    first, empty = postgres_server.create_database(), postgres_server.create_database()
+    CredentialStore(tmp_path / "owner", KEY, database_url=SecretStr(first))  # the owner makes the tables
+    database, role = urlsplit(first).path.lstrip("/"), f"runner_{os.getpid()}"
+    with postgres_server.admin(database) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'runner-pw-123456'")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON credentials, requests TO {role}")
+    as_runner = f"postgresql://{role}:runner-pw-123456@127.0.0.1:{postgres_server.port}"
+    store = CredentialStore(tmp_path / "runner", KEY, database_url=SecretStr(f"{as_runner}/{database}"))
+    store.put(Credential("alice", "serpapi", "token", {"token": SecretStr("serp-alice-123456")}))
+    assert store.get("alice", "serpapi").value("token") == "serp-alice-123456"
+    store.put_request("s", "alice", "serpapi", b"{}", time.time() + 60)
+    assert store.claim_request("s") == b"{}"
+    with pytest.raises(DatabaseError) as caught:  # where nobody made them, it cannot: said, with the reason
+        CredentialStore(tmp_path / "runner", KEY, database_url=SecretStr(f"{as_runner}/{urlsplit(empty).path[1:]}"))
+    assert "refused an operation: permission denied for schema public" in str(caught.value)
+    assert "runner-pw-123456" not in str(caught.value)
+
+
 # -- a database that goes away mid-call ------------------------------------------------------------------
 
 

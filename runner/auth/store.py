@@ -14,6 +14,7 @@
   used (a damaged file, a server refusing the connection or gone mid-operation) is a DatabaseError naming it
   (never the URL's password) and what to do. A key that decrypts none of the other stored rows (a changed
   `encryption_key` or key file) writes nothing: rows under two keys would lose one set for good.
+- `database` (public) is the seam for what else is kept beside the credentials, in the same database.
 - `lock(user, provider)` serialises refreshes across threads, processes and, with PostgreSQL, machines
   (`Database.lock`: a file lock, or an advisory lock).
 - Authorization requests in progress are shared by every process using the database (table `requests`), so
@@ -206,13 +207,19 @@ class CredentialStore:
         )
         self._guard = threading.Lock()
         self._key_checked = False  # the key decrypts the rows already stored (see require_key)
+        blob = self.database.blob
         self.database.create(
-            "CREATE TABLE IF NOT EXISTS credentials ("
-            f" user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed {self.database.blob} NOT NULL,"
-            " updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (user_id, provider))",
-            "CREATE TABLE IF NOT EXISTS requests ("
-            f" key TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed {self.database.blob} NOT"
-            " NULL, expires_at DOUBLE PRECISION NOT NULL, claimed INTEGER NOT NULL DEFAULT 0, outcome TEXT)",
+            {
+                "credentials": [
+                    f"CREATE TABLE IF NOT EXISTS credentials (user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed"
+                    f" {blob} NOT NULL, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (user_id, provider))"
+                ],
+                "requests": [
+                    f"CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT"
+                    f" NOT NULL, sealed {blob} NOT NULL, expires_at DOUBLE PRECISION NOT NULL, claimed INTEGER NOT"
+                    " NULL DEFAULT 0, outcome TEXT)"
+                ],
+            }
         )
         self._key_file = self._dir / KEY_FILE
         self._aead: AESGCM | None = None
