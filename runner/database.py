@@ -343,9 +343,11 @@ class PostgresDatabase(Database):
         if problem is not None:
             raise DatabaseError(f"credentials.database_url (or POCKET_CREDENTIALS__DATABASE_URL) {problem}")
         try:
-            params = conninfo_to_dict(raw)
+            params, invalid = conninfo_to_dict(raw), None
         except psycopg.Error as exc:
-            raise self._invalid(exc) from None
+            params, invalid = {}, self._invalid(exc)
+        if invalid is not None:  # raised out here: the driver's error (quoting the URL) is not its __context__
+            raise invalid
         self._options: dict[str, Any] = {"autocommit": True}
         if "connect_timeout" not in params:
             self._options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from pydantic import SecretStr
 
+from runner import database
 from runner.auth.store import Credential, CredentialStore
-from runner.errors import SettingsError
+from runner.errors import DatabaseError, SettingsError
 from tests.fixtures_postgres import PASSWORD, StoreBackend
 from tests.helpers import REPO
 
@@ -192,6 +193,23 @@ def test_a_lock_holder_that_dies_releases_the_lock(store_backend: StoreBackend):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_lock_held_too_long_elsewhere_fails_saying_so(store_backend: StoreBackend, monkeypatch):
+    monkeypatch.setattr(database, "LOCK_TIMEOUT_SECONDS", 1.0)  # instead of 120 s
+    store = store_backend.open()
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "cwd": REPO}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, *store_backend.argv()], **pipes)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseError, match=r"waited 1 s for .*; try again, and look for a .* that hangs"):
+            with store.lock("alice", "slack"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.lock("alice", "slack"):  # free again
+        pass
 
 
 _CLAIMER = """

@@ -117,6 +117,12 @@ def test_connection_problems_are_named_clearly_and_never_show_the_password(
         assert f"postgresql://{USER}@127.0.0.1:" in ran.stderr  # where it tried, without the password
         assert "Check credentials.database_url" in ran.stderr
     assert_no_password(ran.stdout, ran.stderr)
+    with pytest.raises(DatabaseError) as caught:  # nor in what the error holds on to (an error tracker shows it)
+        CredentialStore(tmp_path, KEY, database_url=SecretStr(url))
+    error: BaseException | None = caught.value
+    while error is not None:
+        assert_no_password(str(error), repr(error))
+        error = error.__cause__ or error.__context__
 
 
 def test_a_runner_user_without_create_privilege_uses_the_tables_once_they_exist(tmp_path, postgres_server):
