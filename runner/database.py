@@ -303,8 +303,8 @@ def postgres_url_problem(url: str) -> str | None:
     """Why `url` is not a PostgreSQL URL, or None. Never quotes the URL (it may carry a password)."""
     if urlsplit(url).scheme.lower() not in POSTGRES_SCHEMES:
         return (
-            "must be a postgresql:// URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE); leave it unset to keep "
-            "the credentials in the SQLite file in data_dir"
+            "must be a postgresql:// URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE); leave it unset for the "
+            "SQLite file in data_dir"
         )
     return None
 
