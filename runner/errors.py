@@ -7,7 +7,8 @@ They never contain a token or a secret.
     ├── ManifestError                a pocket.json that is missing or invalid (every problem at once)
     ├── SourceError                  a tool folder or repository that cannot be found or fetched
     ├── SettingsError                settings.toml, .secrets.toml or a POCKET_ variable
-    │   └── UnreadableCredential     a stored credential that cannot be decrypted
+    │   ├── UnreadableCredential     a stored credential that cannot be decrypted
+    │   └── DatabaseError            the store's database cannot be used: damaged, unreachable, refused
     ├── OAuthError                   an authorization server said no
     ├── AuthRequiredError            exit 3: the user must grant access first (carries the URL)
     ├── AuthUnavailableError         exit 1: a credential expired and cannot be refreshed now
@@ -105,6 +106,12 @@ class AuthUnavailableError(PocketError):
 class UnreadableCredential(SettingsError):
     """A stored row that cannot be decrypted: its key file is gone, the key changed, or the row was tampered
     with. `pocket auth status` reports it, `logout` forgets it, and a new authorization replaces it."""
+
+
+class DatabaseError(SettingsError):
+    """The database the credentials are kept in cannot be used: an SQLite file damaged or locked, a PostgreSQL
+    server that refuses the connection (or its password) or went away mid-operation. Says where (never the
+    password) and what to do; what was committed before is kept."""
 
 
 class OAuthError(PocketError):

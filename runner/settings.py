@@ -150,17 +150,36 @@ class ProviderSettings(BaseModel):
 class CredentialSettings(_Section):
     """How the runner obtains and keeps credentials: `[credentials]` (providers themselves are `[auth.NAME]`)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # secrets in its values
+
     callback_host: str = "127.0.0.1"  # the loopback callback server binds here
     callback_port: int = Field(default=8400, ge=0, le=65535)  # 0: any free port (redirect URIs then vary)
     public_base_url: str | None = None  # e.g. https://agent.example.com when a proxy forwards to the callback
     refresh_margin_seconds: float = Field(default=300.0, ge=0)  # refresh this long before expiry
     encryption_key: SecretStr | None = None  # base64 of 32 bytes; default: a generated key file in data_dir
+    # postgresql://USER:PASSWORD@HOST:PORT/DATABASE: the store shared by every runner replica given the same URL
+    # (and encryption_key). Unset: an SQLite file in data_dir. A secret (it may carry the password).
+    database_url: SecretStr | None = None
     authorization_timeout_seconds: float = Field(default=600.0, gt=0)  # how long a pending authorization lives
     # Each request to an authorization server (token, refresh, revocation, device, discovery) gives up after this.
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     # Headless machines: OAuth providers offering the device grant are authorized with a code the person
     # enters on any device (a phone), instead of a redirect to this machine's callback server.
     device_flow: bool = False
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value: Any) -> Any:
+        """An empty value is unset; anything else must be a postgresql:// URL (the value is never quoted back)."""
+        from runner.database import postgres_url_problem
+
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        problem = postgres_url_problem(raw) if isinstance(raw, str) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class Settings(BaseModel):

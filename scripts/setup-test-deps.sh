@@ -3,6 +3,8 @@
 #   - Debian's chromium, for the auth pages checked in a real headless browser (tests/test_auth_browser.py)
 #   - node and npm (Debian's packages when missing), and the pinned node modules of the test
 #     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
+#   - Debian's postgresql, whose initdb and postgres the tests run themselves (tests/fixtures_postgres.py:
+#     a server on a free 127.0.0.1 port in a temporary folder); no cluster of the package's own is made
 # Run as root (or with sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -16,6 +18,13 @@ missing=""
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+postgres_initdb() { ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1; }
+if [ -z "$(postgres_initdb)" ]; then
+    missing="$missing postgresql"
+    # The package would make and start a "main" cluster on port 5432; the tests start their own servers.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/pocket-tests.conf >/dev/null
+fi
 
 if [ -n "$missing" ]; then
     echo "setup-test-deps: installing$missing"
@@ -35,4 +44,5 @@ if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-echo "setup-test-deps: ready (chromium: $(command -v chromium || command -v chromium-browser), node $(node --version))"
+postgres_version="$("$(postgres_initdb)" --version | awk '{print $3}')"
+echo "setup-test-deps: ready (chromium: $(command -v chromium || command -v chromium-browser), node $(node --version), PostgreSQL $postgres_version)"

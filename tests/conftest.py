@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures_git",
     "tests.fixtures_docker",
     "tests.fixtures_oauth",
+    "tests.fixtures_postgres",
 ]
 
 

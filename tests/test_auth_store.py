@@ -1,20 +1,25 @@
-"""The encrypted credential store: nothing readable at rest, rows bound to their owner, safe writes."""
+"""The encrypted credential store: nothing readable at rest, rows bound to their owner, safe writes. Each test
+that is not about the SQLite file itself runs on both backends (`store_backend`: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import SecretStr
 
+from runner import database
 from runner.auth.store import Credential, CredentialStore
-from runner.errors import SettingsError
+from runner.errors import DatabaseError, SettingsError
+from tests.fixtures_postgres import PASSWORD, StoreBackend
+from tests.helpers import REPO
 
 TOKEN = "xoxp-very-secret-token-0123456789"
 REFRESH = "xoxe-1-refresh-secret-abcdefghij"
@@ -31,19 +36,20 @@ def credential(user: str = "alice", provider: str = "slack", token: str = TOKEN)
     )
 
 
-def test_round_trip_and_no_token_bytes_in_the_files(tmp_path):
-    store = CredentialStore(tmp_path)
+def test_round_trip_and_no_token_bytes_at_rest(store_backend: StoreBackend, tmp_path):
+    store = store_backend.open()
     store.put(credential())
     got = store.get("alice", "slack")
     assert got.value("token") == TOKEN and got.value("refresh_token") == REFRESH
     assert got.scopes == ("channels:history",)
     assert store.get("bob", "slack") is None
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            for secret in (TOKEN, REFRESH):
-                assert secret.encode() not in data, path
-                assert base64.b64encode(secret.encode()) not in data, path
+    stored = [bytes(row[0]) for row in store_backend.rows("SELECT sealed FROM credentials")]
+    files = [path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()]  # SQLite's, and nothing else
+    assert len(stored) == 1 and (files if store_backend.name == "sqlite" else not files)
+    for data in stored + files:
+        for secret in (TOKEN, REFRESH):
+            assert secret.encode() not in data
+            assert base64.b64encode(secret.encode()) not in data
 
 
 def test_generated_key_file_is_private_and_refused_when_readable_by_others(tmp_path):
@@ -58,40 +64,39 @@ def test_generated_key_file_is_private_and_refused_when_readable_by_others(tmp_p
         CredentialStore(tmp_path)
 
 
-def test_key_from_settings_and_wrong_key_is_a_clear_error(tmp_path):
+def test_key_from_settings_and_wrong_key_is_a_clear_error(store_backend: StoreBackend, tmp_path):
     key = SecretStr(base64.b64encode(os.urandom(32)).decode())
-    CredentialStore(tmp_path, key).put(credential())
+    store_backend.open(key).put(credential())
     assert not (tmp_path / "credentials" / "auth.key").exists()
     other = SecretStr(base64.b64encode(os.urandom(32)).decode())
     with pytest.raises(SettingsError, match="cannot be decrypted") as caught:
-        CredentialStore(tmp_path, other).get("alice", "slack")
-    assert TOKEN not in str(caught.value)
+        store_backend.open(other).get("alice", "slack")
+    assert TOKEN not in str(caught.value) and PASSWORD not in str(caught.value)
     with pytest.raises(SettingsError, match="32"):
-        CredentialStore(tmp_path, SecretStr("too-short"))
+        store_backend.open(SecretStr("too-short"))
 
 
-def test_a_row_copied_to_another_user_does_not_decrypt(tmp_path):
-    store = CredentialStore(tmp_path)
+def test_a_row_copied_to_another_user_does_not_decrypt(store_backend: StoreBackend):
+    store = store_backend.open()
     store.put(credential("alice"))
     store.put(credential("bob", token="bob-token-123456789"))
-    db = sqlite3.connect(tmp_path / "credentials" / "credentials.sqlite3")
-    sealed = db.execute("SELECT sealed FROM credentials WHERE user_id='alice'").fetchone()[0]
-    db.execute("UPDATE credentials SET sealed=? WHERE user_id='bob'", (sealed,))
-    db.commit()
-    db.close()
+    [(sealed,)] = store_backend.rows("SELECT sealed FROM credentials WHERE user_id = ?", ("alice",))
+    store_backend.rows("UPDATE credentials SET sealed = ? WHERE user_id = ?", (bytes(sealed), "bob"))
     with pytest.raises(SettingsError, match="tampered"):
         store.get("bob", "slack")
 
 
-def test_reprs_never_show_secrets(tmp_path):
+def test_reprs_never_show_secrets(store_backend: StoreBackend):
     cred = credential()
-    for text in (repr(cred), str(cred), repr(CredentialStore(tmp_path))):
+    store = store_backend.open()
+    for text in (repr(cred), str(cred), repr(store), repr(store.database), store.where):
         assert TOKEN not in text and REFRESH not in text
+        assert PASSWORD not in text and "s3cret" not in text  # the database URL's password, in any spelling
     assert "token" in repr(cred)  # names the fields it holds, not their values
 
 
-def test_delete_and_entries(tmp_path):
-    store = CredentialStore(tmp_path)
+def test_delete_and_entries(store_backend: StoreBackend):
+    store = store_backend.open()
     store.put(credential("alice"))
     store.put(credential("bob", provider="github"))
     assert store.entries() == [("alice", "slack"), ("bob", "github")]
@@ -102,8 +107,9 @@ def test_delete_and_entries(tmp_path):
 _WRITER = """
 import sys, time
 from pydantic import SecretStr
-from runner.auth.store import Credential, CredentialStore
-store = CredentialStore(sys.argv[1])
+from runner.auth.store import Credential
+from tests.fixtures_postgres import StoreBackend
+store = StoreBackend.from_argv(sys.argv[1:4]).open()
 i = 0
 print("go", flush=True)
 while True:
@@ -112,16 +118,20 @@ while True:
 """
 
 
-def test_a_writer_killed_mid_write_loses_nothing(tmp_path):
-    store = CredentialStore(tmp_path)
+def test_a_writer_killed_mid_write_loses_nothing(store_backend: StoreBackend):
+    store = store_backend.open()
     store.put(Credential(user_id="u", provider="p", kind="token", secrets={"token": SecretStr("tok-00000000")}))
-    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, *store_backend.argv()], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
     assert writer.stdout.readline().strip() == "go"
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while store.get("u", "p").value("token") < "tok-00000050" and time.monotonic() < deadline:
+        time.sleep(0.01)  # until it has written for a while: then it is killed in the middle of one write or another
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
-    value = CredentialStore(tmp_path).get("u", "p").value("token")
-    assert value.startswith("tok-") and len(value) == 12  # the last committed write, whole
+    value = store_backend.open().get("u", "p").value("token")
+    assert value.startswith("tok-") and len(value) == 12 and value >= "tok-00000050"  # the last committed write
 
 
 def test_expiry_margin_never_exceeds_half_the_lifetime():
@@ -133,14 +143,98 @@ def test_expiry_margin_never_exceeds_half_the_lifetime():
     assert not long.expires_within(300, now=now + 3000) and long.expires_within(300, now=now + 3301)
 
 
-def test_processes_creating_the_key_at_once_agree_on_it(tmp_path):
-    script = (
-        "import sys; from pydantic import SecretStr; from runner.auth.store import Credential, CredentialStore\n"
-        "s = CredentialStore(sys.argv[1]); s.put(Credential(user_id=sys.argv[2], provider='p', kind='token',"
-        " secrets={'token': SecretStr('t-' + sys.argv[2])}))\n"
-    )
-    children = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"u{i}"]) for i in range(6)]
-    assert all(child.wait(60) == 0 for child in children)
-    store = CredentialStore(tmp_path)
+_OPENER = """
+import sys
+from pydantic import SecretStr
+from runner.auth.store import Credential
+from tests.fixtures_postgres import StoreBackend
+store = StoreBackend.from_argv(sys.argv[1:4]).open()
+store.put(Credential(user_id=sys.argv[4], provider="p", kind="token", secrets={"token": SecretStr("t-" + sys.argv[4])}))
+"""
+
+
+def test_processes_opening_a_new_store_at_once_agree_on_it(store_backend: StoreBackend, tmp_path):
+    """Six processes create the store at once: the key file (SQLite) or the tables (PostgreSQL) once, no error."""
+    argv = store_backend.argv()
+    children = [subprocess.Popen([sys.executable, "-c", _OPENER, *argv, f"u{i}"], cwd=REPO) for i in range(6)]
+    assert all(child.wait(120) == 0 for child in children)
+    store = store_backend.open()
     assert [store.get(f"u{i}", "p").value("token") for i in range(6)] == [f"t-u{i}" for i in range(6)]
-    assert sorted(p.name for p in (tmp_path / "credentials").iterdir() if p.name.startswith(".auth.key")) == []
+    if store_backend.name == "sqlite":
+        assert sorted(p.name for p in (tmp_path / "credentials").iterdir() if p.name.startswith(".auth.key")) == []
+
+
+_HOLDER = """
+import sys
+from tests.fixtures_postgres import StoreBackend
+store = StoreBackend.from_argv(sys.argv[1:4]).open()
+with store.lock("alice", "slack"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_lock_holder_that_dies_releases_the_lock(store_backend: StoreBackend):
+    """While a process holds (user, provider), no other takes it; killed, it lets go (no waiting for a timeout)."""
+    store = store_backend.open()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, *store_backend.argv()],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with ThreadPoolExecutor(1) as pool:
+            taken = pool.submit(lambda: store.lock("alice", "slack").__enter__())
+            with store.lock("alice", "other-provider"):  # another (user, provider) is not held up
+                pass
+            assert not taken.done()
+            os.kill(holder.pid, signal.SIGKILL)
+            taken.result(timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_held_too_long_elsewhere_fails_saying_so(store_backend: StoreBackend, monkeypatch):
+    monkeypatch.setattr(database, "LOCK_TIMEOUT_SECONDS", 1.0)  # instead of 120 s
+    store = store_backend.open()
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "cwd": REPO}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, *store_backend.argv()], **pipes)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DatabaseError, match=r"waited 1 s for .*; try again, and look for a .* that hangs"):
+            with store.lock("alice", "slack"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.lock("alice", "slack"):  # free again
+        pass
+
+
+_CLAIMER = """
+import sys
+from tests.fixtures_postgres import StoreBackend
+store = StoreBackend.from_argv(sys.argv[1:4]).open()
+print("ready", flush=True)
+sys.stdin.readline()
+print("claimed" if store.claim_request("the-state") is not None else "refused", flush=True)
+"""
+
+
+def test_a_shared_request_is_claimed_once_by_processes_racing_for_it(store_backend: StoreBackend):
+    store = store_backend.open()
+    store.put_request("the-state", "alice", "slack", b'{"verifier": "v"}', time.time() + 600)
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True, "cwd": REPO}
+    children = [subprocess.Popen([sys.executable, "-c", _CLAIMER, *store_backend.argv()], **pipes) for _ in range(4)]
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    for child in children:  # all at once
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    answers = sorted(child.communicate(timeout=60)[0].strip() for child in children)
+    assert answers == ["claimed", "refused", "refused", "refused"]
+    assert store.request_progress("the-state") == (True, None)
+    store.end_request("the-state", json.dumps({"state": "granted"}))
+    assert store.request_progress("the-state") == (True, '{"state": "granted"}')
+    assert store_backend.rows("SELECT sealed FROM requests") == [(b"",)]  # the code verifier is wiped

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from runner.auth.store import Credential, CredentialStore
 from runner.invocation import Outcome
 from runner.pocket import Pocket
 from tests.auth_helpers import make_tool, write_settings
+from tests.fixtures_postgres import StoreBackend
 
 
 def pocket_cli(files: list[str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,7 +44,7 @@ def test_a_damaged_credentials_file_is_named_with_what_to_do(tmp_path, callback_
         store.put(Credential(f"u{user}", "serpapi", "token", {"token": SecretStr("serp-key-123456" * 20)}))
     status = pocket_cli(files, "auth", "status", "--all-users")
     assert status.returncode == 0 and len(status.stdout.splitlines()) == 60, status.stderr
-    database = store.path
+    database = store.database.path
     damage(database, how)
 
     for command in (["auth", "status", "--all-users"], ["auth", "login", "serpapi", "--user", "u59"]):
@@ -81,13 +81,13 @@ def test_a_login_under_another_encryption_key_writes_nothing(tmp_path, callback_
     assert status.stdout.splitlines() == ["serpapi (alice): token, active, no expiry"], status.stderr
 
 
-def test_one_tampered_row_stops_no_other_write(tmp_path):
-    store = CredentialStore(tmp_path / "data")
+def test_one_tampered_row_stops_no_other_write(store_backend: StoreBackend):
+    store = store_backend.open()
     for user in ("alice", "bob"):
         store.put(Credential(user, "serpapi", "token", {"token": SecretStr(f"serp-{user}-123456")}))
-    with sqlite3.connect(store.path) as db:  # alice's row altered: it no longer decrypts, bob's still does
-        db.execute("UPDATE credentials SET sealed = zeroblob(64) WHERE user_id = 'alice'")
-    reopened = CredentialStore(tmp_path / "data")
+    # alice's row altered: it no longer decrypts, bob's still does
+    store_backend.rows("UPDATE credentials SET sealed = ? WHERE user_id = ?", (bytes(64), "alice"))
+    reopened = store_backend.open()
     reopened.put(Credential("bob", "serpapi", "token", {"token": SecretStr("serp-bob-refreshed")}))
     reopened.put(Credential("alice", "serpapi", "token", {"token": SecretStr("serp-alice-new")}))  # replaced
     assert reopened.get("alice", "serpapi").value("token") == "serp-alice-new"

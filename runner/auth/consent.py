@@ -14,7 +14,6 @@ outcome there; the process that opened it reads that outcome while it waits (eve
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -262,7 +261,7 @@ class Consent:
             store = self._shared()
             for pending in withdrawn:
                 store.forget_request(pending.state)
-        except (SettingsError, sqlite3.Error):  # closing: a store gone bad keeps only expiring rows
+        except SettingsError:  # closing: a store gone bad (or unreachable) keeps only expiring rows
             pass
 
     def _expire(self) -> None:

@@ -47,7 +47,9 @@ class AuthContext:
         """Opened on first use: a Pocket whose tools need no credential never creates the key file."""
         with self._lock:
             if self._store is None:
-                self._store = CredentialStore(self.settings.data_dir, self.config.encryption_key)
+                self._store = CredentialStore(
+                    self.settings.data_dir, self.config.encryption_key, database_url=self.config.database_url
+                )
             return self._store
 
     def save(self, credential: Credential) -> None:
@@ -131,3 +133,7 @@ class AuthContext:
     def close(self) -> None:
         if self._owns_http:
             self.http.close()
+        with self._lock:
+            store = self._store
+        if store is not None:
+            store.close()

@@ -83,7 +83,8 @@ class Refresher:
 
     def _fresh(self, credential: Credential, provider: Provider) -> Credential:
         """The credential, refreshed first when it expires within the margin: one refresh at a time per
-        (user, provider) across threads and processes, re-reading the store once the lock is held."""
+        (user, provider) across threads, processes and the replicas sharing a PostgreSQL store (an advisory
+        lock), re-reading the store once the lock is held."""
         margin = self._context.config.refresh_margin_seconds
         if not credential.expires_within(margin):
             return credential

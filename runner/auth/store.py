@@ -1,23 +1,27 @@
-"""Credentials at rest: an SQLite file, every credential encrypted with AES-256-GCM.
+"""Credentials at rest: rows in a database, every credential encrypted with AES-256-GCM.
 
+- The database (runner/database.py) is an SQLite file in the data directory by default, or the PostgreSQL
+  server `credentials.database_url` names, shared by every runner replica given the same URL and key; the
+  rows and their sealing are the same in both. With PostgreSQL the key must be `encryption_key` (a key file
+  would be one machine's alone).
 - One row per (user, provider). The whole credential (tokens, scopes, expiry, extra fields) is one
   JSON document encrypted with AES-256-GCM; the associated data binds it to its (user, provider) row,
   so a ciphertext copied to another row does not decrypt. No token byte is readable in the file.
 - The key comes from settings (base64 of 32 bytes) or from a key file generated on first use, created
   with mode 0600 and refused when others can read it. A key file gone missing is not replaced while rows
   sealed with it remain: such rows are `UnreadableCredential`s, as are rows sealed with another key.
-- WAL mode and `BEGIN IMMEDIATE` write transactions: several processes can use the file at once, and
-  an interrupted write leaves the previous row intact.
-- A file that is not such a database (damaged, truncated, or another program's) is a SettingsError naming
-  it and what to do, never a raw sqlite3 error. A key that decrypts none of the other stored rows (a
-  changed `encryption_key` or key file) writes nothing: rows under two keys would lose one set for good.
-- `lock(user, provider)` serialises refreshes across threads (a lock per key) and processes (a file
-  lock per key in the data directory).
-- Authorization requests in progress are shared by every process using the file (table `requests`), so
-  whichever process holds the callback port completes any of them: each row is keyed by a hash of its
-  state (the state itself is not in the file), its document (with the PKCE code verifier) sealed like a
-  credential; `claim_request` takes one exactly once across processes, `end_request` records its outcome
-  for the process that opened it.
+- Every write is one transaction: an interrupted one leaves the previous row intact. A database that cannot be
+  used (a damaged file, a server refusing the connection or gone mid-operation) is a DatabaseError naming it
+  (never the URL's password) and what to do. A key that decrypts none of the other stored rows (a changed
+  `encryption_key` or key file) writes nothing: rows under two keys would lose one set for good.
+- `database` (public) is the seam for what else is kept beside the credentials, in the same database.
+- `lock(user, provider)` serialises refreshes across threads, processes and, with PostgreSQL, machines
+  (`Database.lock`: a file lock, or an advisory lock).
+- Authorization requests in progress are shared by every process using the database (table `requests`), so
+  whichever process receives the callback completes any of them: each row is keyed by a hash of its state
+  (the state itself is not stored), its document (with the PKCE code verifier) sealed like a credential;
+  `claim_request` takes one exactly once across processes (a conditional UPDATE), `end_request` records its
+  outcome for the process that opened it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 import stat
 import threading
 import time
@@ -38,9 +41,9 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from filelock import FileLock
 from pydantic import SecretStr
 
+from runner.database import Database, open_database
 from runner.errors import SettingsError, UnreadableCredential
 
 STORE_DIR = "credentials"
@@ -175,31 +178,49 @@ def _private_folder(path: Path) -> None:
 
 
 class CredentialStore:
-    """Encrypted credentials per (user, provider) in one SQLite file."""
+    """Encrypted credentials per (user, provider), in an SQLite file or a shared PostgreSQL database."""
 
-    def __init__(self, data_dir: Path, encryption_key: SecretStr | None = None, *, path: Path | None = None):
-        # A private folder: the key, the database with its WAL and shared-memory files, and the lock files.
+    def __init__(
+        self,
+        data_dir: Path,
+        encryption_key: SecretStr | None = None,
+        *,
+        database_url: SecretStr | None = None,
+        path: Path | None = None,
+    ):
+        if database_url is not None and encryption_key is None:
+            raise SettingsError(
+                "credentials.database_url keeps the credentials in a database every runner replica shares: set "
+                "credentials.encryption_key too (base64 of 32 random bytes, the same on every replica; in "
+                ".secrets.toml or POCKET_CREDENTIALS__ENCRYPTION_KEY), since a generated key file would be this "
+                "machine's alone"
+            )
+        # Locally, a private folder: the key file, the database with its WAL and shared-memory files, the locks.
         self._dir = Path(data_dir) / STORE_DIR
-        _private_folder(self._dir)
-        self.path = Path(path) if path is not None else self._dir / STORE_FILE
-        self._locks_dir = self._dir / "locks"
-        self._locks_dir.mkdir(exist_ok=True, mode=0o700)
-        self._thread_locks: dict[tuple[str, str], threading.RLock] = {}
+        if database_url is None:
+            _private_folder(self._dir)
+        self.database: Database = open_database(
+            database_url,
+            path=Path(path) if path is not None else self._dir / STORE_FILE,
+            label="credentials",
+            recovery="sign in again with `pocket auth login PROVIDER`",
+        )
         self._guard = threading.Lock()
         self._key_checked = False  # the key decrypts the rows already stored (see require_key)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS credentials ("
-                " user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed BLOB NOT NULL, updated_at REAL NOT NULL,"
-                " PRIMARY KEY (user_id, provider))"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS requests ("
-                " key TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed BLOB NOT NULL,"
-                " expires_at REAL NOT NULL, claimed INTEGER NOT NULL DEFAULT 0, outcome TEXT)"
-            )
-        os.chmod(self.path, 0o600)
+        blob = self.database.blob
+        self.database.create(
+            {
+                "credentials": [
+                    f"CREATE TABLE IF NOT EXISTS credentials (user_id TEXT NOT NULL, provider TEXT NOT NULL, sealed"
+                    f" {blob} NOT NULL, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (user_id, provider))"
+                ],
+                "requests": [
+                    f"CREATE TABLE IF NOT EXISTS requests (key TEXT PRIMARY KEY, user_id TEXT NOT NULL, provider TEXT"
+                    f" NOT NULL, sealed {blob} NOT NULL, expires_at DOUBLE PRECISION NOT NULL, claimed INTEGER NOT"
+                    " NULL DEFAULT 0, outcome TEXT)"
+                ],
+            }
+        )
         self._key_file = self._dir / KEY_FILE
         self._aead: AESGCM | None = None
         self._key_file_unused = encryption_key is not None
@@ -209,6 +230,11 @@ class CredentialStore:
             self._aead = AESGCM(_read_key(self._key_file))
         elif not self.entries():  # rows without their key file wait for it: see require_key
             self._aead = AESGCM(_new_key(self._key_file))
+
+    @property
+    def where(self) -> str:
+        """The file or the database URL (without its password) the credentials are kept in."""
+        return self.database.where
 
     def require_key(self, user_id: str, provider: str) -> None:
         """Make sure a credential of (user, provider) can be stored, before a person is asked to consent.
@@ -238,62 +264,26 @@ class CredentialStore:
         nor does the writer's own unreadable row when it is the only one (it is being replaced)."""
         if self._key_checked:
             return
-        assert self._aead is not None
-        stored = self.entries()
-        others = [entry for entry in stored if entry != (user_id, provider)]
-        with self._connect() as db:
-            for user, name in stored:
-                row = db.execute(
-                    "SELECT sealed FROM credentials WHERE user_id = ? AND provider = ?", (user, name)
-                ).fetchone()
-                if row is None:
-                    continue
-                try:
-                    self._decrypt(row[0], self._aad(user, name))
-                except InvalidTag:
-                    continue
-                self._key_checked = True
-                return
+        with self.database.read() as db:
+            stored = db.execute("SELECT user_id, provider, sealed FROM credentials").fetchall()
+        for user, name, sealed in stored:
+            try:
+                self._decrypt(bytes(sealed), self._aad(user, name))
+            except InvalidTag:
+                continue
+            self._key_checked = True
+            return
+        others = [(user, name) for user, name, _ in stored if (user, name) != (user_id, provider)]
         if not others:
             return  # nothing to agree with yet
         where = "credentials.encryption_key" if self._key_file_unused else f"the key file {self._key_file}"
         count = f"{len(others)} stored credential{'s' if len(others) > 1 else ''}"
         raise SettingsError(
             f"cannot store a {provider} credential for user {user_id!r}: the encryption key ({where}) decrypts "
-            f"none of the {count} in {self.path}, so it is not the key they were sealed with. Use that key "
+            f"none of the {count} in {self.where}, so it is not the key they were sealed with. Use that key "
             "again, or forget them with `pocket auth logout PROVIDER --user USER` (`pocket auth status "
             "--all-users` lists them) before storing new ones"
         )
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        try:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise self._broken(exc) from None
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise
-            raise self._broken(exc) from None
-        finally:
-            db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: one writer at a time across processes), committed when the
-        block ends, rolled back when it raises."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def _encrypt(self, plain: bytes, aad: bytes) -> bytes:
         assert self._aead is not None
@@ -304,15 +294,6 @@ class CredentialStore:
         """Raises InvalidTag for another key's (or a tampered) row."""
         assert self._aead is not None
         return self._aead.decrypt(sealed[:12], sealed[12:], aad)
-
-    def _broken(self, exc: sqlite3.Error) -> SettingsError:
-        """What a person reads when the credentials file is damaged or not pocket's."""
-        return SettingsError(
-            f"the credentials file {self.path} cannot be used ({exc}): it is damaged, or not a pocket "
-            f"credentials database. Move it aside (mv {self.path} {self.path}.broken; its -wal and -shm files "
-            "too, if any) and sign in again with `pocket auth login PROVIDER`; restore it from a backup "
-            "instead to keep what it held"
-        )
 
     @staticmethod
     def _aad(user_id: str, provider: str) -> bytes:
@@ -334,21 +315,21 @@ class CredentialStore:
         except InvalidTag:
             raise UnreadableCredential(
                 f"the stored {provider} credential of user {user_id!r} cannot be decrypted: wrong key or tampered "
-                f"row ({self.path}); replace it with `pocket auth login {provider} --user {user_id}`, or forget "
+                f"row ({self.where}); replace it with `pocket auth login {provider} --user {user_id}`, or forget "
                 f"it with `pocket auth logout {provider} --user {user_id}`"
             ) from None
         return Credential.from_json(user_id, provider, plain)
 
     def get(self, user_id: str, provider: str) -> Credential | None:
-        with self._connect() as db:
+        with self.database.read() as db:
             row = db.execute(
                 "SELECT sealed FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider)
             ).fetchone()
-        return self._open(user_id, provider, row[0]) if row else None
+        return self._open(user_id, provider, bytes(row[0])) if row else None
 
     def put(self, credential: Credential) -> None:
         sealed = self._seal(credential)
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
                 "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, "
@@ -357,7 +338,7 @@ class CredentialStore:
             )
 
     def delete(self, user_id: str, provider: str) -> bool:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             cursor = db.execute("DELETE FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider))
         return cursor.rowcount > 0
 
@@ -366,10 +347,10 @@ class CredentialStore:
         query, args = "SELECT user_id, provider FROM credentials", ()
         if user_id is not None:
             query, args = query + " WHERE user_id = ?", (user_id,)
-        with self._connect() as db:
+        with self.database.read() as db:
             return [(u, p) for u, p in db.execute(query + " ORDER BY user_id, provider", args)]
 
-    # -- authorization requests in progress, shared by the processes using this file -------------------
+    # -- authorization requests in progress, shared by the processes using this database ---------------
 
     @staticmethod
     def _request_aad(key: str) -> bytes:
@@ -385,10 +366,12 @@ class CredentialStore:
         self.require_key(user_id, provider)
         key = self._request_key(state)
         sealed = self._encrypt(document, self._request_aad(key))
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute("DELETE FROM requests WHERE expires_at < ?", (time.time() - 86400,))
             db.execute(
-                "INSERT OR REPLACE INTO requests (key, user_id, provider, sealed, expires_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO requests (key, user_id, provider, sealed, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, provider = excluded.provider, "
+                "sealed = excluded.sealed, expires_at = excluded.expires_at, claimed = 0, outcome = NULL",
                 (key, user_id, provider, sealed, expires_at),
             )
 
@@ -403,54 +386,54 @@ class CredentialStore:
     def peek_request(self, state: str) -> bytes | None:
         """The document of a request neither claimed nor ended, or None."""
         key = self._request_key(state)
-        with self._connect() as db:
+        with self.database.read() as db:
             row = db.execute(
                 "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
             ).fetchone()
-        return self._open_request(key, row[0]) if row else None
+        return self._open_request(key, bytes(row[0])) if row else None
 
     def claim_request(self, state: str) -> bytes | None:
-        """Take a request for its callback: once only, across every process. None when it is unknown, or was
-        claimed or ended already."""
-        key = self._request_key(state)
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT sealed FROM requests WHERE key = ? AND claimed = 0 AND outcome IS NULL", (key,)
-            ).fetchone()
-            document = self._open_request(key, row[0]) if row else None
-            if document is not None:
-                db.execute("UPDATE requests SET claimed = 1 WHERE key = ?", (key,))
-        return document
+        """Take a request for its callback: once only, across every process and machine. None when it is
+        unknown, or was claimed or ended already."""
+        document = self.peek_request(state)
+        if document is None:
+            return None
+        with self.database.transaction() as db:  # whoever's UPDATE changes the row has it
+            cursor = db.execute(
+                "UPDATE requests SET claimed = 1 WHERE key = ? AND claimed = 0 AND outcome IS NULL",
+                (self._request_key(state),),
+            )
+        return document if cursor.rowcount == 1 else None
 
     def end_request(self, state: str, outcome: str) -> None:
         """Record how a request ended (for the process that opened it), and wipe its code verifier."""
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute(
-                "UPDATE requests SET claimed = 1, outcome = ?, sealed = x'' WHERE key = ?",
-                (outcome, self._request_key(state)),
+                "UPDATE requests SET claimed = 1, outcome = ?, sealed = ? WHERE key = ?",
+                (outcome, b"", self._request_key(state)),
             )
 
     def request_progress(self, state: str) -> tuple[bool, str | None] | None:
         """(claimed, outcome) of a shared request, None when there is no such row."""
-        with self._connect() as db:
+        with self.database.read() as db:
             row = db.execute(
                 "SELECT claimed, outcome FROM requests WHERE key = ?", (self._request_key(state),)
             ).fetchone()
         return (bool(row[0]), row[1]) if row else None
 
     def forget_request(self, state: str) -> None:
-        with self._transaction() as db:
+        with self.database.transaction() as db:
             db.execute("DELETE FROM requests WHERE key = ?", (self._request_key(state),))
 
     @contextmanager
     def lock(self, user_id: str, provider: str) -> Iterator[None]:
-        """Exclusive per (user, provider) across the threads of this process and across processes."""
-        key = (user_id, provider)
-        with self._guard:
-            thread_lock = self._thread_locks.setdefault(key, threading.RLock())
-        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
-        with thread_lock, FileLock(str(self._locks_dir / f"{digest}.lock"), timeout=120, mode=0o600):
+        """Exclusive per (user, provider) across threads, processes and (PostgreSQL) machines."""
+        with self.database.lock(json.dumps(["credential", user_id, provider])):
             yield
 
+    def close(self) -> None:
+        """Close the database connections kept open (PostgreSQL); the store opens new ones if used again."""
+        self.database.close()
+
     def __repr__(self) -> str:
-        return f"CredentialStore({str(self.path)!r})"
+        return f"CredentialStore({self.where!r})"
