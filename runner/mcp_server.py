@@ -14,7 +14,9 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 try:
     import mcp_types as types
@@ -23,16 +25,30 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
 from runner import __version__
+from runner.elicitation import ConsentRequest
 from runner.errors import PocketError
 from runner.invocation import Invocation
+from runner.resource_server import caller_of
 
 if TYPE_CHECKING:
     from runner.pocket import Pocket
+    from runner.settings import ServerSettings
 
-__all__ = ["build_server", "call_result", "listen", "mcp_tools", "serve", "serve_http", "serve_stdio"]
+__all__ = [
+    "build_server",
+    "call_result",
+    "check_http_mode",
+    "http_app",
+    "listen",
+    "mcp_tools",
+    "serve",
+    "serve_http",
+    "serve_stdio",
+]
 
 SERVER_NAME = "pocket-runner"
 DEFAULT_PORT = 8000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def mcp_tools(pocket: Pocket) -> list[types.Tool]:
@@ -61,15 +77,26 @@ def call_result(invocation: Invocation) -> types.CallToolResult:
 
 
 def build_server(pocket: Pocket, *, user_id: str = "default", name: str = SERVER_NAME) -> Server[Any]:
-    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`, calling as `user_id`."""
+    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`. Calls run as the user the
+    request's access token names (see resource_server), else as `user_id` (stdio, unauthenticated loopback)."""
     tools = mcp_tools(pocket)
+    consent = ConsentRequest(pocket.authenticator, wait_seconds=pocket.settings.server.consent_wait_seconds)
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
 
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         arguments = params.arguments if params.arguments is not None else {}
-        return call_result(await pocket.ainvoke(params.name, arguments, user_id=user_id))
+        caller = caller_of(ctx.request)
+        user = caller.user_id if caller is not None else user_id
+
+        def invoke() -> Awaitable[Invocation]:
+            return pocket.ainvoke(params.name, arguments, user_id=user)
+
+        answer = await consent.resolve(ctx, params, await invoke(), user, invoke)
+        return answer if isinstance(answer, types.InputRequiredResult) else call_result(answer)
 
     return Server(
         name,
@@ -89,9 +116,53 @@ async def serve_stdio(pocket: Pocket, *, user_id: str = "default") -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def http_app(pocket: Pocket, *, user_id: str = "default", host: str = "127.0.0.1") -> Any:
-    """The streamable HTTP endpoint (a Starlette app, MCP at `/mcp`), with DNS-rebinding protection on loopback."""
-    return build_server(pocket, user_id=user_id).streamable_http_app(host=host)
+def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, user_id: str | None = None) -> Any:
+    """The streamable HTTP endpoint (an ASGI app, MCP at `/mcp`). With `[server] issuers` it is an OAuth resource
+    server (each token names its user) that also serves the consent pages; else, on loopback only and with an
+    explicit `user_id`, every call runs as that user. DNS-rebinding protection on loopback either way."""
+    settings = pocket.settings.server
+    check_http_mode(settings, host, user_id)
+    if not settings.issuers:
+        return build_server(pocket, user_id=user_id or "default").streamable_http_app(host=host)
+    import httpx
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from runner.auth.asgi_pages import ConsentPages
+    from runner.resource_server import ResourceServer, TokenValidator, canonical_resource
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    resource = canonical_resource(settings.public_url or f"http://{where}/mcp")
+    public = urlsplit(resource).netloc
+    hosts = {public, where, f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(hosts),
+        allowed_origins=sorted(f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")),
+    )
+    app = build_server(pocket).streamable_http_app(host=host, transport_security=security)
+    handle = pocket.authenticator.serve_pages_at(resource.removesuffix("/mcp"))
+    http = httpx.AsyncClient(timeout=pocket.settings.credentials.http_timeout_seconds, follow_redirects=False)
+    validator = TokenValidator(settings, resource, http)
+    return ResourceServer(ConsentPages(app, handle, hosts), validator, settings)
+
+
+def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) -> None:
+    """Serving HTTP is authenticated (`[server] issuers`), or explicitly not (`user_id`) and on loopback only."""
+    if settings.issuers and user_id is not None:
+        raise PocketError(
+            "an authenticated server ([server] issuers) calls as the user each access token names: "
+            "drop --user and --no-auth"
+        )
+    if not settings.issuers and user_id is None:
+        raise PocketError(
+            "serving MCP over HTTP needs authentication: set [server] issuers (and public_url) in the settings, "
+            "or pass --no-auth to serve one user on loopback without it"
+        )
+    if not settings.issuers and host not in LOOPBACK:
+        raise PocketError(
+            f"refusing to serve without authentication on {host}, which is not loopback: anyone reaching it "
+            "would use the stored credentials; set [server] issuers"
+        )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -113,15 +184,18 @@ def serve_http(
     *,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    user_id: str = "default",
+    user_id: str | None = None,
     sock: socket.socket | None = None,
 ) -> None:
-    """Serve streamable HTTP at `http://HOST:PORT/mcp` (or on `sock`, from `listen`) until interrupted."""
+    """Serve streamable HTTP at `http://HOST:PORT/mcp` (or on `sock`, from `listen`) until interrupted; see
+    `http_app` for who calls run as."""
     import uvicorn
 
+    check_http_mode(pocket.settings.server, host, user_id)
     # We bind the socket ourselves: uvicorn reports a port in use with a log line and sys.exit(3).
     sock = sock or listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(http_app(pocket, user_id=user_id, host=host), log_level="warning"))
+    app = http_app(pocket, host=host, port=sock.getsockname()[1], user_id=user_id)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:
@@ -138,17 +212,18 @@ def serve(
     transport: str = "stdio",
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    user_id: str = "default",
+    user_id: str | None = None,
     sock: socket.socket | None = None,
 ) -> None:
     """Serve `pocket` over `transport` ("stdio" or "http") until the client leaves or the process is stopped.
 
-    For HTTP, `sock` is a socket `listen` already bound (so that a port in use is known before any banner).
+    On stdio calls run as `user_id` ("default" if None); over HTTP see `http_app`. For HTTP, `sock` is a socket
+    `listen` already bound (so that a port in use is known before any banner).
     """
     if transport == "stdio":
         import anyio
 
-        anyio.run(lambda: serve_stdio(pocket, user_id=user_id))
+        anyio.run(lambda: serve_stdio(pocket, user_id=user_id or "default"))
     elif transport == "http":
         serve_http(pocket, host=host, port=port, user_id=user_id, sock=sock)
     else:

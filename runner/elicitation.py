@@ -1,0 +1,100 @@
+"""A call whose user has not yet authorized a provider, answered with URL-mode elicitation (MCP, SEP-1036).
+
+A client that declares URL elicitation is shown the link the standard way, in the form of the revision it
+speaks, and the call completes once the consent callback lands:
+
+- 2026-07-28 (stateless): the call answers `InputRequiredResult` carrying an `elicitation/create` request
+  (mode "url", no `elicitationId`); the client shows the link and retries the call with the person's answer
+  in `inputResponses`; on "accept" the retry waits for the consent, then runs the tool.
+- 2025-11-25 (sessions): the server sends `elicitation/create` (mode "url", an `elicitationId`) on the call's
+  stream; on "accept" it waits for the consent, sends `notifications/elicitation/complete` with that id, and
+  runs the tool.
+
+A client without URL elicitation, a person who declines, or a consent that does not land within
+`[server] consent_wait_seconds` gets today's result: `auth_required`, the URL in its text, and a later call
+succeeds once the person has authorized.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from runner.invocation import Invocation, Outcome
+
+if TYPE_CHECKING:
+    from runner.auth.authenticator import Authenticator
+
+__all__ = ["INPUT_KEY", "ConsentRequest"]
+
+INPUT_KEY = "pocket/authorize"  # the key of our request in `inputRequests` / `inputResponses` (2026-07-28)
+_POLL_SECONDS = 0.25
+
+
+def _supports_url_elicitation(ctx: Any) -> bool:
+    capabilities = ctx.session.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and elicitation.url is not None
+
+
+class ConsentRequest:
+    """Asks, over MCP, for the consent an `auth_required` invocation needs; `resolve` is called with every
+    invocation of a tool call and returns the invocation to answer with (the first, or the call run again
+    once consent landed), or the `InputRequiredResult` that asks for it (2026-07-28)."""
+
+    def __init__(self, authenticator: Authenticator, *, wait_seconds: float):
+        self._authenticator = authenticator
+        self._wait_seconds = wait_seconds
+
+    async def resolve(
+        self,
+        ctx: Any,
+        params: types.CallToolRequestParams,
+        invocation: Invocation,
+        user_id: str,
+        again: Callable[[], Awaitable[Invocation]],
+    ) -> Invocation | types.InputRequiredResult:
+        url = invocation.auth_url
+        if invocation.outcome is not Outcome.AUTH_REQUIRED or not url or not _supports_url_elicitation(ctx):
+            return invocation
+        message = f"The tool {invocation.tool} needs your authorization: open the link, grant access, and it runs."
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            answer = (params.input_responses or {}).get(INPUT_KEY)
+            if answer is None:
+                request = types.ElicitRequest(params=types.ElicitRequestURLParams(message=message, url=url))
+                return types.InputRequiredResult(input_requests={INPUT_KEY: request})
+            if not isinstance(answer, types.ElicitResult) or answer.action != "accept":
+                return invocation
+            if not await self._consented(user_id, url):
+                return invocation
+            return await again()
+        if not ctx.session.can_send_request:  # JSON responses: no stream to send the request on
+            return invocation
+        elicitation_id = secrets.token_urlsafe(16)
+        try:
+            answer = await ctx.session.elicit_url(message, url, elicitation_id, related_request_id=ctx.request_id)
+        except MCPError:
+            return invocation
+        if answer.action != "accept" or not await self._consented(user_id, url):
+            return invocation
+        await ctx.session.send_elicit_complete(elicitation_id, related_request_id=ctx.request_id)
+        return await again()
+
+    async def _consented(self, user_id: str, url: str) -> bool:
+        """Wait until the authorization request behind `url` has ended (its callback landed, or it failed or
+        expired): True then, False when `consent_wait_seconds` passed first."""
+        deadline = time.monotonic() + self._wait_seconds
+        while time.monotonic() < deadline:
+            pending = await anyio.to_thread.run_sync(self._authenticator.pending, user_id)
+            if not any(request.url == url for request in pending):
+                return True
+            await anyio.sleep(_POLL_SECONDS)
+        return False
