@@ -46,7 +46,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 # Signatures by the authorization server's private key only: never `none`, never a shared-secret HMAC.
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
-_KEYS_REFETCH_AFTER = 30.0  # seconds: an unknown `kid` fetches the JWKS again, at most this often per issuer
+KEYS_REFETCH_AFTER = 5.0  # seconds: an unknown `kid` fetches the JWKS again, at most this often per issuer
 _METADATA_TTL = 3600.0  # seconds an issuer's metadata and keys are kept before being fetched again
 
 
@@ -140,9 +140,9 @@ class TrustedIssuer:
 
     async def keys(self, *, unknown_kid: bool = False) -> KeySet:
         """The issuer's key set; fetched again when a token names a key not in it (keys rotated), at most
-        every `_KEYS_REFETCH_AFTER` seconds, so tokens with made-up key ids cannot flood the issuer."""
+        every `KEYS_REFETCH_AFTER` seconds, so tokens with made-up key ids cannot flood the issuer."""
         async with self._lock:
-            stale = time.monotonic() - self._keys_at > (_KEYS_REFETCH_AFTER if unknown_kid else _METADATA_TTL)
+            stale = time.monotonic() - self._keys_at > (KEYS_REFETCH_AFTER if unknown_kid else _METADATA_TTL)
             if self._keys is None or stale:
                 jwks_uri = (await self.metadata()).get("jwks_uri")
                 if not jwks_uri:

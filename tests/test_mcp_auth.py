@@ -1,0 +1,550 @@
+"""`pocket serve --http` as an OAuth resource server, against a real authorization server (oidc-provider issuing
+JWT access tokens for this resource by RFC 8707 resource indicators) and the official MCP SDK client's own OAuth
+support: discovery from the 401, PKCE, login. The same server is the third-party provider ("testidp") whose
+grants each user gives through the consent pages on the MCP port, and whose introspection tells the `whoami`
+tool whose token it was handed."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import anyio
+import httpx
+import httpx2
+import mcp_types as types
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+from mcp import Client
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from runner.auth.oauth import pkce_pair
+from runner.resource_server import KEYS_REFETCH_AFTER
+from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
+from tests.helpers import REPO, environment, free_port, wait_listening
+
+MCP_CLIENT = "mcp-client"
+MCP_REDIRECT = "http://127.0.0.1:9/callback"  # the MCP client's own redirect: never listened on, the person stops there
+
+SERVER_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+import httpx
+from runner.function_tools import function_tool
+from runner.mcp_server import serve
+from runner.pocket import Pocket
+from runner.settings import load_settings
+
+@function_tool
+def add(a: int, b: int = 1) -> int:
+    '''Add two integers.'''
+    return a + b
+
+@function_tool(auth_provider="testidp")
+def whoami(TESTIDP_TOKEN: str) -> str:
+    '''Whose third-party token this call was handed, as the provider that issued it says.'''
+    answer = httpx.post({introspection!r}, data={{"token": TESTIDP_TOKEN}}, auth=({client!r}, {secret!r}))
+    return answer.json()["sub"]
+
+serve(Pocket([add, whoami], settings=load_settings(sys.argv[1])), transport="http", port=int(sys.argv[2]))
+"""
+
+
+@dataclass
+class Deployment:
+    """An authorization server and `pocket serve --http` trusting it, on loopback."""
+
+    idp: OidcServer
+    url: str  # the MCP endpoint, the resource URI
+    process: subprocess.Popen[str] | None
+
+    @property
+    def origin(self) -> str:
+        return self.url.removesuffix("/mcp")
+
+
+def _clients(mcp_port: int) -> list[dict[str, Any]]:
+    return [
+        {  # the runner, as an OAuth client of the provider "testidp" (and of introspection)
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/testidp/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
+        {  # an MCP client (public, PKCE)
+            "client_id": MCP_CLIENT,
+            "redirect_uris": [MCP_REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        },
+    ]
+
+
+def _settings_file(tmp: Path, issuer: str) -> Path:
+    path = tmp / "settings.toml"
+    path.write_text(
+        textwrap.dedent(f"""
+        data_dir = "{tmp / "data"}"
+        cache_dir = "{tmp / "cache"}"
+        [server]
+        issuers = ["{issuer}"]
+        required_scopes = ["mcp:tools"]
+        introspection_client_id = "{CLIENT_ID}"
+        introspection_client_secret = "{CLIENT_SECRET}"
+        consent_wait_seconds = 60
+        [auth.testidp]
+        issuer = "{issuer}"
+        client_id = "{CLIENT_ID}"
+        client_secret = "{CLIENT_SECRET}"
+        default_scopes = ["openid"]
+        env = {{ TESTIDP_TOKEN = "{{token}}" }}
+        """)
+    )
+    return path
+
+
+@contextlib.contextmanager
+def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
+    port = free_port()
+    running = Deployment(OidcServer(_clients(port), 60, **idp_env), f"http://127.0.0.1:{port}/mcp", None)
+    try:
+        script = tmp / "server.py"
+        script.write_text(
+            textwrap.dedent(
+                SERVER_SCRIPT.format(
+                    repo=str(REPO),
+                    introspection=f"{running.idp.issuer}/token/introspection",
+                    client=CLIENT_ID,
+                    secret=CLIENT_SECRET,
+                )
+            )
+        )
+        command = [sys.executable, str(script), str(_settings_file(tmp, running.idp.issuer)), str(port)]
+        process = subprocess.Popen(command, cwd=REPO, env=environment(), stderr=subprocess.PIPE, text=True)
+        running.process = process
+        try:
+            if not wait_listening(port, process, timeout=30):
+                raise AssertionError(f"the server did not start: {process.stderr.read() if process.stderr else ''}")
+            yield running
+        finally:
+            process.terminate()
+            process.wait(10)
+    finally:
+        running.idp.stop()  # the one running now: a test may have restarted it
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployed(tmp_path_factory.mktemp("deployment")) as running:
+        yield running
+
+
+# -- getting tokens the way people and clients do ---------------------------------------------------------------
+
+
+def access_token(idp: OidcServer, login: str, *, resource: str, scope: str = "mcp:tools") -> str:
+    """An access token for `resource`, obtained by `login` through the authorization code flow with PKCE."""
+    verifier, challenge = pkce_pair()
+    meta = httpx.get(f"{idp.issuer}/.well-known/openid-configuration").json()
+    query = {
+        "client_id": MCP_CLIENT,
+        "response_type": "code",
+        "redirect_uri": MCP_REDIRECT,
+        "scope": scope,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": resource,
+        "state": "s" * 32,
+    }
+    person = Person(login=login)
+    try:
+        back = person.authorize(f"{meta['authorization_endpoint']}?{urlencode(query)}", stop_at="/callback")
+    finally:
+        person.client.close()
+    code = parse_qs(urlsplit(back).query)["code"][0]
+    answer = httpx.post(
+        meta["token_endpoint"],
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": MCP_REDIRECT,
+            "client_id": MCP_CLIENT,
+            "code_verifier": verifier,
+            "resource": resource,
+        },
+    )
+    answer.raise_for_status()
+    return answer.json()["access_token"]
+
+
+def grant_third_party(url: str, login: str) -> str:
+    """A person opens the authorization URL a call answered with, logs in at the provider, lands on the
+    consent callback of the MCP server; returns the page's text."""
+    person = Person(login=login)
+    try:
+        callback = person.authorize(url)
+        page = person.visit(callback)
+    finally:
+        person.client.close()
+    assert page.status_code == 200, page.text
+    return page.text
+
+
+@dataclass
+class MemoryStorage(TokenStorage):
+    """The MCP client's token store: in memory, the client pre-registered at the authorization server."""
+
+    tokens: OAuthToken | None = None
+    client: OAuthClientInformationFull = field(
+        default_factory=lambda: OAuthClientInformationFull(
+            client_id=MCP_CLIENT, redirect_uris=[MCP_REDIRECT], token_endpoint_auth_method="none"
+        )
+    )
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+class Login:
+    """The SDK's OAuth redirect and callback handlers, played by a person in a browser."""
+
+    def __init__(self, login: str):
+        self.login = login
+        self.visited: list[str] = []
+        self._callback = ""
+
+    async def redirect(self, url: str) -> None:
+        self.visited.append(url)
+        person = Person(login=self.login)
+        try:
+            self._callback = await anyio.to_thread.run_sync(lambda: person.authorize(url, stop_at="/callback"))
+        finally:
+            person.client.close()
+
+    async def callback(self) -> AuthorizationCodeResult:
+        query = {k: v[0] for k, v in parse_qs(urlsplit(self._callback).query).items()}
+        return AuthorizationCodeResult(code=query["code"], state=query.get("state"), iss=query.get("iss"))
+
+
+def oauth_client(url: str, login: Login, storage: MemoryStorage | None = None, **options: Any) -> Client:
+    """The official SDK client with its own OAuth support (discovery from the 401, PKCE, token refresh)."""
+    provider = OAuthClientProvider(
+        server_url=url,
+        client_metadata=OAuthClientMetadata(redirect_uris=[MCP_REDIRECT], token_endpoint_auth_method="none"),
+        storage=storage or MemoryStorage(),
+        redirect_handler=login.redirect,
+        callback_handler=login.callback,
+    )
+    http = httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(60))
+    return Client(streamable_http_client(url, http_client=http), **options)
+
+
+def bearer_client(url: str, token: str, **options: Any) -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(120))
+    return Client(streamable_http_client(url, http_client=http), **options)
+
+
+def text(result: Any) -> str:
+    return result.content[0].text
+
+
+def initialize(url: str, token: str | None) -> httpx.Response:
+    """A raw `initialize` POST to the MCP endpoint, as any client's first request."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    return httpx.post(url, json=body, headers=headers)
+
+
+def _params(response: httpx.Response) -> dict[str, str]:
+    """The parameters of the `WWW-Authenticate: Bearer k="v", ...` header."""
+    value = response.headers["www-authenticate"]
+    assert value.startswith("Bearer ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', value))
+
+
+# -- the resource server --------------------------------------------------------------------------------------
+
+
+def test_without_a_token_the_client_is_told_where_to_log_in(deployment):
+    refused = initialize(deployment.url, None)
+    assert refused.status_code == 401
+    metadata_url = f"{deployment.origin}/.well-known/oauth-protected-resource/mcp"
+    assert _params(refused) == {"resource_metadata": metadata_url, "scope": "mcp:tools"}
+    for url in (metadata_url, f"{deployment.origin}/.well-known/oauth-protected-resource"):
+        metadata = httpx.get(url).json()
+        assert metadata["resource"] == deployment.url
+        assert metadata["authorization_servers"] == [deployment.idp.issuer]
+        assert metadata["scopes_supported"] == ["mcp:tools"]
+
+
+def test_the_sdk_client_logs_in_by_itself_and_calls_as_its_user(deployment):
+    login = Login("dora")
+    storage = MemoryStorage()
+
+    async def scenario() -> Any:
+        async with oauth_client(deployment.url, login, storage) as client:
+            return await client.list_tools(), await client.call_tool("add", {"a": 1, "b": 2})
+
+    listing, added = anyio.run(scenario)
+    assert [tool.name for tool in listing.tools] == ["add", "whoami"]
+    assert text(added) == "3"
+    (authorize,) = login.visited  # one login: discovered from the 401, with PKCE and this resource
+    query = parse_qs(urlsplit(authorize).query)
+    assert authorize.startswith(f"{deployment.idp.issuer}/auth?")
+    assert query["resource"] == [deployment.url] and query["code_challenge_method"] == ["S256"]
+    assert "mcp:tools" in query["scope"][0].split()
+    assert storage.tokens is not None
+    claims = jwt.decode(storage.tokens.access_token, _issuer_keys(deployment.idp)).claims
+    assert (claims["aud"], claims["sub"]) == (deployment.url, "dora")
+
+
+def _issuer_keys(idp: OidcServer) -> KeySet:
+    return KeySet.import_key_set(httpx.get(f"{idp.issuer}/jwks").json())
+
+
+def _forge(token: str, **changes: Any) -> str:
+    """The token with its claims changed and its signature kept."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))) | changes
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def test_tokens_not_for_this_server_or_altered_are_refused(deployment):
+    idp = deployment.idp
+    good = access_token(idp, "erin", resource=deployment.url)
+    assert initialize(deployment.url, good).status_code == 200
+    cases = {
+        "another audience": access_token(idp, "erin", resource="http://127.0.0.1:1/other/mcp"),
+        "claims altered": _forge(good, sub="bob"),
+        "signed by another key": jwt.encode(
+            {"alg": "RS256", "kid": json.loads(base64.urlsafe_b64decode(good.split(".")[0] + "=="))["kid"]},
+            {**jwt.decode(good, _issuer_keys(idp)).claims, "sub": "bob"},
+            RSAKey.generate_key(2048),
+        ),
+        "not signed": _forge(good).replace(good.split(".")[0], _b64({"alg": "none"})).rsplit(".", 1)[0] + ".",
+        "untrusted issuer": _forge(good, iss="http://127.0.0.1:1"),
+        "not a JWT": "just-some-string",
+    }
+    why = {
+        "another audience": "was not issued for this server",
+        "claims altered": "signature does not verify",
+        "signed by another key": "signature does not verify",
+        "not signed": "algorithm 'none' is not accepted",
+        "untrusted issuer": "does not trust",
+        "not a JWT": "is not active",  # opaque: introspection does not know it
+    }
+    for case, token in cases.items():
+        refused = initialize(deployment.url, token)
+        assert refused.status_code == 401, case
+        params = _params(refused)
+        assert params["error"] == "invalid_token", case
+        assert why[case] in params["error_description"], (case, params)
+        assert token not in refused.text and token not in refused.headers["www-authenticate"]
+
+
+def _b64(document: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
+
+
+def test_a_token_without_the_required_scope_gets_403_naming_it(deployment):
+    token = access_token(deployment.idp, "erin", resource=deployment.url, scope="openid")
+    refused = initialize(deployment.url, token)
+    assert refused.status_code == 403
+    params = _params(refused)
+    assert (params["error"], params["scope"]) == ("insufficient_scope", "mcp:tools")
+    assert params["error_description"] == "the access token lacks the scope mcp:tools"
+
+
+# -- per-user credentials, and consent ---------------------------------------------------------------------------
+
+
+def test_two_users_at_once_each_with_their_own_grant(deployment):
+    """Alice and Bob, each logged in with the SDK client, each authorize the third-party provider through the
+    URL their call answered with; each call then runs with their own token, never the other's."""
+    first_answers: dict[str, Any] = {}
+    second_answers: dict[str, Any] = {}
+
+    async def user(login: str) -> None:
+        async with oauth_client(deployment.url, Login(login)) as client:
+            first = await client.call_tool("whoami", {})
+            first_answers[login] = first
+            url = first.meta["pocket/auth_url"]
+            await anyio.to_thread.run_sync(grant_third_party, url, login)
+            second_answers[login] = await client.call_tool("whoami", {})
+
+    async def both() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(user, "alice")
+            group.start_soon(user, "bob")
+
+    anyio.run(both)
+    for login in ("alice", "bob"):
+        first = first_answers[login]
+        assert first.is_error and first.meta["pocket/outcome"] == "auth_required"  # no elicitation declared
+        url = first.meta["pocket/auth_url"]
+        assert url in text(first) and f"user '{login}'" in text(first)
+        assert f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{urlsplit(deployment.url).port}%2Fauth%2Ftestidp" in url
+        assert (second_answers[login].is_error, text(second_answers[login])) == (False, login)
+
+
+@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
+def test_url_elicitation_from_no_grant_to_a_successful_call(deployment, mode):
+    """A client declaring URL elicitation is shown the link (2026-07-28: in an InputRequiredResult; 2025-11-25:
+    an elicitation/create request with an elicitationId, then notifications/elicitation/complete); it accepts,
+    the person authorizes afterwards, and the one call returns the tool's result."""
+    login = f"frank-{mode}"
+    asked: list[types.ElicitRequestURLParams] = []
+    completed: list[str] = []
+    people: list[threading.Thread] = []
+
+    async def elicitation(context: Any, params: Any) -> types.ElicitResult:
+        asked.append(params)
+        person = threading.Thread(target=grant_third_party, args=(params.url, login))  # after we answer
+        people.append(person)
+        person.start()
+        return types.ElicitResult(action="accept")
+
+    async def messages(message: Any) -> None:
+        if isinstance(message, types.ElicitCompleteNotification):
+            completed.append(message.params.elicitation_id)
+
+    async def scenario() -> Any:
+        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, login, resource=deployment.url))
+        async with bearer_client(
+            deployment.url, token, mode=mode, elicitation_callback=elicitation, message_handler=messages
+        ) as client:
+            return await client.call_tool("whoami", {})
+
+    result = anyio.run(scenario)
+    for person in people:
+        person.join(30)
+    assert (result.is_error, text(result)) == (False, login)
+    (params,) = asked
+    assert params.mode == "url" and params.url.startswith(f"{deployment.idp.issuer}/auth?")
+    if mode == "legacy":
+        assert params.elicitation_id and completed == [params.elicitation_id]
+    else:
+        assert params.elicitation_id is None and completed == []
+
+
+def test_a_declined_elicitation_keeps_todays_result(deployment):
+    async def decline(context: Any, params: Any) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    async def scenario() -> Any:
+        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "gina", resource=deployment.url))
+        async with bearer_client(deployment.url, token, elicitation_callback=decline) as client:
+            return await client.call_tool("whoami", {})
+
+    result = anyio.run(scenario)
+    assert result.is_error and result.meta["pocket/outcome"] == "auth_required"
+    assert result.meta["pocket/auth_url"] in text(result)
+
+
+def test_fifty_concurrent_calls_from_five_users(deployment):
+    users = [f"user{i}" for i in range(5)]
+    tokens = {user: access_token(deployment.idp, user, resource=deployment.url) for user in users}
+
+    async def grant(user: str) -> None:
+        async with bearer_client(deployment.url, tokens[user]) as client:
+            first = await client.call_tool("whoami", {})
+            await anyio.to_thread.run_sync(grant_third_party, first.meta["pocket/auth_url"], user)
+
+    answers: list[tuple[str, str, bool]] = []
+
+    async def calls(user: str) -> None:
+        async with bearer_client(deployment.url, tokens[user]) as client:
+
+            async def one() -> None:
+                result = await client.call_tool("whoami", {})
+                answers.append((user, text(result), result.is_error))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(10):
+                    group.start_soon(one)
+
+    async def scenario() -> None:
+        for user in users:
+            await grant(user)
+        async with anyio.create_task_group() as group:
+            for user in users:
+                group.start_soon(calls, user)
+
+    anyio.run(scenario)
+    assert len(answers) == 50
+    assert sorted(answers) == sorted((user, user, False) for user in users for _ in range(10))
+
+
+# -- keys, expiry and opaque tokens -------------------------------------------------------------------------------
+
+
+def _private_jwks(kid: str) -> tuple[str, RSAKey]:
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
+    return json.dumps({"keys": [key.as_dict(private=True)]}), key
+
+
+def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
+    jwks, _ = _private_jwks("first")
+    with deployed(tmp_path, JWKS=jwks, RESOURCE_TTL="2") as running:
+        token = access_token(running.idp, "hana", resource=running.url)
+        assert initialize(running.url, token).status_code == 200
+        expires = jwt.decode(token, _issuer_keys(running.idp)).claims["exp"]
+        while time.time() <= expires:  # the token's own expiry, read from it: no guess
+            time.sleep(expires - time.time() + 0.1)
+        refused = initialize(running.url, token)
+        assert refused.status_code == 401
+        assert _params(refused)["error_description"] == "the access token has expired"
+        keys_fetched_by = time.monotonic()  # the server's last fetch of the keys was before this
+
+        # The authorization server rotates its keys (a restart on the same port with a new key set): a token
+        # signed with the new key names a kid the server has not seen, so it fetches the keys again.
+        running.idp.stop()
+        rotated, _ = _private_jwks("second")
+        running.idp = OidcServer(running.idp.clients, 60, port=running.idp.port, JWKS=rotated, RESOURCE_TTL="60")
+        fresh = access_token(running.idp, "hana", resource=running.url)
+        assert json.loads(base64.urlsafe_b64decode(fresh.split(".")[0] + "=="))["kid"] == "second"
+        time.sleep(max(0.0, keys_fetched_by + KEYS_REFETCH_AFTER - time.monotonic()))  # its throttle, passed
+        assert initialize(running.url, fresh).status_code == 200
+
+
+def test_opaque_tokens_are_checked_by_introspection(tmp_path):
+    with deployed(tmp_path, RESOURCE_FORMAT="opaque") as running:
+        token = access_token(running.idp, "ivan", resource=running.url)
+        assert token.count(".") != 2
+        assert initialize(running.url, token).status_code == 200
+        elsewhere = access_token(running.idp, "ivan", resource="http://127.0.0.1:1/other/mcp")
+        refused = initialize(running.url, elsewhere)
+        assert refused.status_code == 401 and "not issued for this server" in _params(refused)["error_description"]
