@@ -3,6 +3,7 @@
 #   - Debian's chromium, for the auth pages checked in a real headless browser (tests/test_auth_browser.py)
 #   - node and npm (Debian's packages when missing), and the pinned node modules of the test
 #     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
+#   - the TypeScript MCP SDK, a second MCP client for the tests (tests/mcp_ts, `npm ci` likewise)
 # Run as root (or with sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -33,6 +34,11 @@ fi
 if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
     echo "setup-test-deps: npm ci in tests/oidc"
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/mcp_ts/node_modules/@modelcontextprotocol/sdk ]; then
+    echo "setup-test-deps: npm ci in tests/mcp_ts (the TypeScript MCP SDK, a second client)"
+    (cd tests/mcp_ts && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 echo "setup-test-deps: ready (chromium: $(command -v chromium || command -v chromium-browser), node $(node --version))"

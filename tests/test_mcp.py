@@ -138,7 +138,8 @@ def add(a: int, b: int = 1) -> int:
     '''Add two integers.'''
     return a + b
 
-serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 0, user_id="default")
+port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=port, user_id="default")
 """
 
 CLI = "import sys; from runner.cli import main; sys.exit(main(sys.argv[1:]))"

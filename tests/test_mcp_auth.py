@@ -24,11 +24,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import anyio
 import httpx
 import httpx2
-import mcp_types as types
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from mcp import Client
+from mcp import Client, types
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
@@ -506,6 +505,49 @@ def test_fifty_concurrent_calls_from_five_users(deployment):
     anyio.run(scenario)
     assert len(answers) == 50
     assert sorted(answers) == sorted((user, user, False) for user in users for _ in range(10))
+
+
+def test_the_typescript_sdk_logs_in_and_calls_as_its_user(deployment):
+    """A second client, the TypeScript SDK (tests/mcp_ts, installed by scripts/setup-test-deps.sh): its own
+    OAuth discovery from the 401 and PKCE; its calls run as the user who logged in."""
+    folder = REPO / "tests" / "mcp_ts"
+    if not (folder / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        pytest.fail("the TypeScript MCP SDK is missing: run scripts/setup-test-deps.sh")
+    calls = [["add", {"a": 2, "b": 3}], ["whoami", {}]]
+    env = {
+        **environment(),
+        "SERVER_URL": deployment.url,
+        "CLIENT_ID": MCP_CLIENT,
+        "REDIRECT_URI": MCP_REDIRECT,
+        "CALLS": json.dumps(calls),
+    }
+    process = subprocess.Popen(
+        ["node", "client.mjs"], cwd=folder, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("authorize "), line
+        url = line.split(" ", 1)[1].strip()
+        query = parse_qs(urlsplit(url).query)
+        assert query["resource"] == [deployment.url] and query["code_challenge_method"] == ["S256"]
+        person = Person(login="jill")
+        try:
+            callback = person.authorize(url, stop_at="/callback")
+        finally:
+            person.client.close()
+        process.stdin.write(parse_qs(urlsplit(callback).query)["code"][0] + "\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        assert line.startswith("result "), line
+        answer = json.loads(line.split(" ", 1)[1])
+    finally:
+        process.kill()
+        process.wait(10)
+    assert answer["tools"] == ["add", "whoami"]
+    added, who = answer["calls"]
+    assert added == {"text": "5", "isError": False}
+    assert who["isError"] and "authorization is needed for user 'jill'" in who["text"]  # her grant, not another's
 
 
 # -- keys, expiry and opaque tokens -------------------------------------------------------------------------------
