@@ -1,7 +1,10 @@
 """Every tool of a `Pocket` over the Model Context Protocol, on the official `mcp` SDK (extra: `mcp`).
 
 `pocket serve SOURCE...` runs it on stdio (what MCP clients launch) or, with `--http`, as a streamable
-HTTP endpoint at `http://127.0.0.1:PORT/mcp`, bound to loopback unless another host is asked for.
+HTTP endpoint at `http://HOST:PORT/mcp`: an OAuth resource server whose calls run as each token's user
+(`[server]` settings, see resource_server), or, explicitly and on loopback only, one user's without
+authentication. A call needing a provider's consent asks with URL elicitation where the client supports
+it (see elicitation).
 
 Every call answers with a result, never a protocol error, for what the agent did or what the tool did:
 a bad body, a failing tool and a tool needing authorization come back as `isError: true` results whose
