@@ -158,6 +158,33 @@ class TrustedIssuer:
             assert self._keys is not None
             return self._keys
 
+    async def verify(self, token: str, *, leeway: int, what: str, **claims: Any) -> dict[str, Any]:
+        """The claims of a JWT this issuer signed (`iss` its own, `exp` not passed, and the values `claims`
+        asks for, such as an ID token's `aud` and `nonce`), or Refusal saying what is wrong with the `what`."""
+        algorithm = _segment(token, 0).get("alg")
+        if algorithm not in ALGORITHMS:
+            raise Refusal(f"the {what}'s signature algorithm {algorithm!r} is not accepted")
+        try:
+            try:
+                verified = jwt.decode(token, await self.keys(), algorithms=ALGORITHMS)
+            except InvalidKeyIdError:  # signed with a key published since: rotation
+                verified = jwt.decode(token, await self.keys(unknown_kid=True), algorithms=ALGORITHMS)
+            expected = {name: {"essential": True, "value": value} for name, value in claims.items()}
+            jwt.JWTClaimsRegistry(
+                leeway=leeway, iss={"essential": True, "value": self.issuer}, exp={"essential": True}, **expected
+            ).validate(verified.claims)
+        except InvalidKeyIdError:
+            raise Refusal(f"the {what} is signed with a key its issuer does not publish") from None
+        except BadSignatureError:
+            raise Refusal(f"the {what}'s signature does not verify") from None
+        except ExpiredTokenError:
+            raise Refusal(f"the {what} has expired") from None
+        except (InvalidClaimError, MissingJwtClaim) as exc:
+            raise Refusal(f"the {what}'s claims are not valid ({exc.description or exc.error})") from None
+        except (JoseError, ValueError):
+            raise Refusal(f"the {what} cannot be verified") from None
+        return verified.claims
+
 
 class TokenValidator:
     """Checks access tokens for the resource `resource`, issued by one of `settings.issuers`."""
@@ -204,34 +231,14 @@ class TokenValidator:
         return Caller(user_id, access)
 
     async def _jwt(self, token: str) -> dict[str, Any]:
-        header, unverified = _segment(token, 0), _segment(token, 1)
-        trusted = self._issuers.get(unverified.get("iss"))  # type: ignore[arg-type]
+        trusted = self.issuer(_segment(token, 1).get("iss"))
         if trusted is None:
             raise Refusal("the access token was issued by an authorization server this server does not trust")
-        if header.get("alg") not in ALGORITHMS:
-            raise Refusal(f"the access token's signature algorithm {header.get('alg')!r} is not accepted")
-        try:
-            try:
-                verified = jwt.decode(token, await trusted.keys(), algorithms=ALGORITHMS)
-            except InvalidKeyIdError:  # signed with a key published since: rotation
-                verified = jwt.decode(token, await trusted.keys(unknown_kid=True), algorithms=ALGORITHMS)
-            claims = verified.claims
-            jwt.JWTClaimsRegistry(
-                leeway=self._settings.clock_skew_seconds,
-                iss={"essential": True, "value": trusted.issuer},
-                exp={"essential": True},
-            ).validate(claims)
-        except InvalidKeyIdError:
-            raise Refusal("the access token is signed with a key its issuer does not publish") from None
-        except BadSignatureError:
-            raise Refusal("the access token's signature does not verify") from None
-        except ExpiredTokenError:
-            raise Refusal("the access token has expired") from None
-        except (InvalidClaimError, MissingJwtClaim) as exc:
-            raise Refusal(f"the access token's claims are not valid ({exc.description or exc.error})") from None
-        except (JoseError, ValueError):
-            raise Refusal("the access token cannot be verified") from None
-        return claims
+        return await trusted.verify(token, leeway=self._settings.clock_skew_seconds, what="access token")
+
+    def issuer(self, url: Any) -> TrustedIssuer | None:
+        """The trusted authorization server of that issuer URL, if it is one."""
+        return self._issuers.get(url) if isinstance(url, str) else None
 
     async def _introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662: ask each trusted issuer that offers introspection until one knows the token as active."""
