@@ -380,6 +380,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             else f"calling as each access token's user (issuers: {', '.join(settings.server.issuers)})"
         )
         _say(f"serving {_count(pocket)} over MCP at {url}, {who} (Ctrl-C stops)")
+        if settings.server.issuers and not settings.server.login_client_id:
+            _say(
+                "warning: consent links are not checked against who opens them (a forwarded link grants the "
+                "opener's account to the link's user): set [server] login_client_id and login_client_secret"
+            )
         mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=user_id, sock=sock)
     return ExitCode.OK
 

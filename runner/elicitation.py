@@ -32,6 +32,7 @@ from runner.invocation import Invocation, Outcome
 
 if TYPE_CHECKING:
     from runner.auth.authenticator import Authenticator
+    from runner.consent_links import ConsentLinks
 
 __all__ = ["INPUT_KEY", "ConsentRequest"]
 
@@ -50,9 +51,13 @@ class ConsentRequest:
     invocation of a tool call and returns the invocation to answer with (the first, or the call run again
     once consent landed), or the `InputRequiredResult` that asks for it (2026-07-28)."""
 
-    def __init__(self, authenticator: Authenticator, *, wait_seconds: float):
+    def __init__(self, authenticator: Authenticator, *, wait_seconds: float, links: ConsentLinks | None = None):
         self._authenticator = authenticator
         self._wait_seconds = wait_seconds
+        self._links = links  # when set, the URL shown is a link only its user can follow
+
+    def _shown(self, invocation: Invocation, user_id: str) -> Invocation:
+        return self._links.guard(invocation, user_id) if self._links is not None else invocation
 
     async def resolve(
         self,
@@ -62,6 +67,7 @@ class ConsentRequest:
         user_id: str,
         again: Callable[[], Awaitable[Invocation]],
     ) -> Invocation | types.InputRequiredResult:
+        invocation = self._shown(invocation, user_id)
         url = invocation.auth_url
         if invocation.outcome is not Outcome.AUTH_REQUIRED or not url or not _supports_url_elicitation(ctx):
             return invocation
@@ -75,7 +81,7 @@ class ConsentRequest:
                 return invocation
             if not await self._consented(user_id, url):
                 return invocation
-            return await again()
+            return self._shown(await again(), user_id)
         if not ctx.session.can_send_request:  # JSON responses: no stream to send the request on
             return invocation
         elicitation_id = secrets.token_urlsafe(16)
@@ -86,11 +92,12 @@ class ConsentRequest:
         if answer.action != "accept" or not await self._consented(user_id, url):
             return invocation
         await ctx.session.send_elicit_complete(elicitation_id, related_request_id=ctx.request_id)
-        return await again()
+        return self._shown(await again(), user_id)
 
     async def _consented(self, user_id: str, url: str) -> bool:
         """Wait until the authorization request behind `url` has ended (its callback landed, or it failed or
         expired): True then, False when `consent_wait_seconds` passed first."""
+        url = self._links.original(url) if self._links is not None else url
         deadline = time.monotonic() + self._wait_seconds
         while time.monotonic() < deadline:
             pending = await anyio.to_thread.run_sync(self._authenticator.pending, user_id)

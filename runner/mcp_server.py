@@ -34,6 +34,7 @@ from runner.invocation import Invocation
 from runner.resource_server import caller_of
 
 if TYPE_CHECKING:
+    from runner.consent_links import ConsentLinks
     from runner.pocket import Pocket
     from runner.settings import ServerSettings
 
@@ -79,11 +80,15 @@ def call_result(invocation: Invocation) -> types.CallToolResult:
     )
 
 
-def build_server(pocket: Pocket, *, user_id: str = "default", name: str = SERVER_NAME) -> Server[Any]:
+def build_server(
+    pocket: Pocket, *, user_id: str = "default", name: str = SERVER_NAME, links: ConsentLinks | None = None
+) -> Server[Any]:
     """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`. Calls run as the user the
-    request's access token names (see resource_server), else as `user_id` (stdio, unauthenticated loopback)."""
+    request's access token names (see resource_server), else as `user_id` (stdio, unauthenticated loopback);
+    consent URLs are shown as `links` hands them out, when given."""
     tools = mcp_tools(pocket)
-    consent = ConsentRequest(pocket.authenticator, wait_seconds=pocket.settings.server.consent_wait_seconds)
+    wait = pocket.settings.server.consent_wait_seconds
+    consent = ConsentRequest(pocket.authenticator, wait_seconds=wait, links=links)
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
@@ -131,6 +136,7 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
     from mcp.server.transport_security import TransportSecuritySettings
 
     from runner.auth.asgi_pages import ConsentPages
+    from runner.consent_links import ConsentLinks
     from runner.resource_server import ResourceServer, TokenValidator, canonical_resource
 
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -142,11 +148,18 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
         allowed_hosts=sorted(hosts),
         allowed_origins=sorted(f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")),
     )
-    app = build_server(pocket).streamable_http_app(host=host, transport_security=security)
-    handle = pocket.authenticator.serve_pages_at(resource.removesuffix("/mcp"))
+    base_url = resource.removesuffix("/mcp")
     http = httpx.AsyncClient(timeout=pocket.settings.credentials.http_timeout_seconds, follow_redirects=False)
     validator = TokenValidator(settings, resource, http)
-    return ResourceServer(ConsentPages(app, handle, hosts), validator, settings)
+    links = None
+    if settings.login_client_id and settings.login_client_secret is not None:
+        trusted = validator.issuer(settings.issuers[0])
+        assert trusted is not None
+        ttl = pocket.settings.credentials.authorization_timeout_seconds
+        links = ConsentLinks(settings, trusted, base_url, ttl=ttl)
+    app = build_server(pocket, links=links).streamable_http_app(host=host, transport_security=security)
+    app = ConsentPages(app, pocket.authenticator.serve_pages_at(base_url), hosts)
+    return ResourceServer(links.front(app) if links else app, validator, settings)
 
 
 def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) -> None:

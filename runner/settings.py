@@ -183,6 +183,10 @@ class ServerSettings(_Section):
     # Opaque (non-JWT) tokens are checked by RFC 7662 introspection, as this client of the issuer.
     introspection_client_id: str | None = None
     introspection_client_secret: SecretStr | None = None
+    # This server's own OpenID Connect client at the (first) issuer, redirect URI PUBLIC_ORIGIN/auth/login/callback:
+    # with it, a consent link asks whoever opens it to log in, and only the user it was made for goes on.
+    login_client_id: str | None = None
+    login_client_secret: SecretStr | None = None
     clock_skew_seconds: int = Field(default=0, ge=0, le=300)  # tolerated on `exp` and `nbf`
     # A call that asked the user to authorize a provider (URL elicitation) waits this long for the consent.
     consent_wait_seconds: float = Field(default=120.0, gt=0)

@@ -38,6 +38,7 @@ from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
 from tests.helpers import REPO, environment, free_port, wait_listening
 
 MCP_CLIENT = "mcp-client"
+LOGIN_CLIENT = "pocket-login"
 MCP_REDIRECT = "http://127.0.0.1:9/callback"  # the MCP client's own redirect: never listened on, the person stops there
 
 SERVER_SCRIPT = """
@@ -86,6 +87,13 @@ def _clients(mcp_port: int) -> list[dict[str, Any]]:
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
+        {  # the runner's own login client: who opens a consent link (runner/consent_links.py)
+            "client_id": LOGIN_CLIENT,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/login/callback"],
+            "grant_types": ["authorization_code"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        },
         {  # an MCP client (public, PKCE)
             "client_id": MCP_CLIENT,
             "redirect_uris": [MCP_REDIRECT],
@@ -107,6 +115,8 @@ def _settings_file(tmp: Path, issuer: str) -> Path:
         introspection_client_id = "{CLIENT_ID}"
         introspection_client_secret = "{CLIENT_SECRET}"
         consent_wait_seconds = 60
+        login_client_id = "{LOGIN_CLIENT}"
+        login_client_secret = "{CLIENT_SECRET}"
         [auth.testidp]
         issuer = "{issuer}"
         client_id = "{CLIENT_ID}"
@@ -193,11 +203,11 @@ def access_token(idp: OidcServer, login: str, *, resource: str, scope: str = "mc
 
 
 def grant_third_party(url: str, login: str) -> str:
-    """A person opens the authorization URL a call answered with, logs in at the provider, lands on the
-    consent callback of the MCP server; returns the page's text."""
+    """A person opens the link a call answered with, logs in (the server checks the link is theirs), grants
+    the provider access, lands on the consent callback of the MCP server; returns the page's text."""
     person = Person(login=login)
     try:
-        callback = person.authorize(url)
+        callback = person.authorize(url, stop_at="/auth/testidp/")
         page = person.visit(callback)
     finally:
         person.client.close()
@@ -415,8 +425,38 @@ def test_two_users_at_once_each_with_their_own_grant(deployment):
         assert first.is_error and first.meta["pocket/outcome"] == "auth_required"  # no elicitation declared
         url = first.meta["pocket/auth_url"]
         assert url in text(first) and f"user '{login}'" in text(first)
-        assert f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{urlsplit(deployment.url).port}%2Fauth%2Ftestidp" in url
+        assert url.startswith(f"{deployment.origin}/auth/confirm?link=")  # a link only its user can follow
         assert (second_answers[login].is_error, text(second_answers[login])) == (False, login)
+
+
+def test_a_consent_link_only_works_for_its_own_user(deployment):
+    """Consent phishing: Kim forwards the link her call answered with to Liam. He logs in, is told the link
+    is not his, and never reaches the provider; Kim follows it herself and her call then runs."""
+
+    async def call() -> Any:
+        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "kim", resource=deployment.url))
+        async with bearer_client(deployment.url, token) as client:
+            return await client.call_tool("whoami", {})
+
+    link = anyio.run(call).meta["pocket/auth_url"]
+    liam = Person(login="liam")
+    try:
+        logged_in = liam.authorize(link, stop_at="/auth/login/")  # he logs in at the authorization server
+        refused = liam.visit(logged_in)  # and lands back on the MCP server
+    finally:
+        liam.client.close()
+    assert refused.status_code == 403 and "This link is not yours" in refused.text
+    assert "location" not in refused.headers  # not sent on to the provider
+    kim = Person(login="kim")
+    try:
+        logged_in = kim.authorize(link, stop_at="/auth/login/")
+        elsewhere = httpx.get(logged_in)  # the same login answer in another browser (login CSRF): no cookie
+    finally:
+        kim.client.close()
+    assert elsewhere.status_code == 400 and "not recognised" in elsewhere.text
+    assert "is connected" in grant_third_party(link, "kim")
+    result = anyio.run(call)
+    assert (result.is_error, text(result)) == (False, "kim")
 
 
 @pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
@@ -452,7 +492,7 @@ def test_url_elicitation_from_no_grant_to_a_successful_call(deployment, mode):
         person.join(30)
     assert (result.is_error, text(result)) == (False, login)
     (params,) = asked
-    assert params.mode == "url" and params.url.startswith(f"{deployment.idp.issuer}/auth?")
+    assert params.mode == "url" and params.url.startswith(f"{deployment.origin}/auth/confirm?link=")
     if mode == "legacy":
         assert params.elicitation_id and completed == [params.elicitation_id]
     else:
