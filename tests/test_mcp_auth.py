@@ -35,7 +35,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 from runner.auth.oauth import pkce_pair
 from runner.resource_server import KEYS_REFETCH_AFTER
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
-from tests.helpers import REPO, environment, free_port, wait_listening
+from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
 MCP_CLIENT = "mcp-client"
 LOGIN_CLIENT = "pocket-login"
@@ -162,6 +162,24 @@ def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     with deployed(tmp_path_factory.mktemp("deployment")) as running:
         yield running
+
+
+@pytest.mark.parametrize(
+    ("issuers", "options", "said"),
+    [
+        ([], [], "serving MCP over HTTP needs authentication: set [server] issuers"),
+        ([], ["--no-auth", "--host", "0.0.0.0"], "refusing to serve without authentication on 0.0.0.0"),  # noqa: S104
+        ([], ["--user", "alice"], "--user with --http needs --no-auth"),
+        (["http://127.0.0.1:1"], ["--no-auth"], "calls as the user each access token names: drop --user and --no-auth"),
+    ],
+)
+def test_serve_http_is_never_silently_unauthenticated(tmp_path, issuers, options, said):
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f"[server]\nissuers = {json.dumps(issuers)}\n")
+    result = pocket("serve", str(HELLO), "--settings", str(settings), "--http", *options)
+    assert result.returncode == 2, result.stderr
+    assert f"pocket: {said}" in result.stderr and "Traceback" not in result.stderr
+    assert "(Ctrl-C stops)" not in result.stderr  # refused before any banner
 
 
 # -- getting tokens the way people and clients do ---------------------------------------------------------------
