@@ -170,7 +170,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         ([], [], "serving MCP over HTTP needs authentication: set [server] issuers"),
         ([], ["--no-auth", "--host", "0.0.0.0"], "refusing to serve without authentication on 0.0.0.0"),  # noqa: S104
         ([], ["--user", "alice"], "--user with --http needs --no-auth"),
-        (["http://127.0.0.1:1"], ["--no-auth"], "calls as the user each access token names: drop --user and --no-auth"),
+        (["http://127.0.0.1:1"], ["--no-auth"], "an authenticated server ([server] issuers) calls as the user each"),
     ],
 )
 def test_serve_http_is_never_silently_unauthenticated(tmp_path, issuers, options, said):
