@@ -632,12 +632,17 @@ def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
         # The authorization server rotates its keys (a restart on the same port with a new key set): a token
         # signed with the new key names a kid the server has not seen, so it fetches the keys again.
         running.idp.stop()
-        rotated, _ = _private_jwks("second")
+        rotated, signing_key = _private_jwks("second")
         running.idp = OidcServer(running.idp.clients, 60, port=running.idp.port, JWKS=rotated, RESOURCE_TTL="60")
         fresh = access_token(running.idp, "hana", resource=running.url)
         assert json.loads(base64.urlsafe_b64decode(fresh.split(".")[0] + "=="))["kid"] == "second"
         time.sleep(max(0.0, keys_fetched_by + KEYS_REFETCH_AFTER - time.monotonic()))  # its throttle, passed
         assert initialize(running.url, fresh).status_code == 200
+        # Signed with the issuer's own key, but not valid before a time still to come:
+        claims = jwt.decode(fresh, _issuer_keys(running.idp)).claims | {"nbf": int(time.time()) + 300}
+        early = jwt.encode({"alg": "RS256", "kid": "second", "typ": "at+jwt"}, claims, signing_key)
+        refused = initialize(running.url, early)
+        assert refused.status_code == 401 and "not yet valid" in _params(refused)["error_description"]
 
 
 def test_opaque_tokens_are_checked_by_introspection(tmp_path):
