@@ -220,7 +220,7 @@ class TokenValidator:
         client_id = str(claims.get("client_id") or claims.get("azp") or "")
         expires = claims.get("exp")
         access = AccessToken(
-            token=token,
+            token="[redacted]",  # noqa: S106 - the SDK model shows it in its repr: the bearer token is not kept
             client_id=client_id,
             scopes=scopes,
             expires_at=int(expires) if isinstance(expires, int | float) else None,

@@ -33,7 +33,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from runner.auth.oauth import pkce_pair
+from runner.errors import SettingsError
 from runner.resource_server import KEYS_REFETCH_AFTER
+from runner.settings import load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
@@ -180,6 +182,19 @@ def test_serve_http_is_never_silently_unauthenticated(tmp_path, issuers, options
     assert result.returncode == 2, result.stderr
     assert f"pocket: {said}" in result.stderr and "Traceback" not in result.stderr
     assert "(Ctrl-C stops)" not in result.stderr  # refused before any banner
+
+
+def test_server_settings_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("POCKET_SERVER__ISSUERS", "https://login.example.com, https://other.example.com")
+    monkeypatch.setenv("POCKET_SERVER__REQUIRED_SCOPES", '["mcp:tools"]')
+    monkeypatch.setenv("POCKET_SERVER__INTROSPECTION_CLIENT_SECRET", "0042")
+    server = load_settings(directory=tmp_path).server
+    assert server.issuers == ("https://login.example.com", "https://other.example.com")
+    assert server.required_scopes == ("mcp:tools",) and server.user_claim == "sub"
+    assert server.introspection_client_secret.get_secret_value() == "0042" and "0042" not in repr(server)
+    monkeypatch.setenv("POCKET_SERVER__PUBLIC_URL", "https://tools.example.com/mcp#top")
+    with pytest.raises(SettingsError, match=r"server\.public_url .*not an http"):
+        load_settings(directory=tmp_path)
 
 
 # -- getting tokens the way people and clients do ---------------------------------------------------------------
