@@ -34,8 +34,8 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 
 from runner.auth.oauth import pkce_pair
 from runner.errors import SettingsError
-from runner.resource_server import KEYS_REFETCH_AFTER
-from runner.settings import load_settings
+from runner.resource_server import KEYS_REFETCH_AFTER, TokenValidator
+from runner.settings import ServerSettings, load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
@@ -50,7 +50,7 @@ import httpx
 from runner.function_tools import function_tool
 from runner.mcp_server import serve
 from runner.pocket import Pocket
-from runner.settings import load_settings
+from runner.settings import ServerSettings, load_settings
 
 @function_tool
 def add(a: int, b: int = 1) -> int:
@@ -658,6 +658,24 @@ def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
         early = jwt.encode({"alg": "RS256", "kid": "second", "typ": "at+jwt"}, claims, signing_key)
         refused = initialize(running.url, early)
         assert refused.status_code == 401 and "not yet valid" in _params(refused)["error_description"]
+
+
+def test_with_two_issuers_the_same_subject_is_two_users(deployment):
+    """A `sub` is unique only per issuer: trusting two, the user is ISSUER|SUB, so two people named alike at
+    two authorization servers never share credentials."""
+    other = OidcServer(_clients(1), 60)
+    try:
+        settings = ServerSettings(issuers=(deployment.idp.issuer, other.issuer), required_scopes=("mcp:tools",))
+        tokens = [access_token(idp, "alice", resource=deployment.url) for idp in (deployment.idp, other)]
+
+        async def users() -> list[str]:
+            async with httpx.AsyncClient() as http:
+                validator = TokenValidator(settings, deployment.url, http)
+                return [(await validator.validate(token)).user_id for token in tokens]
+
+        assert anyio.run(users) == [f"{deployment.idp.issuer}|alice", f"{other.issuer}|alice"]
+    finally:
+        other.stop()
 
 
 def test_opaque_tokens_are_checked_by_introspection(tmp_path):
