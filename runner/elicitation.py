@@ -6,9 +6,12 @@ speaks, and the call completes once the consent callback lands:
 - 2026-07-28 (stateless): the call answers `InputRequiredResult` carrying an `elicitation/create` request
   (mode "url", no `elicitationId`); the client shows the link and retries the call with the person's answer
   in `inputResponses`; on "accept" the retry waits for the consent, then runs the tool.
-- 2025-11-25 (sessions): the server sends `elicitation/create` (mode "url", an `elicitationId`) on the call's
-  stream; on "accept" it waits for the consent, sends `notifications/elicitation/complete` with that id, and
-  runs the tool.
+- 2025-11-25 (sessions): where the call has a stream back to the client (stdio; HTTP with SSE responses), the
+  server sends `elicitation/create` (mode "url", an `elicitationId`) on it; on "accept" it waits for the
+  consent, sends `notifications/elicitation/complete` with that id, and runs the tool. Where it has none (HTTP
+  with JSON responses), the call fails with that revision's URLElicitationRequiredError (-32042) carrying the
+  same request, and `notifications/elicitation/complete` follows on the session's stream once the consent
+  landed, for the client to call again.
 
 A client without URL elicitation, a person who declines, or a consent that does not land within
 `[server] consent_wait_seconds` gets today's result: `auth_required`, the URL in its text, and a later call
@@ -17,6 +20,8 @@ succeeds once the person has authorized.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 import mcp_types as types
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from runner.invocation import Invocation, Outcome
@@ -55,6 +60,7 @@ class ConsentRequest:
         self._authenticator = authenticator
         self._wait_seconds = wait_seconds
         self._links = links  # when set, the URL shown is a link only its user can follow
+        self._watching: set[asyncio.Task[None]] = set()  # completions to send once consent lands
 
     def _shown(self, invocation: Invocation, user_id: str) -> Invocation:
         return self._links.guard(invocation, user_id) if self._links is not None else invocation
@@ -82,9 +88,11 @@ class ConsentRequest:
             if not await self._consented(user_id, url):
                 return invocation
             return self._shown(await again(), user_id)
-        if not ctx.session.can_send_request:  # JSON responses: no stream to send the request on
-            return invocation
         elicitation_id = secrets.token_urlsafe(16)
+        if not ctx.session.can_send_request:  # JSON responses: nothing can be sent back within this call
+            self._complete_later(ctx, user_id, url, elicitation_id)
+            params = types.ElicitRequestURLParams(message=message, url=url, elicitation_id=elicitation_id)
+            raise UrlElicitationRequiredError([params], message)
         try:
             answer = await ctx.session.elicit_url(message, url, elicitation_id, related_request_id=ctx.request_id)
         except MCPError:
@@ -93,6 +101,19 @@ class ConsentRequest:
             return invocation
         await ctx.session.send_elicit_complete(elicitation_id, related_request_id=ctx.request_id)
         return self._shown(await again(), user_id)
+
+    def _complete_later(self, ctx: Any, user_id: str, url: str, elicitation_id: str) -> None:
+        """Once the consent behind `url` landed, say so on the session's own stream, where the client waits for
+        it before calling again (2025-11-25's URLElicitationRequiredError flow)."""
+
+        async def watch() -> None:
+            if await self._consented(user_id, url):
+                with contextlib.suppress(Exception):  # the session may be gone: the next call succeeds anyway
+                    await ctx.session.send_elicit_complete(elicitation_id)
+
+        task = asyncio.get_running_loop().create_task(watch())
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
 
     async def _consented(self, user_id: str, url: str) -> bool:
         """Wait until the authorization request behind `url` has ended (its callback landed, or it failed or

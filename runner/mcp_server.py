@@ -157,7 +157,9 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
         assert trusted is not None
         ttl = pocket.settings.credentials.authorization_timeout_seconds
         links = ConsentLinks(settings, trusted, base_url, ttl=ttl)
-    app = build_server(pocket, links=links).streamable_http_app(host=host, transport_security=security)
+    server = build_server(pocket, links=links)
+    # JSON bodies, not SSE events: results over 1 MiB reach the official Python client.
+    app = server.streamable_http_app(host=host, transport_security=security, json_response=True)
     app = ConsentPages(app, pocket.authenticator.serve_pages_at(base_url), hosts)
     return ResourceServer(links.front(app) if links else app, validator, settings)
 

@@ -31,12 +31,17 @@ from mcp import Client, types
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp.types import URL_ELICITATION_REQUIRED
 
 from runner.auth.oauth import pkce_pair
 from runner.errors import SettingsError
+from runner.function_tools import function_tool
+from runner.mcp_server import build_server
+from runner.pocket import Pocket
 from runner.resource_server import KEYS_REFETCH_AFTER, TokenValidator
 from runner.settings import ServerSettings, load_settings
-from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person
+from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person, idp_entry
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
 MCP_CLIENT = "mcp-client"
@@ -492,44 +497,122 @@ def test_a_consent_link_only_works_for_its_own_user(deployment):
     assert (result.is_error, text(result)) == (False, "kim")
 
 
-@pytest.mark.parametrize("mode", ["2026-07-28", "legacy"])
-def test_url_elicitation_from_no_grant_to_a_successful_call(deployment, mode):
-    """A client declaring URL elicitation is shown the link (2026-07-28: in an InputRequiredResult; 2025-11-25:
-    an elicitation/create request with an elicitationId, then notifications/elicitation/complete); it accepts,
-    the person authorizes afterwards, and the one call returns the tool's result."""
-    login = f"frank-{mode}"
-    asked: list[types.ElicitRequestURLParams] = []
-    completed: list[str] = []
-    people: list[threading.Thread] = []
+class Elicited:
+    """A client's URL elicitation handling: the person is sent to the link after the client accepted (so the
+    server must wait for the consent), and completion notifications are recorded."""
 
-    async def elicitation(context: Any, params: Any) -> types.ElicitResult:
-        asked.append(params)
-        person = threading.Thread(target=grant_third_party, args=(params.url, login))  # after we answer
-        people.append(person)
+    def __init__(self, login: str):
+        self.login = login
+        self.asked: list[types.ElicitRequestURLParams] = []
+        self.completed: list[str] = []
+        self.complete = anyio.Event()
+        self.people: list[threading.Thread] = []
+
+    def open(self, url: str) -> None:
+        person = threading.Thread(target=grant_third_party, args=(url, self.login))
+        self.people.append(person)
         person.start()
+
+    async def elicitation(self, context: Any, params: Any) -> types.ElicitResult:
+        self.asked.append(params)
+        self.open(params.url)
         return types.ElicitResult(action="accept")
 
-    async def messages(message: Any) -> None:
+    async def messages(self, message: Any) -> None:
         if isinstance(message, types.ElicitCompleteNotification):
-            completed.append(message.params.elicitation_id)
+            self.completed.append(message.params.elicitation_id)
+            self.complete.set()
+
+    def join(self) -> None:
+        for person in self.people:
+            person.join(30)
+
+
+def test_url_elicitation_2026_07_28(deployment):
+    """2026-07-28: the call answers an InputRequiredResult carrying elicitation/create (mode url, no
+    elicitationId); the client accepts and retries, the person authorizes meanwhile, and the call's result is
+    the tool's."""
+    elicited = Elicited("frank")
 
     async def scenario() -> Any:
-        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, login, resource=deployment.url))
+        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "frank", resource=deployment.url))
         async with bearer_client(
-            deployment.url, token, mode=mode, elicitation_callback=elicitation, message_handler=messages
+            deployment.url,
+            token,
+            mode="2026-07-28",
+            elicitation_callback=elicited.elicitation,
+            message_handler=elicited.messages,
         ) as client:
             return await client.call_tool("whoami", {})
 
     result = anyio.run(scenario)
-    for person in people:
-        person.join(30)
-    assert (result.is_error, text(result)) == (False, login)
-    (params,) = asked
+    elicited.join()
+    assert (result.is_error, text(result)) == (False, "frank")
+    (params,) = elicited.asked
     assert params.mode == "url" and params.url.startswith(f"{deployment.origin}/auth/confirm?link=")
-    if mode == "legacy":
-        assert params.elicitation_id and completed == [params.elicitation_id]
-    else:
-        assert params.elicitation_id is None and completed == []
+    assert params.elicitation_id is None and elicited.completed == []
+
+
+def test_url_elicitation_2025_11_25_over_http(deployment):
+    """2025-11-25 over HTTP with JSON responses (no stream back within a call): the call fails with
+    URLElicitationRequiredError (-32042) carrying the URL and an elicitationId; once the person authorized,
+    notifications/elicitation/complete names it on the session's stream, and the call made again succeeds."""
+    elicited = Elicited("gus")
+
+    async def scenario() -> tuple[MCPError, Any]:
+        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "gus", resource=deployment.url))
+        async with bearer_client(
+            deployment.url,
+            token,
+            mode="legacy",
+            elicitation_callback=elicited.elicitation,
+            message_handler=elicited.messages,
+        ) as client:
+            with pytest.raises(MCPError) as raised:
+                await client.call_tool("whoami", {})
+            (params,) = UrlElicitationRequiredError.from_error(raised.value.error).elicitations
+            elicited.open(params.url)
+            with anyio.fail_after(60):
+                await elicited.complete.wait()
+            return raised.value, (params, await client.call_tool("whoami", {}))
+
+    error, (params, result) = anyio.run(scenario)
+    elicited.join()
+    assert error.error.code == URL_ELICITATION_REQUIRED
+    assert params.mode == "url" and params.url.startswith(f"{deployment.origin}/auth/confirm?link=")
+    assert params.elicitation_id and elicited.completed == [params.elicitation_id]
+    assert elicited.asked == []  # nothing was sent back within the call
+    assert (result.is_error, text(result)) == (False, "gus")
+
+
+def test_url_elicitation_2025_11_25_within_the_call(make_settings, oidc_server):
+    """2025-11-25 where the call has a stream back (stdio, in process here): elicitation/create (mode url, an
+    elicitationId) within the call; the client accepts, the person authorizes, notifications/elicitation/complete
+    names it, and the same call returns the tool's result."""
+    introspection = f"{oidc_server.issuer}/token/introspection"
+
+    @function_tool(auth_provider="testidp")
+    def whoami(TESTIDP_TOKEN: str) -> str:
+        """Whose third-party token this call was handed."""
+        answer = httpx.post(introspection, data={"token": TESTIDP_TOKEN}, auth=(CLIENT_ID, CLIENT_SECRET))
+        return answer.json()["sub"]
+
+    elicited = Elicited("hugo")
+    settings = make_settings({"testidp": idp_entry(oidc_server.issuer, default_scopes=["openid"])})
+    with Pocket([whoami], settings=settings) as pocket:
+
+        async def scenario() -> Any:
+            server = build_server(pocket, user_id="hugo")
+            options = {"elicitation_callback": elicited.elicitation, "message_handler": elicited.messages}
+            async with Client(server, mode="legacy", **options) as client:
+                return await client.call_tool("whoami", {})
+
+        result = anyio.run(scenario)
+    elicited.join()
+    assert (result.is_error, text(result)) == (False, "hugo")
+    (params,) = elicited.asked
+    assert params.mode == "url" and params.url.startswith(f"{oidc_server.issuer}/auth?")
+    assert params.elicitation_id and elicited.completed == [params.elicitation_id]
 
 
 def test_a_declined_elicitation_keeps_todays_result(deployment):
