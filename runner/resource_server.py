@@ -134,7 +134,9 @@ class TrustedIssuer:
             if isinstance(document, dict) and document.get("issuer") == self.issuer:  # RFC 8414 section 3.3
                 found = {**document, **found}
         if not found:
-            raise Refusal(f"the authorization server {self.issuer} cannot be reached to check the token", status=503)
+            raise Refusal(
+                f"the authorization server {self.issuer} cannot be reached to check the token", status=503, error=None
+            )
         self._metadata, self._fetched_at = found, time.monotonic()
         return found
 
@@ -146,14 +148,18 @@ class TrustedIssuer:
             if self._keys is None or stale:
                 jwks_uri = (await self.metadata()).get("jwks_uri")
                 if not jwks_uri:
-                    raise Refusal(f"the authorization server {self.issuer} publishes no jwks_uri", status=503)
+                    raise Refusal(
+                        f"the authorization server {self.issuer} publishes no jwks_uri", status=503, error=None
+                    )
                 try:
                     response = await self.http.get(jwks_uri, headers={"Accept": "application/json"})
                     response.raise_for_status()
                     self._keys = KeySet.import_key_set(response.json())
                 except (httpx.HTTPError, ValueError, JoseError):
                     if self._keys is None:
-                        raise Refusal(f"cannot fetch the signing keys of {self.issuer}", status=503) from None
+                        raise Refusal(
+                            f"cannot fetch the signing keys of {self.issuer}", status=503, error=None
+                        ) from None
                 self._keys_at = time.monotonic()
             assert self._keys is not None
             return self._keys
@@ -256,7 +262,9 @@ class TokenValidator:
                 )
                 answer = response.json() if response.status_code == 200 else {}
             except (httpx.HTTPError, ValueError):
-                raise Refusal(f"the authorization server {trusted.issuer} cannot be reached", status=503) from None
+                raise Refusal(
+                    f"the authorization server {trusted.issuer} cannot be reached", status=503, error=None
+                ) from None
             if not isinstance(answer, dict) or answer.get("active") is not True:
                 continue
             if answer.get("iss", trusted.issuer) != trusted.issuer:
@@ -309,7 +317,8 @@ class ResourceServer:
                 if refusal.status == 401 and not refusal.scope:  # which scopes to ask for (MCP authorization)
                     refusal.scope = " ".join(self.settings.required_scopes)
                 challenge = [(b"www-authenticate", refusal.challenge(self.metadata_url).encode())]
-                body = {"error": refusal.error or "unauthorized", "error_description": refusal.description}
+                error = refusal.error or ("temporarily_unavailable" if refusal.status == 503 else "unauthorized")
+                body = {"error": error, "error_description": refusal.description}
                 await _respond(send, refusal.status, body, challenge)
                 return
             scope["user"], scope["auth"] = caller, AuthCredentials(caller.scopes)
