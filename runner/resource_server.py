@@ -97,15 +97,15 @@ def canonical_resource(url: str) -> str:
     return f"{scheme}://{host}{port}{parts.path.rstrip('/')}"
 
 
-def _segment(token: str, index: int) -> dict[str, Any]:
+def _segment(token: str, index: int, what: str = "access token") -> dict[str, Any]:
     """A JWT's header (0) or claims (1), read before verification only to pick the issuer and the key."""
     try:
         part = token.split(".")[index]
         value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
     except (IndexError, ValueError, UnicodeDecodeError):
-        raise Refusal("the access token is not a well-formed JWT") from None
+        raise Refusal(f"the {what} is not a well-formed JWT") from None
     if not isinstance(value, dict):
-        raise Refusal("the access token is not a well-formed JWT")
+        raise Refusal(f"the {what} is not a well-formed JWT")
     return value
 
 
@@ -167,7 +167,7 @@ class TrustedIssuer:
     async def verify(self, token: str, *, leeway: int, what: str, **claims: Any) -> dict[str, Any]:
         """The claims of a JWT this issuer signed (`iss` its own, `exp` not passed, and the values `claims`
         asks for, such as an ID token's `aud` and `nonce`), or Refusal saying what is wrong with the `what`."""
-        algorithm = _segment(token, 0).get("alg")
+        algorithm = _segment(token, 0, what).get("alg")
         if algorithm not in ALGORITHMS:
             raise Refusal(f"the {what}'s signature algorithm {algorithm!r} is not accepted")
         try:
