@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -527,6 +527,16 @@ class Elicited:
         for person in self.people:
             person.join(30)
 
+    @contextlib.asynccontextmanager
+    async def client(self, deployment: Deployment, mode: str) -> AsyncIterator[Client]:
+        """An SDK client of the deployment speaking `mode`, logged in as this person, handling elicitation."""
+        token = await anyio.to_thread.run_sync(
+            lambda: access_token(deployment.idp, self.login, resource=deployment.url)
+        )
+        options = {"mode": mode, "elicitation_callback": self.elicitation, "message_handler": self.messages}
+        async with bearer_client(deployment.url, token, **options) as client:
+            yield client
+
 
 def test_url_elicitation_2026_07_28(deployment):
     """2026-07-28: the call answers an InputRequiredResult carrying elicitation/create (mode url, no
@@ -535,14 +545,7 @@ def test_url_elicitation_2026_07_28(deployment):
     elicited = Elicited("frank")
 
     async def scenario() -> Any:
-        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "frank", resource=deployment.url))
-        async with bearer_client(
-            deployment.url,
-            token,
-            mode="2026-07-28",
-            elicitation_callback=elicited.elicitation,
-            message_handler=elicited.messages,
-        ) as client:
+        async with elicited.client(deployment, "2026-07-28") as client:
             return await client.call_tool("whoami", {})
 
     result = anyio.run(scenario)
@@ -560,14 +563,7 @@ def test_url_elicitation_2025_11_25_over_http(deployment):
     elicited = Elicited("gus")
 
     async def scenario() -> tuple[MCPError, Any]:
-        token = await anyio.to_thread.run_sync(lambda: access_token(deployment.idp, "gus", resource=deployment.url))
-        async with bearer_client(
-            deployment.url,
-            token,
-            mode="legacy",
-            elicitation_callback=elicited.elicitation,
-            message_handler=elicited.messages,
-        ) as client:
+        async with elicited.client(deployment, "legacy") as client:
             with pytest.raises(MCPError) as raised:
                 await client.call_tool("whoami", {})
             (params,) = UrlElicitationRequiredError.from_error(raised.value.error).elicitations
