@@ -352,9 +352,6 @@ def _revocation(provider: str, revocation: Revocation) -> str:
     return f"{done}{which}: {still} at {provider} until {until} or you remove the app's access there"
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from runner import mcp_server
@@ -362,19 +359,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise PocketError(str(exc)) from None
     from runner.pocket import Pocket
 
-    with Pocket(args.sources, settings=_settings(args), progress=_say) as pocket:
-        count = f"{len(pocket.tools)} tool{'s' if len(pocket.tools) != 1 else ''}"
-        if not args.http:
-            _say(f"serving {count} over MCP on stdio, calling as user {args.user!r}")
-            mcp_server.serve(pocket, transport="stdio", user_id=args.user)
-            return ExitCode.OK
+    settings = _settings(args)
+    if not args.http:
+        user = args.user or "default"
+        with Pocket(args.sources, settings=settings, progress=_say) as pocket:
+            _say(f"serving {_count(pocket)} over MCP on stdio, calling as user {user!r}")
+            mcp_server.serve(pocket, transport="stdio", user_id=user)
+        return ExitCode.OK
+    if args.user is not None and not args.no_auth:
+        raise PocketError("--user with --http needs --no-auth: an authenticated server calls as each token's user")
+    user_id = (args.user or "default") if args.no_auth else None
+    mcp_server.check_http_mode(settings.server, args.host, user_id)  # before loading tools or binding
+    with Pocket(args.sources, settings=settings, progress=_say) as pocket:
         sock = mcp_server.listen(args.host, args.port)  # a port in use is an error before the banner
-        if args.host not in _LOOPBACK:
-            _say(f"warning: {args.host} is not loopback: anyone who reaches it can call these tools as {args.user!r}")
         host = f"[{args.host}]" if ":" in args.host else args.host
-        _say(f"serving {count} over MCP at http://{host}:{args.port}/mcp, calling as user {args.user!r} (Ctrl-C stops)")
-        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=args.user, sock=sock)
+        url = settings.server.public_url or f"http://{host}:{args.port}/mcp"
+        who = (
+            f"calling as user {user_id!r}, without authentication"
+            if user_id is not None
+            else f"calling as each access token's user (issuers: {', '.join(settings.server.issuers)})"
+        )
+        _say(f"serving {_count(pocket)} over MCP at {url}, {who} (Ctrl-C stops)")
+        if settings.server.issuers and not settings.server.login_client_id:
+            _say(
+                "warning: consent links are not checked against who opens them (a forwarded link grants the "
+                "opener's account to the link's user): set [server] login_client_id and login_client_secret"
+            )
+        mcp_server.serve(pocket, transport="http", host=args.host, port=args.port, user_id=user_id, sock=sock)
     return ExitCode.OK
+
+
+def _count(pocket: Any) -> str:
+    return f"{len(pocket.tools)} tool{'s' if len(pocket.tools) != 1 else ''}"
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -414,7 +430,11 @@ exit codes: 0 done, 2 bad input or settings, 3 authorization not granted""",
     "serve": """examples:
   pocket serve tools-example                            # MCP on stdio, for a client to launch
   pocket serve ./tools https://github.com/OWNER/REPO@v1 --user alice
-  pocket serve tools-example --http --port 8765         # streamable HTTP at http://127.0.0.1:8765/mcp
+  pocket serve tools-example --http --no-auth --port 8765   # one user, loopback: http://127.0.0.1:8765/mcp
+  pocket serve ./tools --http --host 0.0.0.0           # OAuth resource server: [server] issuers in settings
+
+over HTTP, with [server] issuers and public_url set, every request needs an access token from one of the
+issuers, and calls run as the user it names; consent pages are served at PUBLIC_URL/auth/NAME/callback.
 
 an MCP client config (stdio):
   {"mcpServers": {"pocket": {"command": "pocket", "args": ["serve", "/path/to/tools"]}}}
@@ -432,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
   pocket list tools-example --json
   pocket invoke tools-example/hello hello --body '{"name": "Ada"}'
   pocket auth login slack --user alice
-  pocket serve tools-example --http --port 8765
+  pocket serve tools-example --http --no-auth --port 8765
 
 SOURCE is a tool folder, a folder of tool folders, or a git URL (URL[@REF][#SUBDIR]).
 Run `pocket COMMAND --help` for a command's options and examples.""",
@@ -506,7 +526,12 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default: %(default)s)")
     serve.add_argument("--port", type=_port, default=8000, help="port to listen on with --http (default: %(default)s)")
-    serve.add_argument("--user", default="default", help="whose credentials tool calls use (default: %(default)s)")
+    serve.add_argument("--user", help="whose credentials tool calls use, on stdio or with --no-auth (default: default)")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve HTTP without authentication, as --user, on loopback only (else [server] issuers are needed)",
+    )
     serve.set_defaults(run=_cmd_serve)
     # --settings and --secrets work after the command as well as before it: SUPPRESS keeps a subcommand
     # from overwriting the value given before it with its own default.

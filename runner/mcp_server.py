@@ -1,7 +1,10 @@
 """Every tool of a `Pocket` over the Model Context Protocol, on the official `mcp` SDK (extra: `mcp`).
 
 `pocket serve SOURCE...` runs it on stdio (what MCP clients launch) or, with `--http`, as a streamable
-HTTP endpoint at `http://127.0.0.1:PORT/mcp`, bound to loopback unless another host is asked for.
+HTTP endpoint at `http://HOST:PORT/mcp`: an OAuth resource server whose calls run as each token's user
+(`[server]` settings, see resource_server), or, explicitly and on loopback only, one user's without
+authentication. A call needing a provider's consent asks with URL elicitation where the client supports
+it (see elicitation).
 
 Tools are listed with their title, annotations (MCP's hints) and outputSchema. Every call of a known tool
 answers with a result, never a protocol error, for what the agent did or what the tool did: a bad body, a
@@ -23,8 +26,9 @@ import dataclasses
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 try:
     import mcp_types as types
@@ -34,20 +38,36 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
 from runner import __version__
+from runner.elicitation import ConsentRequest
 from runner.errors import PocketError
 from runner.function_tools import FunctionTool
 from runner.invocation import Invocation, Outcome
 from runner.mcp_cancel import CancelOnDisconnect
 from runner.mcp_progress import HEARTBEAT_SECONDS, ProgressRelay, reporting_progress
+from runner.resource_server import caller_of
 from runner.structured import structured_result
 
 if TYPE_CHECKING:
+    from runner.consent_links import ConsentLinks
     from runner.pocket import Pocket, Tool
+    from runner.settings import ServerSettings
 
-__all__ = ["build_server", "call_result", "listen", "mcp_tool", "mcp_tools", "serve", "serve_http", "serve_stdio"]
+__all__ = [
+    "build_server",
+    "call_result",
+    "check_http_mode",
+    "http_app",
+    "listen",
+    "mcp_tool",
+    "mcp_tools",
+    "serve",
+    "serve_http",
+    "serve_stdio",
+]
 
 SERVER_NAME = "pocket-runner"
 DEFAULT_PORT = 8000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # One JSON body per response over HTTP: the official Python client refuses an SSE event over 1 MiB, so a large
 # result would never arrive as an event. The price: nothing else travels with a call's response, so progress
 # takes the session's stream (handshake era only: a stateless request has none) and the server cannot send a
@@ -129,11 +149,16 @@ def build_server(
     user_id: str = "default",
     name: str = SERVER_NAME,
     progress_interval: float = HEARTBEAT_SECONDS,
+    links: ConsentLinks | None = None,
 ) -> Server[Any]:
-    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`, calling as `user_id`;
-    a call asking for progress hears from it every `progress_interval` seconds at least."""
+    """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`. Calls run as the user the
+    request's access token names (see resource_server), else as `user_id` (stdio, unauthenticated loopback);
+    consent URLs are shown as `links` hands them out, when given. A call asking for progress hears from it every
+    `progress_interval` seconds at least."""
     tools = mcp_tools(pocket)
     relay = ProgressRelay()
+    wait = pocket.settings.server.consent_wait_seconds
+    consent = ConsentRequest(pocket.authenticator, wait_seconds=wait, links=links)
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -143,13 +168,22 @@ def build_server(
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=tools)
 
-    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         tool = pocket.tools.get(params.name)
         if tool is None:
             raise unknown_tool(pocket, params.name)
         arguments = params.arguments if params.arguments is not None else {}
-        call = pocket.ainvoke(params.name, arguments, user_id=user_id)
-        return call_result(await reporting_progress(ctx, tool, call, relay, progress_interval), tool)
+        caller = caller_of(ctx.request)
+        user = caller.user_id if caller is not None else user_id
+
+        def invoke() -> Awaitable[Invocation]:
+            call = pocket.ainvoke(params.name, arguments, user_id=user)
+            return reporting_progress(ctx, tool, call, relay, progress_interval)
+
+        answer = await consent.resolve(ctx, params, await invoke(), user, invoke)
+        return answer if isinstance(answer, types.InputRequiredResult) else call_result(answer, tool)
 
     return Server(
         name,
@@ -170,11 +204,67 @@ async def serve_stdio(pocket: Pocket, *, user_id: str = "default") -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def http_app(pocket: Pocket, *, user_id: str = "default", host: str = "127.0.0.1") -> Any:
-    """The streamable HTTP endpoint (a Starlette app, MCP at `/mcp`), with DNS-rebinding protection on loopback."""
-    app = build_server(pocket, user_id=user_id).streamable_http_app(host=host, json_response=JSON_RESPONSES)
-    app.add_middleware(CancelOnDisconnect)  # a call ends when its client goes away
-    return app
+def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, user_id: str | None = None) -> Any:
+    """The streamable HTTP endpoint (an ASGI app, MCP at `/mcp`). With `[server] issuers` it is an OAuth resource
+    server (each token names its user) that also serves the consent pages; else, on loopback only and with an
+    explicit `user_id`, every call runs as that user. DNS-rebinding protection on loopback either way."""
+    settings = pocket.settings.server
+    check_http_mode(settings, host, user_id)
+    if not settings.issuers:
+        app = build_server(pocket, user_id=user_id or "default").streamable_http_app(
+            host=host, json_response=JSON_RESPONSES
+        )
+        app.add_middleware(CancelOnDisconnect)  # a call ends when its client goes away
+        return app
+    import httpx
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from runner.auth.asgi_pages import ConsentPages
+    from runner.consent_links import ConsentLinks
+    from runner.resource_server import ResourceServer, TokenValidator, canonical_resource
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    resource = canonical_resource(settings.public_url or f"http://{where}/mcp")
+    public = urlsplit(resource).netloc
+    hosts = {public, where, f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(hosts),
+        allowed_origins=sorted(f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")),
+    )
+    base_url = resource.removesuffix("/mcp")
+    http = httpx.AsyncClient(timeout=pocket.settings.credentials.http_timeout_seconds, follow_redirects=False)
+    validator = TokenValidator(settings, resource, http)
+    links = None
+    if settings.login_client_id and settings.login_client_secret is not None:
+        trusted = validator.issuer(settings.issuers[0])
+        assert trusted is not None
+        ttl = pocket.settings.credentials.authorization_timeout_seconds
+        links = ConsentLinks(settings, trusted, base_url, ttl=ttl)
+    server = build_server(pocket, links=links)
+    app = server.streamable_http_app(host=host, transport_security=security, json_response=JSON_RESPONSES)
+    app.add_middleware(CancelOnDisconnect)
+    app = ConsentPages(app, pocket.authenticator.serve_pages_at(base_url), hosts)
+    return ResourceServer(links.front(app) if links else app, validator, settings)
+
+
+def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) -> None:
+    """Serving HTTP is authenticated (`[server] issuers`), or explicitly not (`user_id`) and on loopback only."""
+    if settings.issuers and user_id is not None:
+        raise PocketError(
+            "an authenticated server ([server] issuers) calls as the user each access token names: "
+            "drop --user and --no-auth"
+        )
+    if not settings.issuers and user_id is None:
+        raise PocketError(
+            "serving MCP over HTTP needs authentication: set [server] issuers (and public_url) in the settings, "
+            "or pass --no-auth to serve one user on loopback without it"
+        )
+    if not settings.issuers and host not in LOOPBACK:
+        raise PocketError(
+            f"refusing to serve without authentication on {host}, which is not loopback: anyone reaching it "
+            "would use the stored credentials; set [server] issuers"
+        )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -196,15 +286,18 @@ def serve_http(
     *,
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    user_id: str = "default",
+    user_id: str | None = None,
     sock: socket.socket | None = None,
 ) -> None:
-    """Serve streamable HTTP at `http://HOST:PORT/mcp` (or on `sock`, from `listen`) until interrupted."""
+    """Serve streamable HTTP at `http://HOST:PORT/mcp` (or on `sock`, from `listen`) until interrupted; see
+    `http_app` for who calls run as."""
     import uvicorn
 
+    check_http_mode(pocket.settings.server, host, user_id)
     # We bind the socket ourselves: uvicorn reports a port in use with a log line and sys.exit(3).
     sock = sock or listen(host, port)
-    server = uvicorn.Server(uvicorn.Config(http_app(pocket, user_id=user_id, host=host), log_level="warning"))
+    app = http_app(pocket, host=host, port=sock.getsockname()[1], user_id=user_id)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     try:
         server.run(sockets=[sock])
     except SystemExit as exc:
@@ -221,17 +314,18 @@ def serve(
     transport: str = "stdio",
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
-    user_id: str = "default",
+    user_id: str | None = None,
     sock: socket.socket | None = None,
 ) -> None:
     """Serve `pocket` over `transport` ("stdio" or "http") until the client leaves or the process is stopped.
 
-    For HTTP, `sock` is a socket `listen` already bound (so that a port in use is known before any banner).
+    On stdio calls run as `user_id` ("default" if None); over HTTP see `http_app`. For HTTP, `sock` is a socket
+    `listen` already bound (so that a port in use is known before any banner).
     """
     if transport == "stdio":
         import anyio
 
-        anyio.run(lambda: serve_stdio(pocket, user_id=user_id))
+        anyio.run(lambda: serve_stdio(pocket, user_id=user_id or "default"))
     elif transport == "http":
         serve_http(pocket, host=host, port=port, user_id=user_id, sock=sock)
     else:

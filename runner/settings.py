@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -43,6 +44,15 @@ class Runtime(enum.StrEnum):
 
     RUNC = "runc"  # the engine's default: namespaces and cgroups on the host kernel
     RUNSC = "runsc"  # gVisor: a user-space kernel between the tool and the host's (scripts/setup.sh --gvisor)
+
+
+def _string_list(value: Any) -> Any:
+    """A list setting from a POCKET_ variable arrives as a string: `a,b` or `["a", "b"]`."""
+    if isinstance(value, str):
+        return (
+            json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        )
+    return value
 
 
 class _Section(BaseModel):
@@ -114,14 +124,7 @@ class SandboxSettings(_Section):
     @field_validator("warm_tools", mode="before")
     @classmethod
     def _list_from_environment(cls, value: Any) -> Any:
-        """POCKET_SANDBOX__WARM_TOOLS arrives as a string: `hello,adder` or `["hello", "adder"]`."""
-        if isinstance(value, str):
-            return (
-                json.loads(value)
-                if value.lstrip().startswith("[")
-                else [v.strip() for v in value.split(",") if v.strip()]
-            )
-        return value
+        return _string_list(value)
 
 
 class ProviderSettings(BaseModel):
@@ -182,6 +185,46 @@ class CredentialSettings(_Section):
         return value
 
 
+class ServerSettings(_Section):
+    """`[server]`: `pocket serve --http` as an OAuth 2.1 resource server (the MCP authorization specification).
+
+    With `issuers` set, every HTTP request must carry an access token one of them issued for `public_url`
+    (RFC 8707: its `aud`), and the token's `user_claim` is the user whose credentials its calls use.
+    """
+
+    # The MCP endpoint as clients reach it, its canonical resource URI: https://tools.example.com/mcp. Default:
+    # http://HOST:PORT/mcp of the listening socket. The consent pages are served beside it (/auth/NAME/callback).
+    public_url: str | None = None
+    # The authorization servers whose tokens are accepted, by issuer URL (metadata discovered by RFC 8414 / OIDC).
+    issuers: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()  # every call's token must carry all of them (else 403 insufficient_scope)
+    user_claim: str = "sub"  # the claim naming the user; with several issuers the user is `ISSUER|VALUE`
+    # Opaque (non-JWT) tokens are checked by RFC 7662 introspection, as this client of the issuer.
+    introspection_client_id: str | None = None
+    introspection_client_secret: SecretStr | None = None
+    # This server's own OpenID Connect client at the (first) issuer, redirect URI PUBLIC_ORIGIN/auth/login/callback:
+    # with it, a consent link asks whoever opens it to log in, and only the user it was made for goes on.
+    login_client_id: str | None = None
+    login_client_secret: SecretStr | None = None
+    clock_skew_seconds: int = Field(default=0, ge=0, le=300)  # tolerated on `exp` and `nbf`
+    # A call that asked the user to authorize a provider (URL elicitation) waits this long for the consent.
+    consent_wait_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("issuers", "required_scopes", mode="before")
+    @classmethod
+    def _list_from_environment(cls, value: Any) -> Any:
+        return _string_list(value)
+
+    @field_validator("public_url", "issuers")
+    @classmethod
+    def _http_urls(cls, value: Any) -> Any:
+        for url in (value,) if isinstance(value, str) else value or ():
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment or parts.query:
+                raise ValueError(f"{url!r} is not an http(s) URL without query or fragment")
+        return value
+
+
 class Settings(BaseModel):
     """All settings: settings.toml, then .secrets.toml, then POCKET_ variables (see load_settings), validated."""
 
@@ -192,6 +235,7 @@ class Settings(BaseModel):
     sandbox: SandboxSettings = SandboxSettings()
     auth: dict[str, ProviderSettings] = Field(default_factory=dict)
     credentials: CredentialSettings = CredentialSettings()
+    server: ServerSettings = ServerSettings()
     # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 

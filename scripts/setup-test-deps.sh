@@ -5,6 +5,7 @@
 #     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
 #   - Debian's postgresql, whose initdb and postgres the tests run themselves (tests/fixtures_postgres.py:
 #     a server on a free 127.0.0.1 port in a temporary folder); no cluster of the package's own is made
+#   - the TypeScript MCP SDK, a second MCP client for the tests (tests/mcp_ts, `npm ci` likewise)
 # Run as root (or with sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -42,6 +43,11 @@ fi
 if [ ! -d tests/oidc/node_modules/oidc-provider ]; then
     echo "setup-test-deps: npm ci in tests/oidc"
     (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/mcp_ts/node_modules/@modelcontextprotocol/sdk ]; then
+    echo "setup-test-deps: npm ci in tests/mcp_ts (the TypeScript MCP SDK, a second client)"
+    (cd tests/mcp_ts && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 postgres_version="$("$(postgres_initdb)" --version | awk '{print $3}')"

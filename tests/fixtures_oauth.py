@@ -57,9 +57,10 @@ def ensure_node_modules() -> None:
 class OidcServer:
     """oidc-provider in a child process we started (stopped by its pid)."""
 
-    def __init__(self, clients: list[dict[str, Any]], ttl: int, **env: str):
+    def __init__(self, clients: list[dict[str, Any]], ttl: int, *, port: int | None = None, **env: str):
         ensure_node_modules()
-        self.port = free_port()
+        self.clients = clients
+        self.port = port or free_port()  # a port: restart a stopped server at the same issuer
         self.issuer = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,

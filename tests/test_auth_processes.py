@@ -110,7 +110,7 @@ def test_three_processes_share_one_callback_port(tmp_path, callback_port, oidc_s
          "--user", "carol"], cwd=REPO, **pipes,
     )  # fmt: skip
     serve = subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", *options, "serve", tool, "--http", "--port", str(mcp_port),
+        [sys.executable, "-m", "runner.cli", *options, "serve", tool, "--http", "--no-auth", "--port", str(mcp_port),
          "--user", "bob"], cwd=REPO, **pipes,
     )  # fmt: skip
     agent = subprocess.Popen([sys.executable, str(agent_script), *files, tool], cwd=REPO, **pipes)

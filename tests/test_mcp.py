@@ -136,7 +136,8 @@ def add(a: int, b: int = 1) -> int:
     '''Add two integers.'''
     return a + b
 
-serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+serve(Pocket([add, {hello!r}]), transport=sys.argv[1], port=port, user_id="default")
 """
 
 CLI = "import sys; from runner.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -224,7 +225,7 @@ def test_streamable_http_transport(http_server):
 
 def test_pocket_serve_http_listens_on_loopback(tmp_path):
     port = free_port()
-    command = [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)]
+    command = [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--no-auth", "--port", str(port)]
     with _http_server(tmp_path, command, port) as process:
 
         async def scenario() -> Any:
@@ -253,7 +254,7 @@ def _pocket_serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
 def test_serve_refuses_a_port_out_of_range(tmp_path, port):
-    result = _pocket_serve(tmp_path, "--http", f"--port={port}")
+    result = _pocket_serve(tmp_path, "--http", "--no-auth", f"--port={port}")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "argument --port: " in result.stderr and "65535" in result.stderr
@@ -264,7 +265,7 @@ def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _pocket_serve(tmp_path, "--http", "--port", str(port))
+        result = _pocket_serve(tmp_path, "--http", "--no-auth", "--port", str(port))
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"pocket: cannot listen on 127.0.0.1:{port}: address already in use; pick another with --port" in (
@@ -276,7 +277,7 @@ def test_serve_on_a_port_in_use_says_so_and_exits_2(tmp_path):
 def test_sigterm_stops_pocket_serve_http(tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--port", str(port)],
+        [sys.executable, "-c", CLI, "serve", str(HELLO), "--http", "--no-auth", "--port", str(port)],
         cwd=REPO, env=_environment(tmp_path), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

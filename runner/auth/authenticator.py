@@ -18,7 +18,7 @@ import httpx
 
 from runner.auth.admin import Admin
 from runner.auth.authorize import Authorizer
-from runner.auth.callback import CallbackSite
+from runner.auth.callback import CallbackSite, Handler
 from runner.auth.consent import Consent
 from runner.auth.context import AuthContext
 from runner.auth.device import DeviceGrants
@@ -39,7 +39,8 @@ class Authenticator:
     def __init__(self, settings: Settings, *, http: httpx.Client | None = None):
         self._context = AuthContext(settings, http)
         self._consent = Consent(lambda: self._context.store)  # shared with the user's other processes
-        self._site = CallbackSite(settings.credentials, Pages(self._context, self._consent).handle)
+        self._pages = Pages(self._context, self._consent)
+        self._site = CallbackSite(settings.credentials, self._pages.handle)
         self._devices = DeviceGrants(self._context, self._consent)
         self._authorizer = Authorizer(self._context, self._consent, self._devices, self._site)
         self._refresher = Refresher(self._context, self._authorizer)
@@ -71,6 +72,12 @@ class Authenticator:
     def base_url(self) -> str:
         """Where the callback server is reached (starting it unless `public_base_url` is set)."""
         return self._site.base_url()
+
+    def serve_pages_at(self, base_url: str) -> Handler:
+        """The consent pages (`/auth/NAME/callback`, `/form`) are served by the caller's own HTTP server at
+        `base_url` (the MCP server's public URL): no loopback server is started. Returns their handler."""
+        self._site.hand_over(base_url)
+        return self._pages.handle
 
     def redirect_uri(self, provider: str) -> str:
         return self._site.url(provider, "callback")

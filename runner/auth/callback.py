@@ -68,6 +68,22 @@ def render(page: Page) -> bytes:
     return body.encode("utf-8")
 
 
+def page_headers(length: int) -> list[tuple[str, str]]:
+    """The headers every page is sent with: never cached, no referrer, nothing loaded or framed."""
+    return [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", str(length)),
+        ("Cache-Control", "no-store"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        (
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    ]
+
+
 def token_form(action: str, state: str, fields: list[tuple[str, str, bool]], help_text: str | None) -> str:
     inputs = "".join(
         f"<label for='{html.escape(name)}'>{html.escape(label)}</label>"
@@ -108,16 +124,8 @@ class CallbackServer:
             def _send(self, page: Page) -> None:
                 body = render(page)
                 self.send_response(page.status)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("Referrer-Policy", "no-referrer")
-                self.send_header("X-Content-Type-Options", "nosniff")
-                self.send_header("X-Frame-Options", "DENY")
-                self.send_header(
-                    "Content-Security-Policy",
-                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-                )
+                for name, value in page_headers(len(body)):
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -216,6 +224,13 @@ class CallbackSite:
         self._standby: threading.Thread | None = None  # trying to bind while another process holds the port
         self._closing = threading.Event()
         self._lock = threading.Lock()
+        self._elsewhere: str | None = None  # the base URL of another server of this process serving the pages
+
+    def hand_over(self, base_url: str) -> None:
+        """Callbacks land at another HTTP server of this process (the MCP server's, at `base_url`): no loopback
+        server is started, and URLs name that one."""
+        with self._lock:
+            self._elsewhere = base_url.rstrip("/")
 
     def _start(self) -> CallbackServer:
         public = urlsplit(self._config.public_base_url).netloc if self._config.public_base_url else ""
@@ -230,7 +245,7 @@ class CallbackSite:
         """Make sure callbacks have somewhere to land before a URL is shown: this process's server (returned),
         or (None) another pocket process's on the same port. A port another program holds is a SettingsError."""
         with self._lock:
-            if self._server is None and self._standby is None:
+            if self._server is None and self._standby is None and self._elsewhere is None:
                 try:
                     self._server = self._start()
                 except PortInUse:
@@ -266,6 +281,8 @@ class CallbackSite:
             return self._server is not None
 
     def base_url(self) -> str:
+        if self._elsewhere:
+            return self._elsewhere
         if self._config.public_base_url:
             return self._config.public_base_url.rstrip("/")
         server = self.listen()

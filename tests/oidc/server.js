@@ -6,6 +6,11 @@
 //   TOKEN_DELAY_MS     how long the token endpoint takes to answer (real ones hash client secrets: 0.3-2 s)
 //   SPLIT_METADATA     "1": the OpenID discovery document lacks revocation_endpoint, which only RFC 8414's
 //                      /.well-known/oauth-authorization-server names (as many real servers publish them)
+//   RESOURCE_FORMAT    the access tokens issued for an http(s) resource indicator (an MCP server: RFC 8707):
+//                      "jwt" (default; RFC 9068, `aud` = the resource) or "opaque" (checked by introspection)
+//   RESOURCE_TTL       their lifetime in seconds (default 300)
+//   JWKS               JSON private key set to sign with (default: oidc-provider's development keys); the
+//                      tests restart the server with another to rotate keys
 // Strict on purpose: exact redirect URIs, PKCE S256 required, single-use codes, refresh tokens rotated
 // on every use with reuse detection (a replayed refresh token revokes the whole grant), no clock tolerance.
 // Prints one line "ready <issuer>" on stdout once it accepts connections.
@@ -18,15 +23,28 @@ const accessTokenTTL = Number(process.env.ACCESS_TOKEN_TTL || 60);
 const clients = JSON.parse(process.env.CLIENTS || '[]');
 const resource = 'urn:pocket:test-api';
 const apiScopes = 'api:read api:write repo user';
+// What an MCP server (a resource named by its URL) may be granted.
+const mcpScopes = 'mcp:tools mcp:admin';
+const resourceFormat = process.env.RESOURCE_FORMAT || 'jwt';
+const resourceTTL = Number(process.env.RESOURCE_TTL || 300);
+const jwks = process.env.JWKS ? JSON.parse(process.env.JWKS) : undefined;
+
+function resourceServer(indicator) {
+  if (/^https?:\/\//.test(indicator)) {
+    return { scope: mcpScopes, audience: indicator, accessTokenFormat: resourceFormat, accessTokenTTL: resourceTTL };
+  }
+  return { scope: apiScopes, accessTokenFormat: 'opaque', accessTokenTTL };
+}
 
 const provider = new Provider(issuer, {
   clients,
+  ...(jwks ? { jwks } : {}),
   clockTolerance: 0,
   scopes: ['openid', 'offline_access'],
   pkce: { methods: ['S256'], required: () => true },
   rotateRefreshToken: true,
   ttl: {
-    AccessToken: accessTokenTTL,
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? accessTokenTTL,
     AuthorizationCode: 60,
     DeviceCode: 120,
     Grant: 3600,
@@ -44,7 +62,7 @@ const provider = new Provider(issuer, {
       enabled: true,
       defaultResource: () => resource,
       useGrantedResource: () => true,
-      getResourceServerInfo: () => ({ scope: apiScopes, accessTokenFormat: 'opaque', accessTokenTTL }),
+      getResourceServerInfo: (ctx, indicator) => resourceServer(indicator),
     },
   },
   // Tokens in the token response only: never in a URL.
