@@ -303,7 +303,7 @@ def wait_for_file(path: str) -> str:
     return "released"
 
 port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-serve(Pocket([big, length, liar, wait_for_file, {napper!r}]), transport=sys.argv[1], port=port)
+serve(Pocket([big, length, liar, wait_for_file, {napper!r}]), transport=sys.argv[1], port=port, user_id="default")
 """
 
 NAPPER = {
