@@ -45,8 +45,29 @@ class Runtime(enum.StrEnum):
     RUNSC = "runsc"  # gVisor: a user-space kernel between the tool and the host's (scripts/setup.sh --gvisor)
 
 
+class Backend(enum.StrEnum):
+    """Where tool calls run."""
+
+    DOCKER = "docker"  # containers on one Docker engine (DOCKER_HOST or the local socket)
+    KUBERNETES = "kubernetes"  # Pods in a Kubernetes namespace ([sandbox.kubernetes], sandbox.registry)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KubernetesSettings(_Section):
+    """`[sandbox.kubernetes]`: the cluster tool calls run on when `sandbox.backend = "kubernetes"`."""
+
+    namespace: str = "default"
+    # None: the in-cluster configuration when the runner itself runs in a Pod, else ~/.kube/config (KUBECONFIG)
+    kubeconfig: Path | None = None
+    context: str | None = None  # a context of the kubeconfig; None: its current-context
+    runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has that RuntimeClass
+    # How long a Pod may take from creation to running (image pull included) before the call fails
+    start_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Prebuilt images by tool name ("registry/name@sha256:..." or a tag, resolved to its digest): no build, no push
+    images: dict[str, str] = Field(default_factory=dict)
 
 
 class ToolLimits(_Section):
@@ -106,6 +127,11 @@ class SandboxSettings(_Section):
     warm_tools: tuple[str, ...] = ()
     warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
     runtime: Runtime = Runtime.RUNC
+    backend: Backend = Backend.DOCKER
+    # Where the runner pushes tool images for the cluster to pull (host[:port][/path]); a loopback registry
+    # needs no TLS (Docker treats 127.0.0.0/8 as insecure)
+    registry: str | None = None
+    kubernetes: KubernetesSettings = KubernetesSettings()
     # Python tools run as `python FILE` / `python -m MODULE` get their interpreter started in the pooled
     # container before the call (container/prestart.py); false runs every tool through /bin/sh.
     prestart_python: bool = True

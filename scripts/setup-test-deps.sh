@@ -3,6 +3,7 @@
 #   - Debian's chromium, for the auth pages checked in a real headless browser (tests/test_auth_browser.py)
 #   - node and npm (Debian's packages when missing), and the pinned node modules of the test
 #     authorization server (tests/oidc: `npm ci` from the committed package-lock.json)
+#   - Debian's docker-registry, the local registry the Kubernetes backend's tests push tool images to
 # Run as root (or with sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ missing=""
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing="$missing chromium"
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+# The image registry the Kubernetes backend's tests push to (tests/kube_standin.py starts it on 127.0.0.1)
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 
 if [ -n "$missing" ]; then
     echo "setup-test-deps: installing$missing"
