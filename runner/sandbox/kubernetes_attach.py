@@ -44,9 +44,10 @@ class AttachStream:
         view = memoryview(data)
         while view:
             while not self.eof and self._readable(0):  # what the tool said so far
-                self._handle(self._frame(), on_frame)
+                if not self._handle(self._frame(), on_frame):
+                    return True  # the tool is done (or must stop): what it did not read does not matter
             if self.eof:
-                return True  # the tool is gone; what it did not read does not matter
+                return True  # the tool is gone
             left = deadline - time.monotonic()
             if left <= 0:
                 return False

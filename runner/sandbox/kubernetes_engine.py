@@ -147,12 +147,7 @@ class KubernetesEngine:
             self._live.add(name)
         try:
             self._wait_running(name)
-            from kubernetes.stream import stream
-
-            client = stream(
-                core.connect_get_namespaced_pod_attach, name, self.namespace, container=CONTAINER,
-                stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False, binary=True,
-            )  # fmt: skip
+            client = self._clients.attach(name, self.namespace)
         except BaseException:
             self.remove(name)
             raise
@@ -351,6 +346,23 @@ class _Clients:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.networking = client.NetworkingV1Api(api)
+
+    def attach(self, name: str, namespace: str) -> Any:
+        """The attach session of Pod `name` (the client's WSClient).
+
+        On an ApiClient of its own: the client's `stream()` swaps the `call_api` of the ApiClient it is given
+        for the duration of the call, so other threads' requests on a shared one would go out as websockets."""
+        from kubernetes import client
+        from kubernetes.stream import stream
+
+        api = client.ApiClient(self.api.configuration)
+        try:
+            return stream(
+                client.CoreV1Api(api).connect_get_namespaced_pod_attach, name, namespace, container=CONTAINER,
+                stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False, binary=True,
+            )  # fmt: skip
+        finally:
+            api.close()  # its connection pool; the websocket is the session's own
 
     def methods(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
         """create, read and list of `kind` in a namespace."""

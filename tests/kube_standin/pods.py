@@ -173,8 +173,9 @@ class Node:
             self._pull(container["image"])
             self._event(record, "Pulled", f'Container image "{container["image"]}" present on machine')
             self._create(record, pod)
-        except ApiError as exc:
-            reason, message = exc.body["reason"], exc.body["message"]
+        except Exception as exc:  # the engine refused: the kubelet reports it as the container's waiting reason
+            body = exc.body if isinstance(exc, ApiError) else {"reason": "CreateContainerError", "message": str(exc)}
+            reason, message = body["reason"], body["message"]
             self._status(
                 record,
                 lambda s: s.update(

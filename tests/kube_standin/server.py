@@ -52,6 +52,7 @@ class KubeStandin:
         self.token = secrets.token_urlsafe(24)
         self.sent: list[dict[str, Any]] = []  # every object body the client sent, as it sent it
         self.attach_protocols: list[str] = []  # the subprotocol of each attach session
+        self.attached: list[str] = []  # the Pod of each attach session
         self.requests: list[tuple[str, str]] = []  # (method, path) of each request
         self._services = iter(SERVICE_RANGE.hosts())
         self._server: Any = None
@@ -242,11 +243,11 @@ class KubeStandin:
         elif record.attached:
             denial = status(400, "BadRequest", f'pod "{name}": stdin was attached once already (stdinOnce)')
         if denial is not None:
-            print("DENIAL", denial, record, flush=True)
             await ws.send_denial_response(JSONResponse(denial, status_code=denial["code"]))
             return
         record.attached = True
         self.attach_protocols.append(chosen)
+        self.attached.append(name)
         await ws.accept(subprotocol=chosen)
         sock = record.sock
         sock.setblocking(False)
