@@ -13,6 +13,7 @@ as long as calls do not outrun it.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -28,10 +29,8 @@ BODY = {"name": "Ada"}
 
 
 def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+    """The p-quantile, interpolated between the samples (as bench_sandbox.py computes it)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[round(p * 100) - 1]
 
 
 def one_call(box: Any, manifest: Any) -> float:

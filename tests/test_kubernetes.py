@@ -340,3 +340,24 @@ def test_a_prebuilt_image_reference_is_pinned_to_its_digest(standin_cluster: Clu
         assert box.image(_manifest("hello")) == f"{repository}@{digest}"
         assert box.run(_manifest("hello"), {"name": "prebuilt"}, {}).ok
     assert standin_cluster.standin.sent_pods()[-1]["spec"]["containers"][0]["image"] == f"{repository}@{digest}"
+
+
+def test_a_pod_that_cannot_pull_its_image_fails_the_call_at_once_saying_why(standin_cluster: Cluster):
+    missing = f"{standin_cluster.registry}/pocket-tool/nothing@sha256:{'0' * 64}"
+    settings = standin_cluster.settings(pool_size=0, kubernetes={"images": {"hello": missing}})
+    with Sandbox(settings) as box:
+        result = box.run(_manifest("hello"), {"name": "x"}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert "cannot start" in result.error and "ErrImagePull" in result.error and missing in result.error, result
+    assert not standin_cluster.list("pod", f"pocket-runner.sandbox={box.id}")
+
+
+def test_warm_mode_serves_calls_from_a_long_lived_pod(standin_cluster: Cluster):
+    with Sandbox(standin_cluster.settings(pool_size=0, warm_tools=("dumpenv",))) as box:
+        first = box.run(_manifest("dumpenv"), {}, {"SLACK_BOT_TOKEN": TOKEN})
+        second = box.run(_manifest("dumpenv"), {}, {"SLACK_BOT_TOKEN": TOKEN + "2"})
+        pods = standin_cluster.list("pod", f"pocket-runner.sandbox={box.id},pocket-runner.mode=warm")
+    assert first.ok and second.ok, (first, second)
+    assert first.value["env"]["SLACK_BOT_TOKEN"] == TOKEN and second.value["env"]["SLACK_BOT_TOKEN"] == TOKEN + "2"
+    assert len(pods) == 1
+    assert TOKEN not in json.dumps(standin_cluster.standin.sent)
