@@ -298,14 +298,15 @@ def test_both_channel_protocols_carry_a_call(docker_api: Any, registry: Registry
 
 
 def test_the_egress_proxy_is_a_deployment_and_service_the_tool_alone_may_reach(standin_cluster: Cluster):
-    with Sandbox(standin_cluster.settings(pool_size=0, timeout_seconds=5)) as box:
-        box.run(_manifest("egress"), {}, {})
+    with Sandbox(standin_cluster.settings(pool_size=0, timeout_seconds=30)) as box:
+        result = box.run(_manifest("egress"), {}, {})
         pod = standin_cluster.standin.sent_pods()[-1]
         key = pod["metadata"]["labels"]["pocket-runner.egress"]
         selector = f"pocket-runner.sandbox={box.id}"
         (deployment,) = standin_cluster.list("deployment", selector)
         (service,) = standin_cluster.list("service", selector)
         policies = {p["metadata"]["name"]: p["spec"] for p in standin_cluster.list("network_policy", selector)}
+    assert not standin_cluster.list("deployment", selector) and not standin_cluster.list("service", selector)
     proxy_labels = {"pocket-runner.sandbox": box.id, "pocket-runner.proxy": key}
     assert deployment["spec"]["selector"]["matchLabels"] == proxy_labels
     assert service["spec"]["selector"] == proxy_labels and service["spec"]["ports"][0]["port"] == 3128
@@ -316,7 +317,21 @@ def test_the_egress_proxy_is_a_deployment_and_service_the_tool_alone_may_reach(s
                                  "ports": [{"protocol": "TCP", "port": 3128}]}]  # fmt: skip
     ingress = policies[f"pocket-{box.id}-proxy-{key}"]["ingress"][0]
     assert ingress["from"] == [{"podSelector": {"matchLabels": {"pocket-runner.sandbox": box.id,
-                                                                   "pocket-runner.egress": key}}}]  # fmt: skip
+                                                                "pocket-runner.egress": key}}}]  # fmt: skip
+    # and the proxy, running as the Deployment's Pod, is the tool's only way out (as on the Docker backend)
+    assert result.ok, result
+    let_through = ("HTTP/1.1 200 Connection established", "HTTP/1.1 403 Forbidden pocket egress proxy: pypi.org "
+                   "resolves only to local addresses")  # fmt: skip
+    assert result.value["allowed"] in let_through and result.value["after_flood"] in let_through, result.value
+    assert result.value["denied"] == (
+        "HTTP/1.1 403 Forbidden pocket egress proxy: example.com:443 is not in the tool's allow-list"
+    )
+    assert (
+        result.value["private"]
+        == "HTTP/1.1 403 Forbidden pocket egress proxy: localhost resolves only to local addresses"
+    )
+    assert result.value["dns"] == "gaierror" and result.value["flood"] == "HTTP/1.1 503 Service Unavailable"
+    assert "reachable" not in (result.value["gateway"], result.value["docker0"]), result.value
 
 
 def test_without_a_registry_the_call_says_what_to_set(standin_cluster: Cluster):

@@ -37,6 +37,7 @@ from runner.settings import SandboxSettings
 
 EXIT_WAIT = 10.0  # how long a Pod whose stream ended may take to report its container's exit
 GONE_WAIT = 30.0  # how long close() waits for its Pods to be gone
+PROXY_POLL = 0.25  # how often a starting egress proxy's Deployment is read (once per host list)
 # Waiting reasons after which a Pod will not run without someone changing something
 HOPELESS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
             "CreateContainerError", "RunContainerError", "ErrImageNeverPull"}  # fmt: skip
@@ -255,14 +256,30 @@ class KubernetesEngine:
             command = ["python3", "-c", source, str(EGRESS_PORT), "0.0.0.0/0", *hosts]
             self._ensure(clients, "network_policy", self.objects.egress_policy(key))
             self._ensure(clients, "network_policy", self.objects.proxy_policy(key))
-            self._ensure(clients, "deployment", self.objects.proxy_deployment(key, image, command))
+            deployment = self._ensure(clients, "deployment", self.objects.proxy_deployment(key, image, command))
             service = self._ensure(clients, "service", self.objects.proxy_service(key))
+            self._wait_ready(clients, deployment["metadata"]["name"], hosts)
             address = (service.get("spec") or {}).get("clusterIP")
             if not address:
                 raise SandboxError(f"the egress proxy's Service for {', '.join(hosts)} has no cluster IP")
             url = f"http://{address}:{EGRESS_PORT}"  # an address: the tool Pod needs no DNS
             self._proxies[key] = url
             return url
+
+    def _wait_ready(self, clients: _Clients, name: str, hosts: tuple[str, ...]) -> None:
+        """Until the proxy's Deployment has a ready replica (its readiness probe connects to the port)."""
+        timeout = self.settings.kubernetes.start_timeout_seconds
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = clients.apps.read_namespaced_deployment(name, self.namespace)
+            if deployment.status and (deployment.status.ready_replicas or 0) >= 1:
+                return
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"the egress proxy for {', '.join(hosts)} (Deployment {name}) was not ready within {timeout:g} s "
+                    "(sandbox.kubernetes.start_timeout_seconds)"
+                )
+            time.sleep(PROXY_POLL)
 
     @property
     def _clients(self) -> _Clients:

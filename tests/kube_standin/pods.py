@@ -16,15 +16,17 @@ import contextlib
 import re
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.kube_standin.store import ApiError, Store, matches, now
+from tests.kube_standin.store import ApiError, Store, now
 
 NODE = "standin-node"
 NODE_PIDS_LIMIT = 1024  # the kubelet's podPidsLimit on this node
 LABEL_CONTAINER = "pocket-standin"  # on the containers the stand-in makes: its id
+LABEL_DEPLOYMENT = "pocket-standin.deployment"
 
 
 def quantity_bytes(text: str) -> int:
@@ -67,22 +69,6 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
     return found
 
 
-def policies_deny_egress(policies: list[dict[str, Any]], labels: dict[str, str]) -> bool:
-    """Whether the NetworkPolicies selecting a Pod with `labels` leave it no egress this node can give.
-
-    An Egress policy that selects the Pod allows only what its rules list; a rule with no `to` allows every
-    destination. Rules naming Pods (the egress proxy) are not routed here: such a Pod gets no network.
-    """
-    selecting = [
-        p for p in policies
-        if "Egress" in (p["spec"].get("policyTypes") or [])
-        and matches([(k, "=", v) for k, v in (p["spec"]["podSelector"].get("matchLabels") or {}).items()], labels)
-    ]  # fmt: skip
-    if not selecting:
-        return False
-    return not any(not rule.get("to") for p in selecting for rule in p["spec"].get("egress") or [])
-
-
 @dataclass
 class PodRecord:
     """What the node holds for one Pod: its container and the attach socket opened before it started."""
@@ -108,6 +94,8 @@ class Node:
         self._lock = threading.Lock()
         self.records: dict[tuple[str, str], PodRecord] = {}
         self.pulls: list[str] = []  # every image reference the node pulled
+        # Deployments run here (one replica each): (namespace, name) -> (Pod labels, internal network, address)
+        self.deployments: dict[tuple[str, str], tuple[dict[str, str], str, str]] = {}
 
     # -- admission ------------------------------------------------------------------------------------
 
@@ -244,7 +232,7 @@ class Node:
         except Exception as exc:
             raise ApiError(0, "ErrImagePull", f'failed to pull image "{image}": {exc}') from None
 
-    def _create(self, record: PodRecord, pod: dict[str, Any]) -> None:
+    def _create(self, record: PodRecord, pod: dict[str, Any], deployment: str = "") -> None:
         spec, meta = pod["spec"], pod["metadata"]
         container = spec["containers"][0]
         pod_context, context = spec.get("securityContext") or {}, container.get("securityContext") or {}
@@ -274,8 +262,7 @@ class Node:
         seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
         if seccomp in (None, "Unconfined"):  # the kubelet's default is Unconfined
             security_opt.append("seccomp=unconfined")
-        policies = self.store.list("networkpolicies", record.namespace)[0]
-        network = "none" if policies_deny_egress(policies, meta.get("labels") or {}) else "bridge"
+        network = self.network(record.namespace, meta.get("labels") or {})
         capabilities = context.get("capabilities") or {}
         host_config = self.api.create_host_config(
             cap_drop=capabilities.get("drop") or None, cap_add=capabilities.get("add") or None,
@@ -292,7 +279,7 @@ class Node:
             user=f"{user}:{group}" if user is not None and group is not None else (str(user) if user else None),
             working_dir=container.get("workingDir"), environment=env, stdin_open=bool(container.get("stdin")),
             tty=bool(container.get("tty")), hostname=spec.get("hostname") or record.name,
-            labels={LABEL_CONTAINER: self.id}, host_config=host_config,
+            labels={LABEL_CONTAINER: self.id, LABEL_DEPLOYMENT: deployment}, host_config=host_config,
             name=f"standin-{self.id}-{record.name}"[:120],
         )  # fmt: skip
         record.container = created["Id"]
@@ -301,6 +288,83 @@ class Node:
             record.sock = raw._sock
         self._event(record, "Created", f"Created container {container['name']}")
         self.api.start(record.container)
+
+    def network(self, namespace: str, labels: dict[str, str]) -> str:
+        """The Docker network a Pod with `labels` gets under the namespace's NetworkPolicies.
+
+        No Egress policy selecting it: the bridge. A rule with no `to`: the bridge. Rules naming Pods of a
+        Deployment this node runs (the egress proxy): that Deployment's internal network, where its Pod is the
+        only other member. Anything else: no network.
+        """
+        policies = self.store.list("networkpolicies", namespace)[0]
+        selecting = [
+            p for p in policies
+            if "Egress" in (p["spec"].get("policyTypes") or [])
+            and (p["spec"]["podSelector"].get("matchLabels") or {}).items() <= labels.items()
+        ]  # fmt: skip
+        rules = [rule for policy in selecting for rule in policy["spec"].get("egress") or []]
+        if not selecting or any(not rule.get("to") for rule in rules):
+            return "bridge"
+        with self._lock:
+            running = list(self.deployments.values())
+        for rule in rules:
+            for peer in rule["to"]:
+                wanted = ((peer.get("podSelector") or {}).get("matchLabels") or {}).items()
+                for pod_labels, network, _ in running:
+                    if wanted <= pod_labels.items():
+                        return network
+        return "none"
+
+    def run_deployment(self, namespace: str, deployment: dict[str, Any]) -> dict[str, Any]:
+        """Run the Deployment's one replica as a Pod on the bridge, also on an internal network of its own (its
+        Service's address there); returns its status once the Pod accepts connections on its ports."""
+        name = deployment["metadata"]["name"]
+        template = deployment["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        # The node itself is not on it (no address for the host), as a policy allowing only the proxy leaves it
+        network = self.api.create_network(f"standin-{self.id}-{name}"[:60], internal=True,
+                                          labels={LABEL_CONTAINER: self.id},
+                                          options={"com.docker.network.bridge.inhibit_ipv4": "true"})["Id"]  # fmt: skip
+        record = PodRecord(namespace, f"{name}-{uuid.uuid4().hex[:5]}")
+        for container in template["spec"]["containers"]:
+            self._pull(container["image"])
+        self._create(record, {"metadata": {"name": record.name, "labels": labels}, "spec": template["spec"]}, name)
+        self.api.connect_container_to_network(record.container, network)
+        networks = self.api.inspect_container(record.container)["NetworkSettings"]["Networks"]
+        address = next(n["IPAddress"] for n in networks.values() if n.get("NetworkID") == network)
+        bridge = networks["bridge"]["IPAddress"]
+        ports = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports") or []]
+        deadline = time.monotonic() + 30
+        while ports:
+            try:
+                socket.create_connection((bridge, ports[0]), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ApiError(500, "InternalError", f"the Deployment {name}'s Pod did not listen") from None
+                time.sleep(0.05)
+        with self._lock:
+            self.deployments[(namespace, name)] = (labels, network, address)
+        return {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "updatedReplicas": 1}  # fmt: skip
+
+    def service_address(self, namespace: str, selector: dict[str, str]) -> str | None:
+        """The address a Service selecting `selector` has here: its Deployment's Pod on the internal network."""
+        with self._lock:
+            for (ns, _), (labels, _, address) in self.deployments.items():
+                if ns == namespace and selector.items() <= labels.items():
+                    return address
+        return None
+
+    def stop_deployment(self, namespace: str, name: str) -> None:
+        with self._lock:
+            running = self.deployments.pop((namespace, name), None)
+        if running is None:
+            return
+        with contextlib.suppress(Exception):
+            for item in self.api.containers(all=True, filters={"label": f"{LABEL_DEPLOYMENT}={name}"}):
+                self.api.remove_container(item["Id"], force=True)
+            self.api.remove_network(running[1])  # fails while tool Pods are on it: close() removes it then
 
     def delete(self, namespace: str, name: str) -> None:
         """Kill the Pod's container (no grace here: the runner always asks for 0), then remove the Pod."""
@@ -324,11 +388,14 @@ class Node:
         self.store.remove("pods", namespace, name)
 
     def close(self) -> None:
-        """Remove every container the node made."""
+        """Remove every container and network the node made."""
         with contextlib.suppress(Exception):
             for item in self.api.containers(all=True, filters={"label": f"{LABEL_CONTAINER}={self.id}"}):
                 with contextlib.suppress(Exception):
                     self.api.remove_container(item["Id"], force=True, v=True)
+            for network in self.api.networks(filters={"label": f"{LABEL_CONTAINER}={self.id}"}):
+                with contextlib.suppress(Exception):
+                    self.api.remove_network(network["Id"])
 
 
 def _qos(pod: dict[str, Any]) -> str:

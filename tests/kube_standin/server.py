@@ -156,7 +156,7 @@ class KubeStandin:
             self.sent.append(json.loads(json.dumps(body)))
             if body.get("kind") != KINDS[resource]:
                 raise ApiError(400, "BadRequest", f"the body's kind {body.get('kind')!r} is not {KINDS[resource]}")
-            self._admit(resource, namespace, body)
+            await self._admit(resource, namespace, body)
             created = self.store.create(resource, namespace, body)
             if resource == "pods":
                 self.node.start(namespace, created["metadata"]["name"])
@@ -170,15 +170,20 @@ class KubeStandin:
         return JSONResponse({"kind": f"{KINDS[resource]}List", "apiVersion": GROUPS[resource],
                              "metadata": {"resourceVersion": version}, "items": items})  # fmt: skip
 
-    def _admit(self, resource: str, namespace: str, body: dict[str, Any]) -> None:
+    async def _admit(self, resource: str, namespace: str, body: dict[str, Any]) -> None:
+        from starlette.concurrency import run_in_threadpool
+
         if resource == "pods":
             self.node.admit(namespace, body)
         elif resource == "services":
-            body["spec"]["clusterIP"] = str(next(self._services))
+            # A Deployment's Pod is the Service's address here: no kube-proxy translates a virtual one
+            address = self.node.service_address(namespace, body["spec"].get("selector") or {})
+            body["spec"]["clusterIP"] = address or str(next(self._services))
             body["spec"]["clusterIPs"] = [body["spec"]["clusterIP"]]
         elif resource == "deployments":
-            # The stand-in runs no controllers: the Deployment is kept and returned, its Pods never made
-            body["status"] = {"observedGeneration": 1}
+            # No controllers: the one replica runs now, before the Deployment is returned
+            self.node.admit(namespace, {"metadata": body["metadata"], "spec": body["spec"]["template"]["spec"]})
+            body["status"] = await run_in_threadpool(self.node.run_deployment, namespace, body)
 
     async def _watch(self, request: Any, resource: str, namespace: str) -> AsyncIterator[bytes]:
         query = request.query_params
@@ -197,15 +202,19 @@ class KubeStandin:
             self.store.unwatch(watcher)
 
     async def _item(self, request: Any, resource: str, namespace: str) -> Any:
+        from starlette.concurrency import run_in_threadpool
         from starlette.responses import JSONResponse
 
         name = request.path_params["name"]
         if request.method == "GET":
             return JSONResponse(self.store.get(resource, namespace, name))
         if resource != "pods":
-            return JSONResponse(
-                self.store.remove(resource, namespace, name) or self.store.get(resource, namespace, name)
-            )
+            if resource == "deployments":
+                await run_in_threadpool(self.node.stop_deployment, namespace, name)
+            removed = self.store.remove(resource, namespace, name)
+            if removed is None:
+                raise ApiError(404, "NotFound", f'{resource} "{name}" not found', name=name, kind=resource)
+            return JSONResponse(removed)
 
         def deleting(pod: dict[str, Any]) -> None:
             pod["metadata"].setdefault("deletionTimestamp", now())
