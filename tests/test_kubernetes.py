@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,9 @@ def test_the_pod_spec_is_hardened_and_pulls_by_digest(standin_cluster: Cluster):
     assert container["stdin"] is True and container["stdinOnce"] is True and container["tty"] is False
     registry = standin_cluster.registry
     assert container["image"].startswith(f"{registry}/pocket-tool/hello@sha256:"), container["image"]
+    content_hash = box._engine.images.image(_manifest("hello")).rsplit(":", 1)[1]  # the local build's tag
+    with urllib.request.urlopen(f"http://{registry}/v2/pocket-tool/hello/tags/list") as answer:
+        assert content_hash in json.load(answer)["tags"]
     assert set(pod["metadata"]["annotations"]) == {"pocket-runner.owner"}
     assert TOKEN not in json.dumps(standin_cluster.standin.sent)
 
@@ -273,6 +277,22 @@ def test_the_tool_really_runs_read_only_except_tmp(standin_cluster: Cluster):
     assert result.outcome is Outcome.OK, result
     assert result.value["/tmp/ok.txt"] == "written"
     assert all(result.value[path] != "written" for path in ("/tool/owned.txt", "/etc/owned.txt", "/owned.txt"))
+
+
+def test_a_runtime_class_the_cluster_has_runs_the_pod_under_its_runtime(docker_api: Any, registry: Registry,
+                                                                       tmp_path: Path):  # fmt: skip
+    if "runsc" not in (docker_api.info().get("Runtimes") or {}):
+        pytest.fail("the Docker engine has no runtime runsc: run `bash scripts/setup.sh --gvisor`")
+    server = KubeStandin(docker_api, tmp_path, runtime_classes={"gvisor": "runsc"}).start()
+    try:
+        cluster = Cluster(server.kubeconfig, server.namespace, registry.address, server)
+        with Sandbox(cluster.settings(pool_size=0, kubernetes={"runtime_class_name": "gvisor"})) as box:
+            result = box.run(_manifest("network"), {}, {})
+    finally:
+        server.stop()
+    assert server.sent_pods()[-1]["spec"]["runtimeClassName"] == "gvisor"
+    assert result.ok, result
+    assert result.value["resolved"] is not True
 
 
 def test_the_runtime_class_is_configurable_and_an_unknown_one_is_a_clear_error(standin_cluster: Cluster):

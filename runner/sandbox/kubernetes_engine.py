@@ -308,7 +308,7 @@ class KubernetesEngine:
         self.api  # noqa: B018 - connects
         if not first_use:
             self._stale_removed += self._cleanup_stale(self._client)
-        return list(self._stale_removed) + self._builder.cleanup_stale()
+        return list(self._stale_removed)  # a dead runner's build containers: the builder's first use removes them
 
     def _cleanup_stale(self, clients: _Clients) -> list[str]:
         removed = []
