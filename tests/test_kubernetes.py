@@ -44,8 +44,8 @@ class Cluster:
     standin: KubeStandin | None = None
 
     def settings(self, **overrides: Any) -> SandboxSettings:
-        kubernetes = KubernetesSettings(namespace=self.namespace, kubeconfig=self.kubeconfig,
-                                        **overrides.pop("kubernetes", {}))  # fmt: skip
+        kubernetes = KubernetesSettings(**{"namespace": self.namespace, "kubeconfig": self.kubeconfig,
+                                           **overrides.pop("kubernetes", {})})  # fmt: skip
         return SandboxSettings(backend="kubernetes", registry=self.registry, kubernetes=kubernetes, **overrides)
 
     def list(self, kind: str, selector: str = "pocket-runner=1") -> list[dict[str, Any]]:
@@ -395,3 +395,16 @@ def test_warm_mode_serves_calls_from_a_long_lived_pod(standin_cluster: Cluster):
     assert first.value["env"]["SLACK_BOT_TOKEN"] == TOKEN and second.value["env"]["SLACK_BOT_TOKEN"] == TOKEN + "2"
     assert len(pods) == 1
     assert TOKEN not in json.dumps(standin_cluster.standin.sent)
+
+
+def test_a_cluster_that_refuses_the_runners_credentials_is_a_clear_error(standin_cluster: Cluster, tmp_path: Path):
+    kubeconfig = json.loads(standin_cluster.kubeconfig.read_text())
+    kubeconfig["users"][0]["user"]["token"] = "not-the-token"
+    wrong = tmp_path / "kubeconfig"
+    wrong.write_text(json.dumps(kubeconfig))
+    settings = standin_cluster.settings(pool_size=0, kubernetes={"kubeconfig": wrong})
+    with Sandbox(settings) as box:
+        result = box.run(_manifest("hello"), {"name": "x"}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.error == "the Kubernetes API refused: 401 Unauthorized: Unauthorized", result.error
+    assert "not-the-token" not in result.error
