@@ -64,6 +64,7 @@ class KubernetesSettings(_Section):
     kubeconfig: Path | None = None
     context: str | None = None  # a context of the kubeconfig; None: its current-context
     runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has that RuntimeClass
+    image_pull_secrets: tuple[str, ...] = ()  # Secrets of the namespace the nodes pull tool images with
     # How long a Pod may take from creation to running (image pull included) before the call fails
     start_timeout_seconds: float = Field(default=120.0, gt=0)
     # Prebuilt images by tool name ("registry/name@sha256:..." or a tag, resolved to its digest): no build, no push

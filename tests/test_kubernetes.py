@@ -295,10 +295,11 @@ def test_a_runtime_class_the_cluster_has_runs_the_pod_under_its_runtime(docker_a
 
 
 def test_the_runtime_class_is_configurable_and_an_unknown_one_is_a_clear_error(standin_cluster: Cluster):
-    settings = standin_cluster.settings(pool_size=0, kubernetes={"runtime_class_name": "gvisor"})
-    with Sandbox(settings) as box:
+    kubernetes = {"runtime_class_name": "gvisor", "image_pull_secrets": ("registry-login",)}
+    with Sandbox(standin_cluster.settings(pool_size=0, kubernetes=kubernetes)) as box:
         result = box.run(_manifest("hello"), {"name": "x"}, {})
-    assert standin_cluster.standin.sent_pods()[-1]["spec"]["runtimeClassName"] == "gvisor"
+    spec = standin_cluster.standin.sent_pods()[-1]["spec"]
+    assert spec["runtimeClassName"] == "gvisor" and spec["imagePullSecrets"] == [{"name": "registry-login"}]
     assert result.outcome is Outcome.TOOL_FAILED
     assert 'RuntimeClass "gvisor" not found' in result.error and "403" in result.error, result.error
 

@@ -51,6 +51,7 @@ class Objects:
     sandbox_id: str
     owner: str  # labels.owner_label(): an annotation (it holds ':' and may be long, which label values may not)
     runtime_class_name: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
 
     def metadata(self, name: str, **labels: str) -> dict[str, Any]:
         return {
@@ -115,6 +116,8 @@ class Objects:
         }
         if self.runtime_class_name:
             pod_spec["runtimeClassName"] = self.runtime_class_name
+        if self.image_pull_secrets:
+            pod_spec["imagePullSecrets"] = [{"name": name} for name in self.image_pull_secrets]
         labels = {LABEL_TOOL: label_value(spec.tool), LABEL_MODE: spec.mode, LABEL_EGRESS: egress}
         return {"apiVersion": "v1", "kind": "Pod", "metadata": self.metadata(name, **labels), "spec": pod_spec}
 
