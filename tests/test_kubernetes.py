@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -409,3 +410,17 @@ def test_a_cluster_that_refuses_the_runners_credentials_is_a_clear_error(standin
     assert result.outcome is Outcome.TOOL_FAILED
     assert result.error == "the Kubernetes API refused: 401 Unauthorized: Unauthorized", result.error
     assert "not-the-token" not in result.error
+
+
+def test_an_api_server_that_does_not_answer_is_named_in_the_error(standin_cluster: Cluster, tmp_path: Path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    kubeconfig = json.loads(standin_cluster.kubeconfig.read_text())
+    kubeconfig["clusters"][0]["cluster"]["server"] = server
+    (tmp_path / "kubeconfig").write_text(json.dumps(kubeconfig))
+    settings = standin_cluster.settings(pool_size=0, kubernetes={"kubeconfig": tmp_path / "kubeconfig"})
+    with Sandbox(settings) as box:
+        result = box.run(_manifest("hello"), {"name": "x"}, {})
+    assert result.outcome is Outcome.TOOL_FAILED
+    assert result.error.startswith(f"the Kubernetes API at {server} does not answer"), result.error

@@ -104,16 +104,16 @@ class KubernetesEngine:
         try:
             clients.core.list_namespaced_pod(self.namespace, label_selector=LABEL, limit=1)
         except Exception as exc:
-            raise SandboxError(self.failure(exc)) from None
+            raise SandboxError(self.failure(exc, configuration.host)) from None
         return clients
 
-    def failure(self, exc: Exception) -> str:
+    def failure(self, exc: Exception, host: str | None = None) -> str:
         """What to tell a person about an API call that raised `exc`."""
         from kubernetes.client.exceptions import ApiException
 
         if isinstance(exc, ApiException) and exc.status:
             return f"the Kubernetes API refused: {exc.status} {exc.reason}: {_message(exc)}"
-        host = self._client.api.configuration.host if self._client else "the configured cluster"
+        host = host or (self._client.api.configuration.host if self._client else "the configured cluster")
         return f"the Kubernetes API at {host} does not answer ({type(exc).__name__}: {exc})"
 
     def why_died(self, exit_code: int | None, limits: Limits) -> str | None:
