@@ -65,6 +65,11 @@ class KubernetesSettings(_Section):
     context: str | None = None  # a context of the kubeconfig; None: its current-context
     runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has that RuntimeClass
     image_pull_secrets: tuple[str, ...] = ()  # Secrets of the namespace the nodes pull tool images with
+    # When the runner is itself a Pod of this namespace: its name and uid (from the downward API, e.g.
+    # POCKET_SANDBOX__KUBERNETES__RUNNER_POD_UID from metadata.uid). Everything the runner creates is then owned
+    # by that Pod, so Kubernetes deletes it with the runner's Pod, whatever happened to the runner.
+    runner_pod_name: str | None = None
+    runner_pod_uid: str | None = None
     # How long a Pod may take from creation to running (image pull included) before the call fails
     start_timeout_seconds: float = Field(default=120.0, gt=0)
     # Prebuilt images by tool name ("registry/name@sha256:..." or a tag, resolved to its digest): no build, no push

@@ -295,12 +295,17 @@ def test_a_runtime_class_the_cluster_has_runs_the_pod_under_its_runtime(docker_a
     assert result.value["resolved"] is not True
 
 
-def test_the_runtime_class_is_configurable_and_an_unknown_one_is_a_clear_error(standin_cluster: Cluster):
-    kubernetes = {"runtime_class_name": "gvisor", "image_pull_secrets": ("registry-login",)}
+def test_runtime_class_pull_secrets_and_runner_pod_owner_are_configurable(standin_cluster: Cluster):
+    uid = "0b6a2f4e-1c1d-4f6e-9a53-3f7d2b0c9e11"
+    kubernetes = {"runtime_class_name": "gvisor", "image_pull_secrets": ("registry-login",),
+                  "runner_pod_name": "agent-7d9f", "runner_pod_uid": uid}  # fmt: skip
     with Sandbox(standin_cluster.settings(pool_size=0, kubernetes=kubernetes)) as box:
         result = box.run(_manifest("hello"), {"name": "x"}, {})
-    spec = standin_cluster.standin.sent_pods()[-1]["spec"]
-    assert spec["runtimeClassName"] == "gvisor" and spec["imagePullSecrets"] == [{"name": "registry-login"}]
+    pod = standin_cluster.standin.sent_pods()[-1]
+    assert pod["spec"]["runtimeClassName"] == "gvisor"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-login"}]
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": "agent-7d9f", "uid": uid}
+    assert pod["metadata"]["ownerReferences"] == [owner]
     assert result.outcome is Outcome.TOOL_FAILED
     assert 'RuntimeClass "gvisor" not found' in result.error and "403" in result.error, result.error
 

@@ -51,8 +51,7 @@ class KubernetesEngine:
         self.sandbox_id = sandbox_id
         self.owner = owner
         self.namespace = settings.kubernetes.namespace
-        kube = settings.kubernetes
-        self.objects = Objects(self.namespace, sandbox_id, owner, kube.runtime_class_name, kube.image_pull_secrets)
+        self.objects = Objects(sandbox_id, owner, settings.kubernetes)
         self._builder = DockerEngine(settings, sandbox_id, owner, say)  # builds and pushes images
         self.registry = RegistryImages(self._builder, settings, say)
         self._say = say

@@ -15,6 +15,7 @@ from typing import Any
 from runner.sandbox.egress import EGRESS_PORT
 from runner.sandbox.engine import TMPFS, Spec
 from runner.sandbox.labels import LABEL, LABEL_MODE, LABEL_OWNER, LABEL_SANDBOX, LABEL_TOOL
+from runner.settings import KubernetesSettings
 
 NOBODY = 65534
 CONTAINER = "tool"
@@ -45,21 +46,29 @@ def quantity_cpu(cpus: float) -> str:
 
 @dataclass(frozen=True)
 class Objects:
-    """The objects of one sandbox in one namespace."""
+    """The objects of one sandbox in `[sandbox.kubernetes] namespace`."""
 
-    namespace: str
     sandbox_id: str
     owner: str  # labels.owner_label(): an annotation (it holds ':' and may be long, which label values may not)
-    runtime_class_name: str | None = None
-    image_pull_secrets: tuple[str, ...] = ()
+    settings: KubernetesSettings
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
 
     def metadata(self, name: str, **labels: str) -> dict[str, Any]:
-        return {
+        metadata: dict[str, Any] = {
             "name": name,
             "namespace": self.namespace,
             "labels": {LABEL: "1", LABEL_SANDBOX: self.sandbox_id, **labels},
             "annotations": {LABEL_OWNER: self.owner},
         }
+        runner_pod = (self.settings.runner_pod_name, self.settings.runner_pod_uid)
+        if all(runner_pod):
+            metadata["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": runner_pod[0], "uid": runner_pod[1]}
+            ]
+        return metadata
 
     def pod(self, name: str, spec: Spec, egress: str, proxy: str | None = None) -> dict[str, Any]:
         """A Pod that runs one call: `spec`'s command waiting on stdin (attached once: `stdinOnce`).
@@ -114,10 +123,10 @@ class Objects:
             },
             "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": TMP_SIZE}}],
         }
-        if self.runtime_class_name:
-            pod_spec["runtimeClassName"] = self.runtime_class_name
-        if self.image_pull_secrets:
-            pod_spec["imagePullSecrets"] = [{"name": name} for name in self.image_pull_secrets]
+        if self.settings.runtime_class_name:
+            pod_spec["runtimeClassName"] = self.settings.runtime_class_name
+        if self.settings.image_pull_secrets:
+            pod_spec["imagePullSecrets"] = [{"name": name} for name in self.settings.image_pull_secrets]
         labels = {LABEL_TOOL: label_value(spec.tool), LABEL_MODE: spec.mode, LABEL_EGRESS: egress}
         return {"apiVersion": "v1", "kind": "Pod", "metadata": self.metadata(name, **labels), "spec": pod_spec}
 
