@@ -232,6 +232,14 @@ class KubeStandin:
         except ApiError:
             return False
 
+    def _containers(self, namespace: str, name: str) -> set[str]:
+        """The names an attach may ask for: the Pod's containers, or none named when it has only one."""
+        try:
+            names = {c["name"] for c in self.store.get("pods", namespace, name)["spec"]["containers"]}
+        except ApiError:
+            return set()
+        return names | ({""} if len(names) == 1 else set())
+
     # -- attach -----------------------------------------------------------------------------------------
 
     async def attach(self, ws: Any) -> None:
@@ -249,6 +257,11 @@ class KubeStandin:
             denial = status(400, "BadRequest", f'container "tool" in pod "{name}" is waiting to start or gone')
         elif chosen is None:
             denial = status(400, "BadRequest", f"none of the offered subprotocols {offered} is served")
+        elif ws.query_params.get("container", "") not in self._containers(namespace, name):
+            container = ws.query_params.get("container", "")
+            denial = status(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        elif ws.query_params.get("stdin", "").lower() not in ("true", "1"):
+            denial = status(400, "BadRequest", "this stand-in serves attach sessions with stdin only")
         elif record.attached:
             denial = status(400, "BadRequest", f'pod "{name}": stdin was attached once already (stdinOnce)')
         if denial is not None:
