@@ -55,8 +55,35 @@ def _string_list(value: Any) -> Any:
     return value
 
 
+class Backend(enum.StrEnum):
+    """Where tool calls run."""
+
+    DOCKER = "docker"  # containers on one Docker engine (DOCKER_HOST or the local socket)
+    KUBERNETES = "kubernetes"  # Pods in a Kubernetes namespace ([sandbox.kubernetes], sandbox.registry)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KubernetesSettings(_Section):
+    """`[sandbox.kubernetes]`: the cluster tool calls run on when `sandbox.backend = "kubernetes"`."""
+
+    namespace: str = "default"
+    # None: the in-cluster configuration when the runner itself runs in a Pod, else ~/.kube/config (KUBECONFIG)
+    kubeconfig: Path | None = None
+    context: str | None = None  # a context of the kubeconfig; None: its current-context
+    runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has that RuntimeClass
+    image_pull_secrets: tuple[str, ...] = ()  # Secrets of the namespace the nodes pull tool images with
+    # When the runner is itself a Pod of this namespace: its name and uid (from the downward API, e.g.
+    # POCKET_SANDBOX__KUBERNETES__RUNNER_POD_UID from metadata.uid). Everything the runner creates is then owned
+    # by that Pod, so Kubernetes deletes it with the runner's Pod, whatever happened to the runner.
+    runner_pod_name: str | None = None
+    runner_pod_uid: str | None = None
+    # How long a Pod may take from creation to running (image pull included) before the call fails
+    start_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Prebuilt images by tool name ("registry/name@sha256:..." or a tag, resolved to its digest): no build, no push
+    images: dict[str, str] = Field(default_factory=dict)
 
 
 class ToolLimits(_Section):
@@ -116,6 +143,11 @@ class SandboxSettings(_Section):
     warm_tools: tuple[str, ...] = ()
     warm_idle_seconds: float = Field(default=300.0, gt=0)  # a warm container unused this long is removed
     runtime: Runtime = Runtime.RUNC
+    backend: Backend = Backend.DOCKER
+    # Where the runner pushes tool images for the cluster to pull (host[:port][/path]); a loopback registry
+    # needs no TLS (Docker treats 127.0.0.0/8 as insecure)
+    registry: str | None = None
+    kubernetes: KubernetesSettings = KubernetesSettings()
     # Python tools run as `python FILE` / `python -m MODULE` get their interpreter started in the pooled
     # container before the call (container/prestart.py); false runs every tool through /bin/sh.
     prestart_python: bool = True

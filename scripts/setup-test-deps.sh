@@ -6,6 +6,7 @@
 #   - Debian's postgresql, whose initdb and postgres the tests run themselves (tests/fixtures_postgres.py:
 #     a server on a free 127.0.0.1 port in a temporary folder); no cluster of the package's own is made
 #   - the TypeScript MCP SDK, a second MCP client for the tests (tests/mcp_ts, `npm ci` likewise)
+#   - Debian's docker-registry, the local registry the Kubernetes backend's tests push tool images to
 # Run as root (or with sudo) on Debian/Ubuntu.
 set -euo pipefail
 
@@ -26,6 +27,8 @@ if [ -z "$(postgres_initdb)" ]; then
     as_root mkdir -p /etc/postgresql-common/createcluster.d
     echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/pocket-tests.conf >/dev/null
 fi
+# The image registry the Kubernetes backend's tests push to (tests/kube_standin.py starts it on 127.0.0.1)
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 
 if [ -n "$missing" ]; then
     echo "setup-test-deps: installing$missing"

@@ -18,14 +18,14 @@ from runner.errors import PocketError, SandboxError
 from runner.invocation import Cancellation, Invocation, Outcome, parse_output
 from runner.manifest import Manifest
 from runner.sandbox.background import Background
-from runner.sandbox.engine import DockerEngine, Spec, Started
+from runner.sandbox.engine import DockerEngine, Engine, Spec, Started
 from runner.sandbox.labels import owner_label
 from runner.sandbox.launch import Ending, Launched, launch, python_command, stdin_for
 from runner.sandbox.limits import Limits, resolve_limits
 from runner.sandbox.pool import Pools
 from runner.sandbox.stream import DRAIN_FACTOR
 from runner.sandbox.warm_pool import WarmPool, WarmReply, WarmState
-from runner.settings import SandboxSettings, Settings
+from runner.settings import Backend, SandboxSettings, Settings
 
 Progress = Callable[[str], None]
 STDOUT_KEEP = 64 * 1024  # the stdout tail a failed call keeps
@@ -53,7 +53,7 @@ class Sandbox:
         self.id = uuid.uuid4().hex[:12]
         self._progress = progress
         self._provider_hosts = provider_hosts  # auth provider -> its API hosts (Pocket passes the catalog's)
-        self._engine = DockerEngine(self.settings, self.id, owner_label(), self._say)
+        self._engine = _engine(self.settings, self.id, self._say)
         self._background = Background(self._engine)
         self._pools = Pools(self.settings.pool_size, self.settings.pool_max, self._engine, self._background)
         self._warm = WarmPool(self._engine, self._background, self.settings.warm_idle_seconds)
@@ -329,6 +329,15 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _engine(settings: SandboxSettings, sandbox_id: str, say: Progress) -> Engine:
+    """The engine of `sandbox.backend`: the Kubernetes one is imported only when chosen."""
+    if settings.backend is Backend.KUBERNETES:
+        from runner.sandbox.kubernetes_engine import KubernetesEngine
+
+        return KubernetesEngine(settings, sandbox_id, owner_label(), say)
+    return DockerEngine(settings, sandbox_id, owner_label(), say)
 
 
 class _Result:
