@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable
@@ -265,6 +266,20 @@ def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) ->
             f"refusing to serve without authentication on {host}, which is not loopback: anyone reaching it "
             "would use the stored credentials; set [server] issuers"
         )
+    if settings.issuers and not settings.public_url and _unspecified(host):
+        raise PocketError(
+            f"serving on {host} (every address) needs [server] public_url, the URL clients reach "
+            "(https://tools.example.com/mcp): it is the resource their tokens are issued for and the Host this "
+            f"server answers; http://{host}:PORT/mcp is neither"
+        )
+
+
+def _unspecified(host: str) -> bool:
+    """Whether `host` is a wildcard address (0.0.0.0, ::), which no client can name."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return not host
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -178,6 +178,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         ([], ["--no-auth", "--host", "0.0.0.0"], "refusing to serve without authentication on 0.0.0.0"),  # noqa: S104
         ([], ["--user", "alice"], "--user with --http needs --no-auth"),
         (["http://127.0.0.1:1"], ["--no-auth"], "an authenticated server ([server] issuers) calls as the user each"),
+        (["http://127.0.0.1:1"], ["--host", "0.0.0.0"], "serving on 0.0.0.0 (every address) needs [server] public_url"),  # noqa: S104
+        (["http://127.0.0.1:1"], ["--host", "::"], "serving on :: (every address) needs [server] public_url"),
     ],
 )
 def test_serve_http_is_never_silently_unauthenticated(tmp_path, issuers, options, said):
