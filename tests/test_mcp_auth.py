@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -85,19 +86,21 @@ class Deployment:
         return self.url.removesuffix("/mcp")
 
 
-def _clients(mcp_port: int) -> list[dict[str, Any]]:
+def _clients(mcp_port: int, public: str | None = None) -> list[dict[str, Any]]:
+    """The clients registered at the authorization server; `public` is where browsers reach the MCP server."""
+    public = public or f"http://127.0.0.1:{mcp_port}"
     return [
         {  # the runner, as an OAuth client of the provider "testidp" (and of introspection)
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/testidp/callback"],
+            "redirect_uris": [f"{public}/auth/testidp/callback"],
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
         {  # the runner's own login client: who opens a consent link (runner/consent_links.py)
             "client_id": LOGIN_CLIENT,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/login/callback"],
+            "redirect_uris": [f"{public}/auth/login/callback"],
             "grant_types": ["authorization_code"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
@@ -110,13 +113,14 @@ def _clients(mcp_port: int) -> list[dict[str, Any]]:
     ]
 
 
-def _settings_file(tmp: Path, issuer: str) -> Path:
+def _settings_file(tmp: Path, issuer: str, public_url: str | None = None) -> Path:
     path = tmp / "settings.toml"
     path.write_text(
         textwrap.dedent(f"""
         data_dir = "{tmp / "data"}"
         cache_dir = "{tmp / "cache"}"
         [server]
+        {f'public_url = "{public_url}"' if public_url else ""}
         issuers = ["{issuer}"]
         required_scopes = ["mcp:tools"]
         introspection_client_id = "{CLIENT_ID}"
@@ -136,9 +140,12 @@ def _settings_file(tmp: Path, issuer: str) -> Path:
 
 
 @contextlib.contextmanager
-def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
-    port = free_port()
-    running = Deployment(OidcServer(_clients(port), 60, **idp_env), f"http://127.0.0.1:{port}/mcp", None)
+def deployed(tmp: Path, *, port: int | None = None, public: str | None = None, **idp_env: str) -> Iterator[Deployment]:
+    """The server on `port` (a free one by default); `public`: the URL browsers and tokens name it by, when a proxy
+    stands in front of it."""
+    port = port or free_port()
+    url = f"{public or f'http://127.0.0.1:{port}'}/mcp"
+    running = Deployment(OidcServer(_clients(port, public), 60, **idp_env), url, None)
     try:
         script = tmp / "server.py"
         script.write_text(
@@ -151,7 +158,7 @@ def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
                 )
             )
         )
-        command = [sys.executable, str(script), str(_settings_file(tmp, running.idp.issuer)), str(port)]
+        command = [sys.executable, str(script), str(_settings_file(tmp, running.idp.issuer, public and url)), str(port)]
         process = subprocess.Popen(command, cwd=REPO, env=environment(), stderr=subprocess.PIPE, text=True)
         running.process = process
         try:
@@ -242,12 +249,12 @@ def access_token(idp: OidcServer, login: str, *, resource: str, scope: str = "mc
     return answer.json()["access_token"]
 
 
-def grant_third_party(url: str, login: str) -> str:
+def grant_third_party(url: str, login: str, *, callback_path: str = "/auth/testidp/") -> str:
     """A person opens the link a call answered with, logs in (the server checks the link is theirs), grants
     the provider access, lands on the consent callback of the MCP server; returns the page's text."""
     person = Person(login=login)
     try:
-        callback = person.authorize(url, stop_at="/auth/testidp/")
+        callback = person.authorize(url, stop_at=callback_path)
         page = person.visit(callback)
     finally:
         person.client.close()
@@ -497,6 +504,60 @@ def test_a_consent_link_only_works_for_its_own_user(deployment):
     assert "is connected" in grant_third_party(link, "kim")
     result = anyio.run(call)
     assert (result.is_error, text(result)) == (False, "kim")
+
+
+class PrefixProxy(ThreadingHTTPServer):
+    """A reverse proxy on 127.0.0.1 publishing the server under a path (`/pocket/...` -> `/...`), keeping the
+    Host header, as a team's ingress does: what browsers see of the consent pages."""
+
+    def __init__(self, prefix: str, target_port: int):
+        prefix_, target = prefix, f"http://127.0.0.1:{target_port}"
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not self.path.startswith(prefix_ + "/"):
+                    self.send_error(404)
+                    return
+                headers = {name: value for name, value in self.headers.items() if name.lower() != "connection"}
+                answer = httpx.get(target + self.path.removeprefix(prefix_), headers=headers, follow_redirects=False)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.multi_items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Forward)
+        self.origin = f"http://127.0.0.1:{self.server_address[1]}{prefix}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_consent_behind_a_proxy_publishing_the_server_under_a_path(tmp_path):
+    """`public_url` with a path (an ingress at https://example.com/pocket/): the consent link, the login's cookie
+    and the provider's callback all work at the public addresses, and the call then runs as its user."""
+    port = free_port()
+    proxy = PrefixProxy("/pocket", port)
+    try:
+        with deployed(tmp_path, port=port, public=proxy.origin) as running:
+            direct = f"http://127.0.0.1:{port}/mcp"  # an agent inside, with a token for the public resource
+
+            async def call() -> Any:
+                token = await anyio.to_thread.run_sync(lambda: access_token(running.idp, "kim", resource=running.url))
+                async with bearer_client(direct, token) as client:
+                    return await client.call_tool("whoami", {})
+
+            link = anyio.run(call).meta["pocket/auth_url"]
+            assert link.startswith(f"{proxy.origin}/auth/confirm?link=")
+            assert "is connected" in grant_third_party(link, "kim", callback_path="/pocket/auth/testidp/")
+            result = anyio.run(call)
+            assert (result.is_error, text(result)) == (False, "kim")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 class Elicited:
