@@ -48,6 +48,9 @@ WELL_KNOWN = "/.well-known/oauth-protected-resource"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 KEYS_REFETCH_AFTER = 5.0  # seconds: an unknown `kid` fetches the JWKS again, at most this often per issuer
 _METADATA_TTL = 3600.0  # seconds an issuer's metadata and keys are kept before being fetched again
+_SKEW_HINT = (
+    " by this server's clock: if its clock and the authorization server's differ, set [server] clock_skew_seconds"
+)
 
 
 class Refusal(Exception):
@@ -186,6 +189,9 @@ class TrustedIssuer:
         except ExpiredTokenError:
             raise Refusal(f"the {what} has expired") from None
         except (InvalidClaimError, MissingJwtClaim) as exc:
+            if isinstance(exc, InvalidClaimError) and exc.claim in ("iat", "nbf"):  # a clock ahead of ours
+                said = "was issued in the future" if exc.claim == "iat" else "is not yet valid"
+                raise Refusal(f"the {what} {said} (its {exc.claim}){_SKEW_HINT}") from None
             raise Refusal(f"the {what}'s claims are not valid ({exc.description or exc.error})") from None
         except (JoseError, ValueError):
             raise Refusal(f"the {what} cannot be verified") from None

@@ -40,7 +40,7 @@ from runner.errors import SettingsError
 from runner.function_tools import function_tool
 from runner.mcp_server import build_server
 from runner.pocket import Pocket
-from runner.resource_server import KEYS_REFETCH_AFTER, TokenValidator
+from runner.resource_server import KEYS_REFETCH_AFTER, Refusal, TokenValidator
 from runner.settings import ServerSettings, load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person, idp_entry
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
@@ -800,6 +800,33 @@ def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
         early = jwt.encode({"alg": "RS256", "kid": "second", "typ": "at+jwt"}, claims, signing_key)
         refused = initialize(running.url, early)
         assert refused.status_code == 401 and "not yet valid" in _params(refused)["error_description"]
+
+
+def test_a_token_from_a_clock_ahead_says_how_to_tolerate_it():
+    """The authorization server's clock runs a minute ahead: its fresh token was issued "in the future". The
+    refusal says so and names the setting; with `clock_skew_seconds` covering the difference it is accepted."""
+    jwks, key = _private_jwks("ahead")
+    idp = OidcServer(_clients(1), 60, JWKS=jwks)
+    resource = "http://127.0.0.1:1/mcp"
+    try:
+        now = int(time.time()) + 60
+        claims = {"iss": idp.issuer, "aud": resource, "sub": "uma", "scope": "mcp:tools", "iat": now, "exp": now + 300}
+        token = jwt.encode({"alg": "RS256", "kid": "ahead", "typ": "at+jwt"}, claims, key)
+
+        async def validate(skew: int) -> str:
+            settings = ServerSettings(issuers=(idp.issuer,), required_scopes=("mcp:tools",), clock_skew_seconds=skew)
+            async with httpx.AsyncClient() as http:
+                try:
+                    return (await TokenValidator(settings, resource, http).validate(token)).user_id
+                except Refusal as refusal:
+                    return refusal.description
+
+        refused = anyio.run(validate, 0)
+        assert refused.startswith("the access token was issued in the future (its iat) by this server's clock")
+        assert "set [server] clock_skew_seconds" in refused
+        assert anyio.run(validate, 120) == "uma"
+    finally:
+        idp.stop()
 
 
 def test_with_two_issuers_the_same_subject_is_two_users(deployment):
