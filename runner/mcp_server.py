@@ -246,7 +246,7 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
     app = server.streamable_http_app(host=host, transport_security=security, json_response=JSON_RESPONSES)
     app.add_middleware(CancelOnDisconnect)
     app = ConsentPages(app, pocket.authenticator.serve_pages_at(base_url), hosts)
-    return ResourceServer(links.front(app) if links else app, validator, settings)
+    return ResourceServer(links.front(app) if links else app, validator, settings, http=http)
 
 
 def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) -> None:

@@ -292,6 +292,7 @@ class ResourceServer:
     validator: TokenValidator
     settings: ServerSettings
     guarded: str = "/mcp"
+    http: httpx.AsyncClient | None = None  # the validator's client, closed when the server shuts down
 
     @property
     def metadata_url(self) -> str:
@@ -310,6 +311,9 @@ class ResourceServer:
         return document
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -331,6 +335,16 @@ class ResourceServer:
             await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _closing(self, send: Any) -> Callable[[Any], Awaitable[None]]:
+        """`send` of the lifespan, closing `http` before the server is told shutdown is complete."""
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self.http is not None:
+                await self.http.aclose()
+            await send(message)
+
+        return sending
 
 
 def _bearer(scope: Scope) -> str:

@@ -38,10 +38,10 @@ from mcp.types import URL_ELICITATION_REQUIRED
 from runner.auth.oauth import pkce_pair
 from runner.errors import SettingsError
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server
+from runner.mcp_server import build_server, http_app
 from runner.pocket import Pocket
 from runner.resource_server import KEYS_REFETCH_AFTER, Refusal, TokenValidator
-from runner.settings import ServerSettings, load_settings
+from runner.settings import ServerSettings, Settings, load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person, idp_entry
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
@@ -800,6 +800,46 @@ def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
         early = jwt.encode({"alg": "RS256", "kid": "second", "typ": "at+jwt"}, claims, signing_key)
         refused = initialize(running.url, early)
         assert refused.status_code == 401 and "not yet valid" in _params(refused)["error_description"]
+
+
+@function_tool
+def echo(text: str) -> str:
+    """Say it back."""
+    return text
+
+
+def test_the_token_checks_client_is_closed_when_the_server_shuts_down(tmp_path):
+    """The HTTP client that fetches issuers' keys lives as long as the server: an embedding application that
+    starts and stops it keeps no connections behind."""
+    server = ServerSettings(issuers=("http://127.0.0.1:1",), public_url="https://tools.example.com/mcp")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", server=server)
+    with Pocket([echo], settings=settings) as served:
+        app = http_app(served)
+        assert app.http is not None
+
+        async def start_and_stop() -> list[str]:
+            to_app, app_receives = anyio.create_memory_object_stream[dict[str, Any]](2)
+            app_sends, from_app = anyio.create_memory_object_stream[dict[str, Any]](2)
+            said = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(
+                    app,
+                    {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                    app_receives.receive,
+                    app_sends.send,
+                )
+                for event in ("lifespan.startup", "lifespan.shutdown"):
+                    await to_app.send({"type": event})
+                    said.append((await from_app.receive())["type"])
+                    said.append("open" if not app.http.is_closed else "closed")
+            return said
+
+        assert anyio.run(start_and_stop) == [
+            "lifespan.startup.complete",
+            "open",
+            "lifespan.shutdown.complete",
+            "closed",
+        ]
 
 
 def test_a_token_from_a_clock_ahead_says_how_to_tolerate_it():
