@@ -243,10 +243,22 @@ class TokenValidator:
         return Caller(user_id, access)
 
     async def _jwt(self, token: str) -> dict[str, Any]:
-        trusted = self.issuer(_segment(token, 1).get("iss"))
+        named = _segment(token, 1).get("iss")
+        trusted = self.issuer(named)
         if trusted is None:
-            raise Refusal("the access token was issued by an authorization server this server does not trust")
+            raise Refusal(self._untrusted(named))
         return await trusted.verify(token, leeway=self._settings.clock_skew_seconds, what="access token")
+
+    def _untrusted(self, named: Any) -> str:
+        """Why a token's issuer is refused; a trusted one written differently (a trailing slash) is a setting
+        to correct, and is named."""
+        near = [url for url in self._issuers if isinstance(named, str) and url.rstrip("/") == named.rstrip("/")]
+        if near:
+            return (
+                f"the access token's issuer is {named!r} but [server] issuers has {near[0]!r}: "
+                "they must match exactly (RFC 8414), correct the setting"
+            )
+        return "the access token was issued by an authorization server this server does not trust"
 
     def issuer(self, url: Any) -> TrustedIssuer | None:
         """The trusted authorization server of that issuer URL, if it is one."""

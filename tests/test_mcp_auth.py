@@ -869,6 +869,25 @@ def test_a_token_from_a_clock_ahead_says_how_to_tolerate_it():
         idp.stop()
 
 
+def test_an_issuer_written_with_a_trailing_slash_is_named_in_the_refusal(deployment):
+    """`issuers = ["https://login.example.com/"]` for an issuer whose tokens say `https://login.example.com`: the
+    refusal says which setting to correct, not just that the issuer is not trusted."""
+    token = access_token(deployment.idp, "alice", resource=deployment.url)
+    settings = ServerSettings(issuers=(deployment.idp.issuer + "/",), required_scopes=("mcp:tools",))
+
+    async def refusal() -> str:
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(Refusal) as refused:
+                await TokenValidator(settings, deployment.url, http).validate(token)
+        return refused.value.description
+
+    said = anyio.run(refusal)
+    assert said == (
+        f"the access token's issuer is '{deployment.idp.issuer}' but [server] issuers has "
+        f"'{deployment.idp.issuer}/': they must match exactly (RFC 8414), correct the setting"
+    )
+
+
 def test_with_two_issuers_the_same_subject_is_two_users(deployment):
     """A `sub` is unique only per issuer: trusting two, the user is ISSUER|SUB, so two people named alike at
     two authorization servers never share credentials."""
