@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ WELL_KNOWN = "/.well-known/oauth-protected-resource"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 KEYS_REFETCH_AFTER = 5.0  # seconds: an unknown `kid` fetches the JWKS again, at most this often per issuer
 _METADATA_TTL = 3600.0  # seconds an issuer's metadata and keys are kept before being fetched again
+# What RFC 6750 (section 3) allows in a challenge's quoted values; anything else (a token's own text) is replaced.
+_OUTSIDE_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_SHOWN = 40  # characters of a token's own value (its `alg`) quoted in a refusal
 _SKEW_HINT = (
     " by this server's clock: if its clock and the authorization server's differ, set [server] clock_skew_seconds"
 )
@@ -68,7 +72,7 @@ class Refusal(Exception):
         """The `WWW-Authenticate` value (RFC 6750 section 3, RFC 9728 section 5.1)."""
         params = {"error": self.error, "error_description": self.description if self.error else None}
         params |= {"scope": self.scope or None, "resource_metadata": metadata_url}
-        quoted = (f'{name}="{value.replace(chr(34), chr(39))}"' for name, value in params.items() if value)
+        quoted = (f'{name}="{_OUTSIDE_QUOTED.sub("?", value)}"' for name, value in params.items() if value)
         return "Bearer " + ", ".join(quoted)
 
 
@@ -172,7 +176,7 @@ class TrustedIssuer:
         asks for, such as an ID token's `aud` and `nonce`), or Refusal saying what is wrong with the `what`."""
         algorithm = _segment(token, 0, what).get("alg")
         if algorithm not in ALGORITHMS:
-            raise Refusal(f"the {what}'s signature algorithm {algorithm!r} is not accepted")
+            raise Refusal(f"the {what}'s signature algorithm {algorithm!r:.{_SHOWN}} is not accepted")
         try:
             try:
                 verified = jwt.decode(token, await self.keys(), algorithms=ALGORITHMS)

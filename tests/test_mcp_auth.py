@@ -435,6 +435,19 @@ def _b64(document: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
 
 
+def test_a_hostile_token_is_not_echoed_into_the_challenge(deployment):
+    """A forged token's own text (its `alg`: 20 000 characters, non-ASCII, quotes, backslashes) is not copied into
+    `WWW-Authenticate`: the challenge keeps to RFC 6750's characters, stays short, and still names the metadata."""
+    claims = _b64({"iss": deployment.idp.issuer, "aud": deployment.url, "sub": "mallory"})
+    for alg in ("x" * 20_000, 'é\u2028"\\x'):
+        refused = initialize(deployment.url, f"{_b64({'alg': alg})}.{claims}.c2ln")
+        challenge = refused.headers["www-authenticate"]
+        assert refused.status_code == 401 and len(challenge) < 500
+        assert re.fullmatch(r'Bearer ( ?\w+="[\x20\x21\x23-\x5b\x5d-\x7e]*",?)+', challenge), challenge
+        assert "signature algorithm" in _params(refused)["error_description"]
+        assert _params(refused)["resource_metadata"] == f"{deployment.origin}/.well-known/oauth-protected-resource/mcp"
+
+
 def test_a_token_without_the_required_scope_gets_403_naming_it(deployment):
     token = access_token(deployment.idp, "erin", resource=deployment.url, scope="openid")
     refused = initialize(deployment.url, token)
