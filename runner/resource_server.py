@@ -132,6 +132,7 @@ class TrustedIssuer:
         if self._metadata and time.monotonic() - self._fetched_at < _METADATA_TTL:
             return self._metadata
         found: dict[str, Any] = {}
+        named: set[str] = set()  # issuers other than ours that its metadata names: a setting written differently
         for url in reversed(metadata_urls(self.issuer)):  # RFC 8414's first, OIDC's completing it
             try:
                 response = await self.http.get(url, headers={"Accept": "application/json"})
@@ -140,6 +141,15 @@ class TrustedIssuer:
                 continue
             if isinstance(document, dict) and document.get("issuer") == self.issuer:  # RFC 8414 section 3.3
                 found = {**document, **found}
+            elif isinstance(document, dict) and isinstance(document.get("issuer"), str):
+                named.add(document["issuer"])
+        if not found and named:
+            raise Refusal(
+                f"the authorization server {self.issuer} names itself {sorted(named)[0]!r:.200} in its metadata: "
+                "[server] issuers must name it exactly so",
+                status=503,
+                error=None,
+            )
         if not found:
             raise Refusal(
                 f"the authorization server {self.issuer} cannot be reached to check the token", status=503, error=None

@@ -901,6 +901,28 @@ def test_an_issuer_written_with_a_trailing_slash_is_named_in_the_refusal(deploym
     )
 
 
+def test_an_issuer_whose_metadata_names_it_otherwise_is_a_setting_to_correct(deployment):
+    """Checking an opaque token needs the issuer's metadata; when it names the issuer otherwise than the settings
+    do (a trailing slash), the server says so instead of calling it unreachable."""
+    settings = ServerSettings(
+        issuers=(deployment.idp.issuer + "/",),
+        introspection_client_id=CLIENT_ID,
+        introspection_client_secret=CLIENT_SECRET,
+    )
+
+    async def refusal() -> Refusal:
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(Refusal) as refused:
+                await TokenValidator(settings, deployment.url, http).validate("an-opaque-token")
+        return refused.value
+
+    refused = anyio.run(refusal)
+    assert refused.status == 503 and refused.description == (
+        f"the authorization server {deployment.idp.issuer}/ names itself '{deployment.idp.issuer}' in its metadata: "
+        "[server] issuers must name it exactly so"
+    )
+
+
 def test_with_two_issuers_the_same_subject_is_two_users(deployment):
     """A `sub` is unique only per issuer: trusting two, the user is ISSUER|SUB, so two people named alike at
     two authorization servers never share credentials."""
