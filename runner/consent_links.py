@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -56,6 +56,8 @@ class ConsentLinks:
         self._settings = settings
         self._issuer = issuer
         self._base_url = base_url.rstrip("/")
+        # The login callback's path as the browser sees it (behind a proxy publishing the server under a path too).
+        self._cookie_path = urlsplit(self._base_url).path + LOGIN_CALLBACK
         self._ttl = ttl
         self._links: dict[str, _Link] = {}
         self._logins: dict[str, _Login] = {}
@@ -100,7 +102,7 @@ class ConsentLinks:
         if path == CONFIRM:
             await self._confirm(send, query.get("link", ""))
         else:
-            await _send_page(send, await self._logged_in(query, _cookie(scope)))
+            await _send_page(send, await self._logged_in(query, _cookie(scope)), self._cookie_path)
 
     async def _confirm(self, send: Any, link: str) -> None:
         """Send the browser to log in at the server's authorization server, remembering which link it opened."""
@@ -126,7 +128,9 @@ class ConsentLinks:
             "code_challenge_method": "S256",
         }
         secure = "; Secure" if self._base_url.startswith("https:") else ""
-        cookie = f"{_COOKIE}={state}; Path={LOGIN_CALLBACK}; HttpOnly; SameSite=Lax; Max-Age={int(self._ttl)}{secure}"
+        cookie = (
+            f"{_COOKIE}={state}; Path={self._cookie_path}; HttpOnly; SameSite=Lax; Max-Age={int(self._ttl)}{secure}"
+        )
         await _redirect(send, f"{endpoint}?{urlencode(query)}", cookie)
 
     async def _logged_in(self, query: dict[str, str], cookie: str | None) -> Page | str:
@@ -202,9 +206,9 @@ def _cookie(scope: dict[str, Any]) -> str | None:
     return None
 
 
-async def _send_page(send: Any, outcome: Page | str) -> None:
+async def _send_page(send: Any, outcome: Page | str, cookie_path: str = LOGIN_CALLBACK) -> None:
     if isinstance(outcome, str):  # confirmed: on to the provider
-        await _redirect(send, outcome, f"{_COOKIE}=; Path={LOGIN_CALLBACK}; Max-Age=0")
+        await _redirect(send, outcome, f"{_COOKIE}=; Path={cookie_path}; Max-Age=0")
         return
     content = render(outcome)
     head = [(name.lower().encode(), value.encode()) for name, value in page_headers(len(content))]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable
@@ -245,7 +246,7 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
     app = server.streamable_http_app(host=host, transport_security=security, json_response=JSON_RESPONSES)
     app.add_middleware(CancelOnDisconnect)
     app = ConsentPages(app, pocket.authenticator.serve_pages_at(base_url), hosts)
-    return ResourceServer(links.front(app) if links else app, validator, settings)
+    return ResourceServer(links.front(app) if links else app, validator, settings, http=http)
 
 
 def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) -> None:
@@ -265,6 +266,20 @@ def check_http_mode(settings: ServerSettings, host: str, user_id: str | None) ->
             f"refusing to serve without authentication on {host}, which is not loopback: anyone reaching it "
             "would use the stored credentials; set [server] issuers"
         )
+    if settings.issuers and not settings.public_url and _unspecified(host):
+        raise PocketError(
+            f"serving on {host} (every address) needs [server] public_url, the URL clients reach "
+            "(https://tools.example.com/mcp): it is the resource their tokens are issued for and the Host this "
+            f"server answers; http://{host}:PORT/mcp is neither"
+        )
+
+
+def _unspecified(host: str) -> bool:
+    """Whether `host` is a wildcard address (0.0.0.0, ::), which no client can name."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return not host
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ WELL_KNOWN = "/.well-known/oauth-protected-resource"
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 KEYS_REFETCH_AFTER = 5.0  # seconds: an unknown `kid` fetches the JWKS again, at most this often per issuer
 _METADATA_TTL = 3600.0  # seconds an issuer's metadata and keys are kept before being fetched again
+# What RFC 6750 (section 3) allows in a challenge's quoted values; anything else (a token's own text) is replaced.
+_OUTSIDE_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_SHOWN = 40  # characters of a token's own value (its `alg`) quoted in a refusal
+_SKEW_HINT = (
+    " by this server's clock: if its clock and the authorization server's differ, set [server] clock_skew_seconds"
+)
 
 
 class Refusal(Exception):
@@ -65,7 +72,7 @@ class Refusal(Exception):
         """The `WWW-Authenticate` value (RFC 6750 section 3, RFC 9728 section 5.1)."""
         params = {"error": self.error, "error_description": self.description if self.error else None}
         params |= {"scope": self.scope or None, "resource_metadata": metadata_url}
-        quoted = (f'{name}="{value.replace(chr(34), chr(39))}"' for name, value in params.items() if value)
+        quoted = (f'{name}="{_OUTSIDE_QUOTED.sub("?", value)}"' for name, value in params.items() if value)
         return "Bearer " + ", ".join(quoted)
 
 
@@ -125,6 +132,7 @@ class TrustedIssuer:
         if self._metadata and time.monotonic() - self._fetched_at < _METADATA_TTL:
             return self._metadata
         found: dict[str, Any] = {}
+        named: set[str] = set()  # issuers other than ours that its metadata names: a setting written differently
         for url in reversed(metadata_urls(self.issuer)):  # RFC 8414's first, OIDC's completing it
             try:
                 response = await self.http.get(url, headers={"Accept": "application/json"})
@@ -133,6 +141,15 @@ class TrustedIssuer:
                 continue
             if isinstance(document, dict) and document.get("issuer") == self.issuer:  # RFC 8414 section 3.3
                 found = {**document, **found}
+            elif isinstance(document, dict) and isinstance(document.get("issuer"), str):
+                named.add(document["issuer"])
+        if not found and named:
+            raise Refusal(
+                f"the authorization server {self.issuer} names itself {sorted(named)[0]!r:.200} in its metadata: "
+                "[server] issuers must name it exactly so",
+                status=503,
+                error=None,
+            )
         if not found:
             raise Refusal(
                 f"the authorization server {self.issuer} cannot be reached to check the token", status=503, error=None
@@ -169,7 +186,7 @@ class TrustedIssuer:
         asks for, such as an ID token's `aud` and `nonce`), or Refusal saying what is wrong with the `what`."""
         algorithm = _segment(token, 0, what).get("alg")
         if algorithm not in ALGORITHMS:
-            raise Refusal(f"the {what}'s signature algorithm {algorithm!r} is not accepted")
+            raise Refusal(f"the {what}'s signature algorithm {algorithm!r:.{_SHOWN}} is not accepted")
         try:
             try:
                 verified = jwt.decode(token, await self.keys(), algorithms=ALGORITHMS)
@@ -186,6 +203,9 @@ class TrustedIssuer:
         except ExpiredTokenError:
             raise Refusal(f"the {what} has expired") from None
         except (InvalidClaimError, MissingJwtClaim) as exc:
+            if isinstance(exc, InvalidClaimError) and exc.claim in ("iat", "nbf"):  # a clock ahead of ours
+                said = "was issued in the future" if exc.claim == "iat" else "is not yet valid"
+                raise Refusal(f"the {what} {said} (its {exc.claim}){_SKEW_HINT}") from None
             raise Refusal(f"the {what}'s claims are not valid ({exc.description or exc.error})") from None
         except (JoseError, ValueError):
             raise Refusal(f"the {what} cannot be verified") from None
@@ -237,10 +257,22 @@ class TokenValidator:
         return Caller(user_id, access)
 
     async def _jwt(self, token: str) -> dict[str, Any]:
-        trusted = self.issuer(_segment(token, 1).get("iss"))
+        named = _segment(token, 1).get("iss")
+        trusted = self.issuer(named)
         if trusted is None:
-            raise Refusal("the access token was issued by an authorization server this server does not trust")
+            raise Refusal(self._untrusted(named))
         return await trusted.verify(token, leeway=self._settings.clock_skew_seconds, what="access token")
+
+    def _untrusted(self, named: Any) -> str:
+        """Why a token's issuer is refused; a trusted one written differently (a trailing slash) is a setting
+        to correct, and is named."""
+        near = [url for url in self._issuers if isinstance(named, str) and url.rstrip("/") == named.rstrip("/")]
+        if near:
+            return (
+                f"the access token's issuer is {named!r} but [server] issuers has {near[0]!r}: "
+                "they must match exactly (RFC 8414), correct the setting"
+            )
+        return "the access token was issued by an authorization server this server does not trust"
 
     def issuer(self, url: Any) -> TrustedIssuer | None:
         """The trusted authorization server of that issuer URL, if it is one."""
@@ -286,6 +318,7 @@ class ResourceServer:
     validator: TokenValidator
     settings: ServerSettings
     guarded: str = "/mcp"
+    http: httpx.AsyncClient | None = None  # the validator's client, closed when the server shuts down
 
     @property
     def metadata_url(self) -> str:
@@ -304,6 +337,9 @@ class ResourceServer:
         return document
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -325,6 +361,16 @@ class ResourceServer:
             await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    def _closing(self, send: Any) -> Callable[[Any], Awaitable[None]]:
+        """`send` of the lifespan, closing `http` before the server is told shutdown is complete."""
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self.http is not None:
+                await self.http.aclose()
+            await send(message)
+
+        return sending
 
 
 def _bearer(scope: Scope) -> str:

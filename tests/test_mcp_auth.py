@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -37,10 +38,10 @@ from mcp.types import URL_ELICITATION_REQUIRED
 from runner.auth.oauth import pkce_pair
 from runner.errors import SettingsError
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server
+from runner.mcp_server import build_server, http_app
 from runner.pocket import Pocket
-from runner.resource_server import KEYS_REFETCH_AFTER, TokenValidator
-from runner.settings import ServerSettings, load_settings
+from runner.resource_server import KEYS_REFETCH_AFTER, Refusal, TokenValidator
+from runner.settings import ServerSettings, Settings, load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person, idp_entry
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
 
@@ -85,19 +86,21 @@ class Deployment:
         return self.url.removesuffix("/mcp")
 
 
-def _clients(mcp_port: int) -> list[dict[str, Any]]:
+def _clients(mcp_port: int, public: str | None = None) -> list[dict[str, Any]]:
+    """The clients registered at the authorization server; `public` is where browsers reach the MCP server."""
+    public = public or f"http://127.0.0.1:{mcp_port}"
     return [
         {  # the runner, as an OAuth client of the provider "testidp" (and of introspection)
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/testidp/callback"],
+            "redirect_uris": [f"{public}/auth/testidp/callback"],
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
         {  # the runner's own login client: who opens a consent link (runner/consent_links.py)
             "client_id": LOGIN_CLIENT,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [f"http://127.0.0.1:{mcp_port}/auth/login/callback"],
+            "redirect_uris": [f"{public}/auth/login/callback"],
             "grant_types": ["authorization_code"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
@@ -110,13 +113,14 @@ def _clients(mcp_port: int) -> list[dict[str, Any]]:
     ]
 
 
-def _settings_file(tmp: Path, issuer: str) -> Path:
+def _settings_file(tmp: Path, issuer: str, public_url: str | None = None) -> Path:
     path = tmp / "settings.toml"
     path.write_text(
         textwrap.dedent(f"""
         data_dir = "{tmp / "data"}"
         cache_dir = "{tmp / "cache"}"
         [server]
+        {f'public_url = "{public_url}"' if public_url else ""}
         issuers = ["{issuer}"]
         required_scopes = ["mcp:tools"]
         introspection_client_id = "{CLIENT_ID}"
@@ -136,9 +140,12 @@ def _settings_file(tmp: Path, issuer: str) -> Path:
 
 
 @contextlib.contextmanager
-def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
-    port = free_port()
-    running = Deployment(OidcServer(_clients(port), 60, **idp_env), f"http://127.0.0.1:{port}/mcp", None)
+def deployed(tmp: Path, *, port: int | None = None, public: str | None = None, **idp_env: str) -> Iterator[Deployment]:
+    """The server on `port` (a free one by default); `public`: the URL browsers and tokens name it by, when a proxy
+    stands in front of it."""
+    port = port or free_port()
+    url = f"{public or f'http://127.0.0.1:{port}'}/mcp"
+    running = Deployment(OidcServer(_clients(port, public), 60, **idp_env), url, None)
     try:
         script = tmp / "server.py"
         script.write_text(
@@ -151,7 +158,7 @@ def deployed(tmp: Path, **idp_env: str) -> Iterator[Deployment]:
                 )
             )
         )
-        command = [sys.executable, str(script), str(_settings_file(tmp, running.idp.issuer)), str(port)]
+        command = [sys.executable, str(script), str(_settings_file(tmp, running.idp.issuer, public and url)), str(port)]
         process = subprocess.Popen(command, cwd=REPO, env=environment(), stderr=subprocess.PIPE, text=True)
         running.process = process
         try:
@@ -178,6 +185,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         ([], ["--no-auth", "--host", "0.0.0.0"], "refusing to serve without authentication on 0.0.0.0"),  # noqa: S104
         ([], ["--user", "alice"], "--user with --http needs --no-auth"),
         (["http://127.0.0.1:1"], ["--no-auth"], "an authenticated server ([server] issuers) calls as the user each"),
+        (["http://127.0.0.1:1"], ["--host", "0.0.0.0"], "serving on 0.0.0.0 (every address) needs [server] public_url"),  # noqa: S104
+        (["http://127.0.0.1:1"], ["--host", "::"], "serving on :: (every address) needs [server] public_url"),
     ],
 )
 def test_serve_http_is_never_silently_unauthenticated(tmp_path, issuers, options, said):
@@ -240,12 +249,12 @@ def access_token(idp: OidcServer, login: str, *, resource: str, scope: str = "mc
     return answer.json()["access_token"]
 
 
-def grant_third_party(url: str, login: str) -> str:
+def grant_third_party(url: str, login: str, *, callback_path: str = "/auth/testidp/") -> str:
     """A person opens the link a call answered with, logs in (the server checks the link is theirs), grants
     the provider access, lands on the consent callback of the MCP server; returns the page's text."""
     person = Person(login=login)
     try:
-        callback = person.authorize(url, stop_at="/auth/testidp/")
+        callback = person.authorize(url, stop_at=callback_path)
         page = person.visit(callback)
     finally:
         person.client.close()
@@ -426,6 +435,19 @@ def _b64(document: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(document).encode()).rstrip(b"=").decode()
 
 
+def test_a_hostile_token_is_not_echoed_into_the_challenge(deployment):
+    """A forged token's own text (its `alg`: 20 000 characters, non-ASCII, quotes, backslashes) is not copied into
+    `WWW-Authenticate`: the challenge keeps to RFC 6750's characters, stays short, and still names the metadata."""
+    claims = _b64({"iss": deployment.idp.issuer, "aud": deployment.url, "sub": "mallory"})
+    for alg in ("x" * 20_000, 'é\u2028"\\x'):
+        refused = initialize(deployment.url, f"{_b64({'alg': alg})}.{claims}.c2ln")
+        challenge = refused.headers["www-authenticate"]
+        assert refused.status_code == 401 and len(challenge) < 500
+        assert re.fullmatch(r'Bearer ( ?\w+="[\x20\x21\x23-\x5b\x5d-\x7e]*",?)+', challenge), challenge
+        assert "signature algorithm" in _params(refused)["error_description"]
+        assert _params(refused)["resource_metadata"] == f"{deployment.origin}/.well-known/oauth-protected-resource/mcp"
+
+
 def test_a_token_without_the_required_scope_gets_403_naming_it(deployment):
     token = access_token(deployment.idp, "erin", resource=deployment.url, scope="openid")
     refused = initialize(deployment.url, token)
@@ -495,6 +517,60 @@ def test_a_consent_link_only_works_for_its_own_user(deployment):
     assert "is connected" in grant_third_party(link, "kim")
     result = anyio.run(call)
     assert (result.is_error, text(result)) == (False, "kim")
+
+
+class PrefixProxy(ThreadingHTTPServer):
+    """A reverse proxy on 127.0.0.1 publishing the server under a path (`/pocket/...` -> `/...`), keeping the
+    Host header, as a team's ingress does: what browsers see of the consent pages."""
+
+    def __init__(self, prefix: str, target_port: int):
+        prefix_, target = prefix, f"http://127.0.0.1:{target_port}"
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not self.path.startswith(prefix_ + "/"):
+                    self.send_error(404)
+                    return
+                headers = {name: value for name, value in self.headers.items() if name.lower() != "connection"}
+                answer = httpx.get(target + self.path.removeprefix(prefix_), headers=headers, follow_redirects=False)
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.multi_items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Forward)
+        self.origin = f"http://127.0.0.1:{self.server_address[1]}{prefix}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_consent_behind_a_proxy_publishing_the_server_under_a_path(tmp_path):
+    """`public_url` with a path (an ingress at https://example.com/pocket/): the consent link, the login's cookie
+    and the provider's callback all work at the public addresses, and the call then runs as its user."""
+    port = free_port()
+    proxy = PrefixProxy("/pocket", port)
+    try:
+        with deployed(tmp_path, port=port, public=proxy.origin) as running:
+            direct = f"http://127.0.0.1:{port}/mcp"  # an agent inside, with a token for the public resource
+
+            async def call() -> Any:
+                token = await anyio.to_thread.run_sync(lambda: access_token(running.idp, "kim", resource=running.url))
+                async with bearer_client(direct, token) as client:
+                    return await client.call_tool("whoami", {})
+
+            link = anyio.run(call).meta["pocket/auth_url"]
+            assert link.startswith(f"{proxy.origin}/auth/confirm?link=")
+            assert "is connected" in grant_third_party(link, "kim", callback_path="/pocket/auth/testidp/")
+            result = anyio.run(call)
+            assert (result.is_error, text(result)) == (False, "kim")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 class Elicited:
@@ -737,6 +813,114 @@ def test_expired_tokens_are_refused_and_rotated_keys_fetched(tmp_path):
         early = jwt.encode({"alg": "RS256", "kid": "second", "typ": "at+jwt"}, claims, signing_key)
         refused = initialize(running.url, early)
         assert refused.status_code == 401 and "not yet valid" in _params(refused)["error_description"]
+
+
+@function_tool
+def echo(text: str) -> str:
+    """Say it back."""
+    return text
+
+
+def test_the_token_checks_client_is_closed_when_the_server_shuts_down(tmp_path):
+    """The HTTP client that fetches issuers' keys lives as long as the server: an embedding application that
+    starts and stops it keeps no connections behind."""
+    server = ServerSettings(issuers=("http://127.0.0.1:1",), public_url="https://tools.example.com/mcp")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", server=server)
+    with Pocket([echo], settings=settings) as served:
+        app = http_app(served)
+        assert app.http is not None
+
+        async def start_and_stop() -> list[str]:
+            to_app, app_receives = anyio.create_memory_object_stream[dict[str, Any]](2)
+            app_sends, from_app = anyio.create_memory_object_stream[dict[str, Any]](2)
+            said = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(
+                    app,
+                    {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                    app_receives.receive,
+                    app_sends.send,
+                )
+                for event in ("lifespan.startup", "lifespan.shutdown"):
+                    await to_app.send({"type": event})
+                    said.append((await from_app.receive())["type"])
+                    said.append("open" if not app.http.is_closed else "closed")
+            return said
+
+        assert anyio.run(start_and_stop) == [
+            "lifespan.startup.complete",
+            "open",
+            "lifespan.shutdown.complete",
+            "closed",
+        ]
+
+
+def test_a_token_from_a_clock_ahead_says_how_to_tolerate_it():
+    """The authorization server's clock runs a minute ahead: its fresh token was issued "in the future". The
+    refusal says so and names the setting; with `clock_skew_seconds` covering the difference it is accepted."""
+    jwks, key = _private_jwks("ahead")
+    idp = OidcServer(_clients(1), 60, JWKS=jwks)
+    resource = "http://127.0.0.1:1/mcp"
+    try:
+        now = int(time.time()) + 60
+        claims = {"iss": idp.issuer, "aud": resource, "sub": "uma", "scope": "mcp:tools", "iat": now, "exp": now + 300}
+        token = jwt.encode({"alg": "RS256", "kid": "ahead", "typ": "at+jwt"}, claims, key)
+
+        async def validate(skew: int) -> str:
+            settings = ServerSettings(issuers=(idp.issuer,), required_scopes=("mcp:tools",), clock_skew_seconds=skew)
+            async with httpx.AsyncClient() as http:
+                try:
+                    return (await TokenValidator(settings, resource, http).validate(token)).user_id
+                except Refusal as refusal:
+                    return refusal.description
+
+        refused = anyio.run(validate, 0)
+        assert refused.startswith("the access token was issued in the future (its iat) by this server's clock")
+        assert "set [server] clock_skew_seconds" in refused
+        assert anyio.run(validate, 120) == "uma"
+    finally:
+        idp.stop()
+
+
+def test_an_issuer_written_with_a_trailing_slash_is_named_in_the_refusal(deployment):
+    """`issuers = ["https://login.example.com/"]` for an issuer whose tokens say `https://login.example.com`: the
+    refusal says which setting to correct, not just that the issuer is not trusted."""
+    token = access_token(deployment.idp, "alice", resource=deployment.url)
+    settings = ServerSettings(issuers=(deployment.idp.issuer + "/",), required_scopes=("mcp:tools",))
+
+    async def refusal() -> str:
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(Refusal) as refused:
+                await TokenValidator(settings, deployment.url, http).validate(token)
+        return refused.value.description
+
+    said = anyio.run(refusal)
+    assert said == (
+        f"the access token's issuer is '{deployment.idp.issuer}' but [server] issuers has "
+        f"'{deployment.idp.issuer}/': they must match exactly (RFC 8414), correct the setting"
+    )
+
+
+def test_an_issuer_whose_metadata_names_it_otherwise_is_a_setting_to_correct(deployment):
+    """Checking an opaque token needs the issuer's metadata; when it names the issuer otherwise than the settings
+    do (a trailing slash), the server says so instead of calling it unreachable."""
+    settings = ServerSettings(
+        issuers=(deployment.idp.issuer + "/",),
+        introspection_client_id=CLIENT_ID,
+        introspection_client_secret=CLIENT_SECRET,
+    )
+
+    async def refusal() -> Refusal:
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(Refusal) as refused:
+                await TokenValidator(settings, deployment.url, http).validate("an-opaque-token")
+        return refused.value
+
+    refused = anyio.run(refusal)
+    assert refused.status == 503 and refused.description == (
+        f"the authorization server {deployment.idp.issuer}/ names itself '{deployment.idp.issuer}' in its metadata: "
+        "[server] issuers must name it exactly so"
+    )
 
 
 def test_with_two_issuers_the_same_subject_is_two_users(deployment):
