@@ -249,6 +249,9 @@ class Server:
             self._log(f"refused a connection from uid {uid}")
             with contextlib.suppress(OSError):
                 protocol.send(sock, {"refused": "this process serves another user"})
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(0.5)
+                sock.recv(65536)  # what it sent: closing with it unread would reset the connection before it reads
             sock.close()
             return
         with self._lock:
@@ -273,7 +276,7 @@ class Server:
             go = protocol.receive(sock)  # a command that gave up waiting runs the call itself: then not here
             sock.settimeout(None)
             if go is None or not go.get("go"):
-                self._log(f"call of {call.tool!r} not run: its command did not confirm it")
+                self._log(f"dropped a call of {call.tool!r}: its command did not confirm it")
                 return
             self._call(call, connection)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -306,7 +309,7 @@ class Server:
             connection.say(internal_error(exc))
             frame = {"exit": 70}
         if cancellation.cancelled:
-            self._log(f"call of {call.tool!r} cancelled by its command")
+            self._log(f"cancelled a call of {call.tool!r}: its command asked, or went away")
             return
         connection.send(frame)
         outcome = frame.get("exit", frame.get("error", {}).get("kind"))
