@@ -148,7 +148,7 @@ def started_daemon(runtime: Runtime, source: str, name: str, body: str = "{}") -
 @pytest.mark.docker
 def test_the_first_command_starts_the_process_and_the_next_ones_use_it(runtime, docker_api):
     first = runtime.run("invoke", str(HELLO), "hello", "--body", BODY)
-    assert (first.returncode, first.stdout, first.stderr) == (0, GREETING, "")
+    assert (first.returncode, first.stdout) == (0, GREETING)  # its stderr may show a build, if the image was gone
     pid = runtime.serving()
     assert runtime.served(pid) == 0  # the first command ran its call itself, and returned without waiting
     for count in (1, 2):
@@ -409,7 +409,8 @@ def test_in_process_commands_start_and_use_the_process(cli, runtime, monkeypatch
     first = cli("invoke", str(HELLO), "hello", "--body", BODY, cwd=runtime.work)
     pid = runtime.serving()
     second = cli("invoke", str(HELLO), "hello", "--body", BODY, cwd=runtime.work)
-    assert first == second and second.stdout == GREETING
+    assert (first.returncode, first.stdout) == (second.returncode, second.stdout) == (0, GREETING)
+    assert second.stderr == ""  # the first may show a build, if the image was gone
     assert runtime.served(pid) == 1
 
 
