@@ -16,7 +16,6 @@ A frame is a 4-byte big-endian length and that many bytes of JSON: one object.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import socket
@@ -127,7 +126,7 @@ def place(folder: Path, key: Key) -> Place:
         else:
             with os.fdopen(descriptor, "wb") as stream:
                 stream.write(secret)
-    name = hmac.new(secret, key.material, hashlib.sha256).hexdigest()[:24]
+    name = hashlib.blake2b(key.material, key=secret, digest_size=12).hexdigest()
     where = Place(folder, name)
     if len(where.socket.encode()) > 107:  # sun_path holds 108 bytes with its NUL
         raise Unusable(f"the socket path {where.socket} is too long (set XDG_RUNTIME_DIR to a shorter folder)")
@@ -150,7 +149,7 @@ def key(settings_file: str | None, secrets_file: str | None, *, cwd: Path | None
         except OSError:
             return None
         files.append((path, data))
-        parts.append(f"file {path} {hashlib.sha256(data).hexdigest()}")
+        parts.append(f"file {path} {hashlib.blake2b(data).hexdigest()}")
     environ = sorted((k, v) for k, v in os.environ.items() if _counts(k))
     parts.extend(f"env {k}={v}" for k, v in environ)
     return Key("\0".join(parts).encode(errors="surrogateescape"), tuple(p for p, _ in files), _enabled(files))
@@ -170,7 +169,7 @@ def _code() -> str:
             for name in names:
                 status = os.stat(os.path.join(folder, name))
                 stats.append(f"{folder}/{name}:{status.st_size}:{status.st_mtime_ns}")
-    return hashlib.sha256("\n".join(sorted(stats)).encode(errors="surrogateescape")).hexdigest()
+    return hashlib.blake2b("\n".join(sorted(stats)).encode(errors="surrogateescape")).hexdigest()
 
 
 def _enabled(files: list[tuple[Path, bytes]]) -> bool | None:

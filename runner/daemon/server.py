@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.daemon import protocol
 from runner.daemon.protocol import Call, Key, Place
-from runner.errors import ManifestError, PocketError
+from runner.errors import ManifestError, PocketError, ToolFailedError
 
 if TYPE_CHECKING:
     from runner.invocation import Cancellation
@@ -143,6 +143,7 @@ class _Pockets:
         self._settings, self._progress = settings, progress
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._closed = False
 
     @contextlib.contextmanager
     def use(self, source: str, output: _Connection) -> Iterator[Pocket]:
@@ -151,6 +152,8 @@ class _Pockets:
         with self._progress.to(output):
             manifests = load_tools([source], self._settings, progress=self._progress)
         with self._lock:
+            if self._closed:
+                raise ToolFailedError("the local pocket process was stopped before the call ran; run the command again")
             entry = self._entries.get(source)
             if entry is None or entry.manifests != manifests:
                 if entry is not None:
@@ -175,6 +178,7 @@ class _Pockets:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             entries, self._entries = list(self._entries.values()), {}
         for entry in entries:
             entry.pocket.close()
@@ -194,6 +198,7 @@ class Server:
         self._last = time.monotonic()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._now = False
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -211,6 +216,8 @@ class Server:
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self._where.socket).st_ino == identity:
                     os.unlink(self._where.socket)
+            if self._now:  # the calls under way end now ("the sandbox was closed"), their containers removed
+                self._pockets.close()
             listener.setblocking(False)
             with contextlib.suppress(BlockingIOError):
                 while True:
@@ -220,8 +227,10 @@ class Server:
                 thread.join()
             self._pockets.close()
 
-    def stop(self, why: str) -> None:
+    def stop(self, why: str, *, now: bool = False) -> None:
+        """Stop accepting calls; `now`: also end the calls under way (SIGTERM), else let them finish."""
         self._log(f"exiting: {why}")
+        self._now = now
         self._stop.set()
 
     def _accept_until_idle(self, listener: socket.socket) -> None:
@@ -247,12 +256,10 @@ class Server:
         uid = protocol.peer_uid(sock)
         if uid != os.getuid():
             self._log(f"refused a connection from uid {uid}")
-            with contextlib.suppress(OSError):
-                protocol.send(sock, {"refused": "this process serves another user"})
-                sock.shutdown(socket.SHUT_WR)
-                sock.settimeout(0.5)
-                sock.recv(65536)  # what it sent: closing with it unread would reset the connection before it reads
-            sock.close()
+            self._refuse(sock, "this process serves another user")
+            return
+        if self._now:
+            self._refuse(sock, "the local pocket process is stopping")
             return
         with self._lock:
             self._calls += 1
@@ -260,6 +267,15 @@ class Server:
         thread = threading.Thread(target=self._serve_call, args=(sock,), name="pocket-daemon-call")
         self._threads.append(thread)
         thread.start()
+
+    @staticmethod
+    def _refuse(sock: socket.socket, why: str) -> None:
+        with contextlib.suppress(OSError):
+            protocol.send(sock, {"refused": why})
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(0.5)
+            sock.recv(65536)  # what it sent: closing with it unread would reset the connection before it reads
+        sock.close()
 
     def _serve_call(self, sock: socket.socket) -> None:
         connection = _Connection(sock)
@@ -376,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         log("exiting: the settings do not load")
         return 2
     server = Server(where, key, (args.settings, args.secrets), settings, log)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop("SIGTERM"))
+    signal.signal(signal.SIGTERM, lambda *_: server.stop("SIGTERM", now=True))
     signal.signal(signal.SIGINT, lambda *_: server.stop("SIGINT"))
     try:
         server.serve()
