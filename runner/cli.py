@@ -230,7 +230,7 @@ def call_tool(pocket: Pocket, call: Call, cancellation: Cancellation | None = No
     options: dict[str, Any] = {"user_id": call.user, "variables": call.variables, "timeout": call.timeout}
     if cancellation is None:
         result = pocket.invoke(call.tool, call.body, **options)
-    else:
+    else:  # the local pocket process: its command's Ctrl-C kills the call's container (`invoke` takes no Cancellation)
         result = pocket._invoke(call.tool, call.body, cancellation=cancellation, **options)
     auth = pocket.tools[call.tool].auth if call.tool in pocket.tools else None
     # Every scope the loaded tools of that provider need: a login for fewer would be asked again next time.
@@ -457,6 +457,9 @@ EXAMPLES = {
 
 --timeout limits the tool's run; a first call builds the tool's image before, under its own limit
 (sandbox.build_timeout_seconds), showing the build's progress on stderr.
+
+The call runs in a local pocket process of yours when one serves these settings (the first command starts it;
+it exits after [cli] daemon_idle_seconds without a call); --no-daemon runs it in this process.
 
 exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed""",
     "auth": """examples:

@@ -239,9 +239,10 @@ def test_changed_settings_are_never_served_by_the_process_that_loaded_the_old_on
 
 @pytest.mark.docker
 def test_an_edited_tool_is_rebuilt_and_an_edited_manifest_reloaded(runtime, docker_api):
-    edited = tool(runtime.work / "edited", "edited", "python main.py", **{"main.py": "print('one')"})
+    nonce = f"# {time.time_ns()}\n"  # contents never built before
+    edited = tool(runtime.work / "edited", "edited", "python main.py", **{"main.py": nonce + "print('one')"})
     pid = started_daemon(runtime, str(edited), "edited")
-    (edited / "main.py").write_text("print('two')")
+    (edited / "main.py").write_text(nonce + "print('two')")
     rebuilt = runtime.run("invoke", str(edited), "edited", "--body", "{}")
     assert rebuilt.stdout == "two\n" and "pocket: building image pocket-tool/edited:" in rebuilt.stderr
     tool(edited, "edited", "python main.py --again", **{"main.py": "import sys; print(sys.argv[1:])"})
@@ -269,6 +270,27 @@ def test_a_process_killed_during_a_call_ends_the_command_with_a_clear_error(runt
     assert command.returncode == 1 and out == ""
     assert f"pocket: the local pocket process (pid {pid}) stopped answering during the call" in err
     assert "Traceback" not in err
+    # Its socket is left behind: the next command runs its call itself and starts a new process
+    after = runtime.run("invoke", str(HELLO), "hello", "--body", BODY)
+    assert (after.returncode, after.stdout) == (0, GREETING)
+    assert runtime.serving() != pid
+
+
+@pytest.mark.docker
+def test_a_process_stopped_with_sigterm_ends_its_calls_and_removes_their_containers(runtime, docker_api):
+    slow = tool(runtime.work / "slowterm", "slowterm", "sleep 120")
+    pid = started_daemon(runtime, str(HELLO), "hello", BODY)
+    command = runtime.start("invoke", str(slow), "slowterm", "--body", "{}")
+    try:
+        wait_for_processes(docker_api, {"label": "pocket-runner.tool=slowterm"}, "sleep", 1, timeout=120)
+        os.kill(pid, signal.SIGTERM)
+        out, err = command.communicate(timeout=60)
+    finally:
+        command.kill()
+    assert (command.returncode, out) == (1, "")
+    assert err.endswith("pocket: the sandbox was closed\n"), err
+    wait_until(lambda: not alive(pid), "the process to exit")
+    assert docker_api.containers(all=True, filters={"label": "pocket-runner.tool=slowterm"}) == []
 
 
 @pytest.mark.docker
