@@ -136,7 +136,10 @@ def place(folder: Path, key: Key) -> Place:
 def key(settings_file: str | None, secrets_file: str | None, *, cwd: Path | None = None) -> Key | None:
     """The key of a command run in `cwd` with these files; None when a file given is missing or unreadable (the
     command then reports it as it always has)."""
-    base = cwd or Path.cwd()
+    try:
+        base = cwd or Path.cwd()
+    except FileNotFoundError:  # the working folder was removed
+        return None
     files, parts = [], [f"protocol {PROTOCOL}", sys.executable, sys.version, str(base), _code()]
     for given, default in ((settings_file, SETTINGS_FILE), (secrets_file, SECRETS_FILE)):
         path = (Path(given) if given is not None else base / default).resolve()

@@ -239,7 +239,8 @@ class Server:
         while not self._stop.is_set():
             readable, _, _ = select.select([listener], [], [], CHECK_SECONDS)
             if readable:
-                self._accept(listener.accept()[0])
+                with contextlib.suppress(BlockingIOError, ConnectionAbortedError):  # the command gave up meanwhile
+                    self._accept(listener.accept()[0])
             now = time.monotonic()
             with self._lock:
                 quiet = self._calls == 0 and now - self._last >= idle
