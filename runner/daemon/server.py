@@ -44,7 +44,7 @@ class _Log:
 
     def __init__(self, path: Path):
         self._stream = open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", buffering=1)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # SIGTERM's handler logs too, on the main thread, maybe inside a write
 
     def __call__(self, event: str) -> None:
         with self._lock:
