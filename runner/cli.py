@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from runner.invocation import Cancellation, Invocation
     from runner.manifest import AuthSpec
     from runner.pocket import Pocket
+    from runner.settings import Settings
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -210,11 +211,14 @@ def _cmd_invoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if start_daemon is not None:  # the settings load: the next command finds a process serving them
         start_daemon()
-    # One call, then exit: a pool of started containers would only be started to be removed.
-    settings = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
-    with Pocket([call.source], settings=settings, progress=_say) as pocket:
+    with Pocket([call.source], settings=one_shot(settings), progress=_say) as pocket:
         answer = call_tool(pocket, call)
     return show(answer, call, TERMINAL)
+
+
+def one_shot(settings: Settings) -> Settings:
+    """Settings for one call, then exit: a pool of started containers would only be started to be removed."""
+    return settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
 
 
 class Answer(NamedTuple):

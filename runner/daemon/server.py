@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,9 +131,14 @@ class _Progress:
             self._local.output = previous
 
 
+@dataclass
 class _Entry:
-    def __init__(self, pocket: Pocket, manifests: list[Manifest]):
-        self.pocket, self.manifests, self.users, self.retired = pocket, manifests, 0, False
+    """A source's Pocket, the manifests it loaded, and the calls using it now."""
+
+    pocket: Pocket
+    manifests: list[Manifest]
+    users: int = 0
+    retired: bool = False  # replaced: closed when its last call ends
 
 
 class _Pockets:
@@ -189,8 +195,9 @@ class Server:
 
     def __init__(self, where: Place, key: Key, files: tuple[str | None, str | None], settings: Settings, log: _Log):
         self._where, self._key, self._files, self._settings, self._log = where, key, files, settings, log
-        # What a call with limits to lower runs with, as the command would: a Pocket of its own, no pool.
-        self._one_shot = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
+        from runner.cli import one_shot
+
+        self._one_shot = one_shot(settings)  # for a call with limits to lower: as the command would run it
         self._progress = _Progress()
         self._pockets = _Pockets(settings, self._progress)
         self._lock = threading.Lock()
