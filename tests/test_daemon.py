@@ -160,6 +160,19 @@ def test_the_first_command_starts_the_process_and_the_next_ones_use_it(runtime, 
     assert oct(runtime.sockets.stat().st_mode & 0o777) == "0o700" and mode & 0o077 == 0
 
 
+@pytest.mark.docker
+def test_concurrent_commands_start_one_process_and_share_it(runtime, docker_api):
+    def together() -> list[tuple[int, str]]:
+        commands = [runtime.start("invoke", str(HELLO), "hello", "--body", BODY) for _ in range(4)]
+        outputs = [c.communicate(timeout=300)[0] for c in commands]
+        return [(c.returncode, out) for c, out in zip(commands, outputs, strict=True)]
+
+    assert together() == [(0, GREETING)] * 4  # each started a process: one serves, the others saw its lock
+    pid = runtime.serving()
+    assert together() == [(0, GREETING)] * 4
+    assert runtime.served(pid) == 4 and runtime.pids() == {pid}
+
+
 CASES = {
     "ok": ["hello", "--body", BODY],
     "bad body": ["hello", "--body", '{"name": ""}'],
