@@ -445,9 +445,9 @@ def test_in_process_commands_start_and_use_the_process(cli, runtime, monkeypatch
     first = cli("invoke", str(HELLO), "hello", "--body", BODY, cwd=runtime.work)
     pid = runtime.serving()
     second = cli("invoke", str(HELLO), "hello", "--body", BODY, cwd=runtime.work)
-    assert (first.returncode, first.stdout) == (second.returncode, second.stdout) == (0, GREETING)
-    assert second.stderr == ""  # the first may show a build, if the image was gone
-    assert runtime.served(pid) == 1
+    assert (first.returncode, first.stdout) == (second.returncode, second.stdout) == (0, GREETING), (first, second)
+    assert second.stderr == "", runtime.log()  # the first may show a build, if the image was gone
+    assert runtime.served(pid) == 1, runtime.log()
 
 
 def test_the_key_follows_settings_files_and_variables(tmp_path, monkeypatch):
