@@ -335,9 +335,9 @@ class Server:
         if cancellation.cancelled:
             self._log(f"cancelled a call of {call.tool!r}: its command asked, or went away")
             return
-        connection.send(frame)
         outcome = frame.get("exit", frame.get("error", {}).get("kind"))
         self._log(f"call of {call.tool!r} for user {call.user!r}: {outcome} in {time.perf_counter() - started:.3f} s")
+        connection.send(frame)  # after the log line: whoever reads the log once the command ended finds it
 
     @contextlib.contextmanager
     def _pocket(self, call: Call, connection: _Connection) -> Iterator[Pocket]:
