@@ -268,20 +268,29 @@ def test_an_edited_tool_is_rebuilt_and_an_edited_manifest_reloaded(runtime, dock
 # -- failures of the process, other users ---------------------------------------------------------------------
 
 
-@pytest.mark.docker
-def test_a_process_killed_during_a_call_ends_the_command_with_a_clear_error(runtime, docker_api):
-    slow = tool(runtime.work / "slowkill", "slowkill", "sleep 120")
+def interrupted(runtime: Runtime, docker_api: Any, name: str, interrupt: Any) -> tuple[int, int, str, str]:
+    """A call of a tool sleeping 120 s, served by the local process, and `interrupt(pid, command)` once the tool
+    runs: the process's pid, and the command's exit code, stdout and stderr."""
+    slow = tool(runtime.work / name, name, "sleep 120")
     pid = started_daemon(runtime, str(HELLO), "hello", BODY)
-    command = runtime.start("invoke", str(slow), "slowkill", "--body", "{}")
+    command = runtime.start("invoke", str(slow), name, "--body", "{}")
     try:
-        wait_for_processes(docker_api, {"label": "pocket-runner.tool=slowkill"}, "sleep", 1, timeout=120)
-        os.kill(pid, signal.SIGKILL)
+        wait_for_processes(docker_api, {"label": f"pocket-runner.tool={name}"}, "sleep", 1, timeout=120)
+        interrupt(pid, command)
         out, err = command.communicate(timeout=60)
     finally:
         command.kill()
+    return pid, command.returncode, out, err
+
+
+@pytest.mark.docker
+def test_a_process_killed_during_a_call_ends_the_command_with_a_clear_error(runtime, docker_api):
+    try:
+        pid, code, out, err = interrupted(runtime, docker_api, "slowkill", lambda pid, _: os.kill(pid, signal.SIGKILL))
+    finally:
         for container in docker_api.containers(all=True, filters={"label": "pocket-runner.tool=slowkill"}):
             docker_api.remove_container(container["Id"], force=True)  # what the killed process left
-    assert command.returncode == 1 and out == ""
+    assert code == 1 and out == ""
     assert f"pocket: the local pocket process (pid {pid}) stopped answering during the call" in err
     assert "Traceback" not in err
     # Its socket is left behind: the next command runs its call itself and starts a new process
@@ -292,16 +301,8 @@ def test_a_process_killed_during_a_call_ends_the_command_with_a_clear_error(runt
 
 @pytest.mark.docker
 def test_a_process_stopped_with_sigterm_ends_its_calls_and_removes_their_containers(runtime, docker_api):
-    slow = tool(runtime.work / "slowterm", "slowterm", "sleep 120")
-    pid = started_daemon(runtime, str(HELLO), "hello", BODY)
-    command = runtime.start("invoke", str(slow), "slowterm", "--body", "{}")
-    try:
-        wait_for_processes(docker_api, {"label": "pocket-runner.tool=slowterm"}, "sleep", 1, timeout=120)
-        os.kill(pid, signal.SIGTERM)
-        out, err = command.communicate(timeout=60)
-    finally:
-        command.kill()
-    assert (command.returncode, out) == (1, "")
+    pid, code, out, err = interrupted(runtime, docker_api, "slowterm", lambda pid, _: os.kill(pid, signal.SIGTERM))
+    assert (code, out) == (1, "")
     assert err.endswith("pocket: the sandbox was closed\n"), err
     wait_until(lambda: not alive(pid), "the process to exit")
     assert docker_api.containers(all=True, filters={"label": "pocket-runner.tool=slowterm"}) == []
@@ -382,16 +383,8 @@ def test_an_idle_process_exits_and_removes_its_containers(runtime, docker_api):
 )
 def test_ctrl_c_or_sigterm_of_the_command_stops_the_call_and_its_container(runtime, docker_api, signum, code, said):
     name = f"slow{signum}"
-    slow = tool(runtime.work / name, name, "sleep 120")
-    pid = started_daemon(runtime, str(HELLO), "hello", BODY)
-    command = runtime.start("invoke", str(slow), name, "--body", "{}")
-    try:
-        wait_for_processes(docker_api, {"label": f"pocket-runner.tool={name}"}, "sleep", 1, timeout=120)
-        command.send_signal(signum)
-        out, err = command.communicate(timeout=60)
-    finally:
-        command.kill()
-    assert (command.returncode, out) == (code, "")
+    pid, returncode, out, err = interrupted(runtime, docker_api, name, lambda _, command: command.send_signal(signum))
+    assert (returncode, out) == (code, "")
     assert err.endswith(f"pocket: {said}\n") and "Traceback" not in err  # after the build's progress
     # Killed before the command ended (the pool's containers of that tool are still there, running no tool)
     running = docker_api.containers(filters={"label": f"pocket-runner.tool={name}"})
