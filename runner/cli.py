@@ -16,15 +16,19 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runner import __version__
 from runner.errors import ExitCode, ManifestError, PocketError
-from runner.invocation import Outcome
 
 if TYPE_CHECKING:
     from runner.auth.oauth import DeviceAuthorization, Revocation
     from runner.auth.providers import Provider
+    from runner.daemon.protocol import Call, Output
+    from runner.invocation import Cancellation, Invocation
+    from runner.manifest import AuthSpec
+    from runner.pocket import Pocket
+    from runner.settings import Settings
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -190,42 +194,99 @@ def _read_body(raw: str | None) -> Any:
 
 
 def _cmd_invoke(args: argparse.Namespace) -> int:
-    from runner.pocket import Pocket
+    from runner.daemon.protocol import Call
 
     body = _read_body(args.body)
-    variables = dict(_key_value(v) for v in args.var)
+    call = Call(args.source, args.tool, body, args.user, dict(_key_value(v) for v in args.var), args.timeout)
+    start_daemon = None
+    if not args.no_daemon:
+        from runner.daemon.client import invoke
+
+        handed = invoke(call, args.settings, args.secrets, TERMINAL)
+        if isinstance(handed, int):
+            return handed
+        start_daemon = handed.start
+    from runner.pocket import Pocket
+
     settings = _settings(args)
-    # One call, then exit: a pool of started containers would only be started to be removed.
-    settings = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
-    with Pocket([args.source], settings=settings, progress=_say) as pocket:
-        result = pocket.invoke(args.tool, body, user_id=args.user, variables=variables, timeout=args.timeout)
-        auth = pocket.tools[args.tool].auth if args.tool in pocket.tools else None
-        # Every scope the loaded tools of that provider need: a login for fewer would be asked again next time.
-        scopes = pocket.authenticator.required_scopes(auth.provider) if auth is not None else ()
+    if start_daemon is not None:  # the settings load: the next command finds a process serving them
+        start_daemon()
+    with Pocket([call.source], settings=one_shot(settings), progress=_say) as pocket:
+        answer = call_tool(pocket, call)
+    return show(answer, call, TERMINAL)
+
+
+def one_shot(settings: Settings) -> Settings:
+    """Settings for one call, then exit: a pool of started containers would only be started to be removed."""
+    return settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"pool_size": 0})})
+
+
+class Answer(NamedTuple):
+    """What `pocket invoke` prints about a call: its result and, when authorization is needed, what to log in to."""
+
+    result: Invocation
+    auth: AuthSpec | None
+    scopes: tuple[str, ...]  # every scope the loaded tools of the auth provider need
+
+
+def call_tool(pocket: Pocket, call: Call, cancellation: Cancellation | None = None) -> Answer:
+    """Run `call` with `pocket` (open until this returns); `cancellation` stops it from another thread."""
+    options: dict[str, Any] = {"user_id": call.user, "variables": call.variables, "timeout": call.timeout}
+    if cancellation is None:
+        result = pocket.invoke(call.tool, call.body, **options)
+    else:  # the local pocket process: its command's Ctrl-C kills the call's container (`invoke` takes no Cancellation)
+        result = pocket._invoke(call.tool, call.body, cancellation=cancellation, **options)
+    auth = pocket.tools[call.tool].auth if call.tool in pocket.tools else None
+    # Every scope the loaded tools of that provider need: a login for fewer would be asked again next time.
+    scopes = tuple(pocket.authenticator.required_scopes(auth.provider)) if auth is not None else ()
+    return Answer(result, auth, scopes)
+
+
+def show(answer: Answer, call: Call, output: Output) -> int:
+    """Print what `pocket invoke` prints about a call; its exit code."""
+    from runner.invocation import Outcome
+
+    result, auth = answer.result, answer.auth
     if result.outcome is Outcome.AUTH_REQUIRED and result.auth_url and auth is not None:
         # The URL in the result dies with this process (its callback server stops): log in on its own.
         import shlex
 
         handler = f" --handler {auth.handler}" if auth.handler else ""
-        scope = "".join(f" --scope {shlex.quote(s)}" for s in scopes)
-        _say(
-            f"{auth.provider} authorization is needed for user {args.user!r}: run "
-            f"`pocket auth login {auth.provider}{handler} --user {args.user}{scope}`, then invoke again"
+        scope = "".join(f" --scope {shlex.quote(s)}" for s in answer.scopes)
+        output.say(
+            f"{auth.provider} authorization is needed for user {call.user!r}: run "
+            f"`pocket auth login {auth.provider}{handler} --user {call.user}{scope}`, then invoke again"
         )
         return ExitCode.AUTH_REQUIRED
     if result.ok:
-        _out(result.text())
+        output.out(result.text())
         return ExitCode.OK
     error = result.error or "the tool failed"
     if result.stdout.strip():
-        _out(result.stdout.rstrip("\n"))
+        output.out(result.stdout.rstrip("\n"))
     unquoted = _unquoted_stderr(result.stderr, error)
     if unquoted:
-        print(_shown(unquoted, sys.stderr), file=sys.stderr)
-    _say(error)
+        output.err(unquoted)
+    output.say(error)
     if result.auth_url:
-        _say(f"open this URL to authorize: {result.auth_url}")
+        output.say(f"open this URL to authorize: {result.auth_url}")
     return result.outcome.exit_code
+
+
+class _Terminal:
+    """The command's own stdout and stderr (an `Output`)."""
+
+    def out(self, text: str) -> None:
+        _out(text)
+
+    def say(self, message: str) -> None:
+        _say(message)
+
+    def err(self, text: str) -> None:
+        print(_shown(text, sys.stderr), file=sys.stderr)
+
+
+TERMINAL = _Terminal()
 
 
 def _unquoted_stderr(stderr: str, error: str) -> str:
@@ -417,6 +478,9 @@ EXAMPLES = {
 --timeout limits the tool's run; a first call builds the tool's image before, under its own limit
 (sandbox.build_timeout_seconds), showing the build's progress on stderr.
 
+The call runs in a local pocket process of yours when one serves these settings (the first command starts it;
+it exits after [cli] daemon_idle_seconds without a call); --no-daemon runs it in this process.
+
 exit codes: 0 success, 1 the tool failed, 2 bad input or manifest, 3 authorization needed""",
     "auth": """examples:
   pocket auth login slack                      # OAuth in the browser (client id/secret in .secrets.toml)
@@ -496,6 +560,9 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
     invoke.add_argument("--user", default="default", help="whose credentials to use (default: %(default)s)")
     invoke.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="override a variable")
     invoke.add_argument("--timeout", type=_positive_seconds, metavar="SECONDS", help="wall-clock limit of the run")
+    invoke.add_argument(
+        "--no-daemon", action="store_true", help="run the call in this process, not in a local pocket process"
+    )
     invoke.set_defaults(run=_cmd_invoke)
 
     auth = command("auth", "Sign in to providers, show and remove stored credentials.")
@@ -557,6 +624,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def internal_error(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc} (please report this)"
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -585,7 +656,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except _StdoutClosed:
         raise
     except Exception as exc:  # a bug of ours: say so in one line, never a traceback
-        _say(f"internal error: {type(exc).__name__}: {exc} (please report this)")
+        _say(internal_error(exc))
         return ExitCode.INTERNAL_ERROR
 
 

@@ -6,8 +6,6 @@ Function tools (`@function_tool`) take the same path up to the credentials, then
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import math
 import threading
@@ -15,30 +13,34 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError, SourceError
-from runner.function_tools import FunctionTool, function_tool
 from runner.invocation import Cancellation, Invocation, Outcome, redact
-from runner.manifest import Manifest, load_manifest
 from runner.progress import ProgressLines
-from runner.schema import body_problems
-from runner.settings import Settings, load_settings
 
+# pydantic (manifests, settings, function tools), asyncio and concurrent.futures are imported where first used:
+# `from runner import Pocket` stays fast.
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from runner.auth import Authenticator
+    from runner.function_tools import FunctionTool
+    from runner.manifest import Manifest
     from runner.sandbox import Sandbox
+    from runner.settings import Settings
     from runner.specs import ToolResult
 
 ToolSource = str | Path
 # What `Pocket(tools=[...])` takes: a source, a function tool (or a plain function), or a source with
 # variables for every tool it provides: `("./tools", {"REGION": "eu"})`.
-ToolEntry = ToolSource | FunctionTool | Callable[..., Any] | tuple[ToolSource, Mapping[str, str]]
-Tool = Manifest | FunctionTool
+ToolEntry: TypeAlias = "ToolSource | FunctionTool | Callable[..., Any] | tuple[ToolSource, Mapping[str, str]]"
+Tool: TypeAlias = "Manifest | FunctionTool"
 Progress = Callable[[str], None]
 
 
 def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
+    from runner.manifest import load_manifest
     from runner.sources import find_tool_folders
 
     folders = find_tool_folders(str(source), cache_dir=settings.cache_dir, progress=progress)
@@ -58,11 +60,15 @@ def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
 
 
 def _place(tool: Tool) -> str:
+    from runner.manifest import Manifest
+
     return str(tool.path) if isinstance(tool, Manifest) else f"function {tool.where}"
 
 
 def _add(tools: dict[str, Tool], tool: Tool) -> None:
     """Add one tool; a second tool of the same name is an error naming both places (the same one twice is not)."""
+    from runner.manifest import Manifest
+
     existing = tools.get(tool.name)
     if existing is tool or (
         isinstance(existing, Manifest) and isinstance(tool, Manifest) and existing.path == tool.path
@@ -100,6 +106,9 @@ class Pocket:
         settings: Settings | None = None,
         progress: Progress | None = None,
     ):
+        from runner.function_tools import FunctionTool
+        from runner.settings import load_settings
+
         if isinstance(tools, str | Path | FunctionTool):
             raise TypeError("tools must be a list, e.g. Pocket(tools=[...])")
         self.settings = settings if settings is not None else load_settings()
@@ -116,6 +125,8 @@ class Pocket:
         self._closed = False
 
     def _load(self, entry: Any) -> None:
+        from runner.function_tools import FunctionTool, function_tool
+
         variables: Mapping[str, str] | None = None
         if isinstance(entry, tuple):
             if len(entry) != 2 or not isinstance(entry[0], str | Path) or not isinstance(entry[1], Mapping):
@@ -158,6 +169,8 @@ class Pocket:
         calls wait for neither a build nor a container start; with `warm_workers`, that many warm containers
         of each warm-mode tool serve `user_id` already. Raises PocketError for an unknown name or a failed build.
         """
+        from runner.function_tools import FunctionTool
+
         for name in tool_names or list(self._tools):
             tool = self._tools.get(name)
             if tool is None:
@@ -275,6 +288,8 @@ class Pocket:
 
     async def atool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
         """`tool_results`, with the calls run concurrently."""
+        import asyncio
+
         from runner.specs import answer_messages, tool_calls
 
         calls = tool_calls(response)
@@ -301,6 +316,8 @@ class Pocket:
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
+        from runner.schema import body_problems
+
         problems = body_problems(tool.tool.input_schema, body)
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
@@ -334,6 +351,8 @@ class Pocket:
         timeout: float | None = None,
         cancellation: Cancellation | None = None,
     ) -> Invocation:
+        from runner.function_tools import FunctionTool
+
         started = time.perf_counter()
         prepared = self._prepare(tool_name, body, user_id, timeout)
         if isinstance(prepared, Invocation):
@@ -355,6 +374,10 @@ class Pocket:
         return redact(result, hidden)
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
+        import asyncio
+
+        from runner.function_tools import FunctionTool
+
         tool = self._tools.get(tool_name)
         loop = asyncio.get_running_loop()
         if not isinstance(tool, FunctionTool):
@@ -381,6 +404,8 @@ class Pocket:
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
         executor has only cpu_count + 4 of them (6 on 2 cores), too few for concurrent calls."""
+        import concurrent.futures
+
         with self._lock:
             self._check_open()
             if self._executor is None:
@@ -399,9 +424,13 @@ class Pocket:
         return all(state == "authorized" for state in outcome.values())
 
     async def ainitialize_tool_auth(self, user_id: str = "default") -> dict[str, str]:
+        import asyncio
+
         return await asyncio.to_thread(self.initialize_tool_auth, user_id)
 
     async def await_tool_auth(self, timeout: float | None = None, user_id: str = "default") -> bool:
+        import asyncio
+
         return await asyncio.to_thread(self.wait_tool_auth, timeout, user_id)
 
     @property

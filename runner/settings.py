@@ -257,6 +257,16 @@ class ServerSettings(_Section):
         return value
 
 
+class CliSettings(_Section):
+    """`[cli]`: how the `pocket` command runs calls."""
+
+    # `pocket invoke` hands its call to a local pocket process of this user that keeps the runner loaded and
+    # the tools' containers started (started by the first command, see runner/daemon); false: every command
+    # runs its call itself, as `--no-daemon` does.
+    daemon: bool = True
+    daemon_idle_seconds: float = Field(default=300.0, gt=0)  # that process exits after this long without a call
+
+
 class Settings(BaseModel):
     """All settings: settings.toml, then .secrets.toml, then POCKET_ variables (see load_settings), validated."""
 
@@ -268,6 +278,7 @@ class Settings(BaseModel):
     auth: dict[str, ProviderSettings] = Field(default_factory=dict)
     credentials: CredentialSettings = CredentialSettings()
     server: ServerSettings = ServerSettings()
+    cli: CliSettings = CliSettings()
     # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 

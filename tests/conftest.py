@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HELLO, Ran
+from tests.helpers import HELLO, NO_DAEMON, Ran
 
 pytest_plugins = [
     "tests.fixtures_git",
@@ -28,15 +28,17 @@ def hello_dir() -> Path:
 @pytest.fixture
 def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
     """`cli("list", SOURCE, stdin=TEXT, cwd=DIR)`: the `pocket` command run in this process by
-    `runner.cli.main(argv)`, without POCKET_* variables, with `stdin` as its standard input (default: empty)
-    and `cwd` as its working folder. Returns the exit code (main's return value, or the code argparse exits
-    with for --help, --version and usage errors) and what it wrote to stdout and stderr.
+    `runner.cli.main(argv)`, without POCKET_* variables (and the local pocket process off), with `stdin` as its
+    standard input (default: empty) and `cwd` as its working folder. Returns the exit code (main's return value,
+    or the code argparse exits with for --help, --version and usage errors) and what it wrote to stdout and stderr.
     """
     from runner.cli import main
 
     for name in list(os.environ):
         if name.startswith("POCKET_"):
             monkeypatch.delenv(name)
+    for name, value in NO_DAEMON.items():
+        monkeypatch.setenv(name, value)
 
     def run(*args: str, stdin: str | None = None, cwd: Path | None = None) -> Ran:
         capfd.readouterr()  # what came before is not this command's output

@@ -111,9 +111,13 @@ class Ran:
 POCKET = str(Path(sys.executable).parent / "pocket")
 
 
+# `pocket invoke` runs its call itself in tests, unless a test turns the local pocket process on (test_daemon.py).
+NO_DAEMON = {"POCKET_CLI__DAEMON": "false"}
+
+
 def environment() -> dict[str, str]:
-    """This process's environment without POCKET_* settings, for a `pocket` process."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")}
+    """This process's environment without POCKET_* settings, for a `pocket` process (no local pocket process)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("POCKET_")} | NO_DAEMON
 
 
 def pocket(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
