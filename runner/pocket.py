@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import functools
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -25,6 +27,7 @@ from runner.schema import body_problems
 from runner.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from runner.audit import AuditLog, Surface
     from runner.auth import Authenticator
     from runner.sandbox import Sandbox
     from runner.specs import ToolResult
@@ -38,10 +41,17 @@ Progress = Callable[[str], None]
 
 
 def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
+    return [manifest for manifest, _ in _load_origins(source, settings, progress)]
+
+
+def _load_origins(
+    source: ToolSource, settings: Settings, progress: Progress | None
+) -> list[tuple[Manifest, tuple[str, str | None]]]:
+    """Each tool of `source` with where it came from: (the source, its resolved git commit or None)."""
     from runner.sources import find_tool_folders
 
     folders = find_tool_folders(str(source), cache_dir=settings.cache_dir, progress=progress)
-    return [load_manifest(folder.path) for folder in folders]
+    return [(load_manifest(folder.path), (folder.source, folder.commit)) for folder in folders]
 
 
 def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
@@ -54,6 +64,28 @@ def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
     except SettingsError:
         return ()
     return entry.api_hosts if entry is not None else ()
+
+
+_SURFACE: contextvars.ContextVar[Surface] = contextvars.ContextVar("pocket_surface")
+
+
+@contextlib.contextmanager
+def called_from(surface: Surface) -> Iterator[None]:
+    """The calls in the block come from `surface` (the MCP server, the LangChain tools...): audit records say so."""
+    token = _SURFACE.set(surface)
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
+
+
+def _called_from(call_format: str) -> contextlib.AbstractContextManager[None]:
+    """A model's tool call: from the OpenAI or Anthropic helpers, unless a surface around them said already."""
+    from runner.audit import Surface
+
+    if _SURFACE.get(None) is not None:
+        return contextlib.nullcontext()
+    return called_from(Surface.ANTHROPIC if call_format == "anthropic" else Surface.OPENAI)
 
 
 def _place(tool: Tool) -> str:
@@ -105,6 +137,8 @@ class Pocket:
         self._progress = progress
         self._tools: dict[str, Tool] = {}
         self._variables: dict[str, dict[str, str]] = {}  # per tool, from ("source", {...}) entries
+        self._origins: dict[str, tuple[str, str | None]] = {}  # per tool: its source and resolved commit
+        self._audit: AuditLog | None = None
         for entry in tools:
             self._load(entry)
         self._sandbox: Sandbox | None = None
@@ -124,8 +158,9 @@ class Pocket:
             if bad:
                 raise TypeError(f"variables of {entry} must map names to strings; not so for {bad}")
         if isinstance(entry, str | Path):
-            for manifest in _load_source(entry, self.settings, self._progress):
+            for manifest, origin in _load_origins(entry, self.settings, self._progress):
                 _add(self._tools, manifest)
+                self._origins[manifest.name] = origin
                 if variables:
                     self._variables[manifest.name] = dict(variables)
         elif isinstance(entry, FunctionTool):
@@ -207,11 +242,12 @@ class Pocket:
         if isinstance(tool_name, str):
             return self._invoke(tool_name, body, user_id=user_id, variables=variables, timeout=timeout)
         call = self._tool_call(tool_name, body)
-        if call.problem is not None:
-            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
-        return call.result(
-            self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
-        )
+        with _called_from(call.format):
+            if call.problem is not None:
+                return call.result(self._refused(call.name, call.problem, user_id))
+            return call.result(
+                self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
+            )
 
     @overload
     async def ainvoke(
@@ -251,9 +287,10 @@ class Pocket:
         if isinstance(tool_name, str):
             return await self._ainvoke(tool_name, body, **options)
         call = self._tool_call(tool_name, body)
-        if call.problem is not None:
-            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
-        return call.result(await self._ainvoke(call.name, call.arguments, **options))
+        with _called_from(call.format):
+            if call.problem is not None:
+                return call.result(self._refused(call.name, call.problem, user_id))
+            return call.result(await self._ainvoke(call.name, call.arguments, **options))
 
     def tool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
         """Run every tool call in a model response; return the messages to append to the conversation.
@@ -327,25 +364,26 @@ class Pocket:
         timeout: float | None = None,
         cancellation: Cancellation | None = None,
     ) -> Invocation:
-        started = time.perf_counter()
-        prepared = self._prepare(tool_name, body, user_id, timeout)
-        if isinstance(prepared, Invocation):
-            return prepared
-        tool, secrets, hidden = prepared
-        if isinstance(tool, FunctionTool):
-            result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
-        else:
-            environment = {
-                **tool.variables,
-                **self.settings.variables.get(tool_name.lower(), {}),
-                **self._variables.get(tool_name, {}),
-                **(variables or {}),
-                **secrets,
-            }
-            result = self._sandbox_for_calls().run(
-                tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
-            )
-        return redact(result, hidden)
+        with self._observed(tool_name, body, user_id) as finish:
+            started = time.perf_counter()
+            prepared = self._prepare(tool_name, body, user_id, timeout)
+            if isinstance(prepared, Invocation):
+                return finish(prepared)
+            tool, secrets, hidden = prepared
+            if isinstance(tool, FunctionTool):
+                result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
+            else:
+                environment = {
+                    **tool.variables,
+                    **self.settings.variables.get(tool_name.lower(), {}),
+                    **self._variables.get(tool_name, {}),
+                    **(variables or {}),
+                    **secrets,
+                }
+                result = self._sandbox_for_calls().run(
+                    tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
+                )
+            return finish(redact(result, hidden))
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         tool = self._tools.get(tool_name)
@@ -353,23 +391,79 @@ class Pocket:
         if not isinstance(tool, FunctionTool):
             cancellation = Cancellation()
             call = functools.partial(self._invoke, tool_name, body, cancellation=cancellation, **options)
-            try:
-                return await loop.run_in_executor(self._workers(), call)
+            try:  # in the caller's context: its trace, and the surface it calls from
+                return await loop.run_in_executor(self._workers(), contextvars.copy_context().run, call)
             except asyncio.CancelledError:  # the agent stopped waiting: so does the tool, in its container
                 cancellation.cancel()
                 raise
-        started = time.perf_counter()
-        if tool.auth is None:  # nothing that may block: stay on the loop
-            prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])
-        else:  # fetching or refreshing a token may do I/O
-            prepared = await loop.run_in_executor(
-                self._workers(), self._prepare, tool_name, body, options["user_id"], options["timeout"]
-            )
-        if isinstance(prepared, Invocation):
-            return prepared
-        _, secrets, hidden = prepared
-        result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
-        return redact(result, hidden)
+        with self._observed(tool_name, body, options["user_id"]) as finish:
+            started = time.perf_counter()
+            if tool.auth is None:  # nothing that may block: stay on the loop
+                prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])
+            else:  # fetching or refreshing a token may do I/O
+                prepare = functools.partial(self._prepare, tool_name, body, options["user_id"], options["timeout"])
+                prepared = await loop.run_in_executor(self._workers(), contextvars.copy_context().run, prepare)
+            if isinstance(prepared, Invocation):
+                return finish(prepared)
+            _, secrets, hidden = prepared
+            result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
+            return finish(redact(result, hidden))
+
+    def _refused(self, tool_name: str, problem: str, user_id: str) -> Invocation:
+        """The invocation of a tool call that cannot run (its arguments are not JSON), recorded like any other."""
+        with self._observed(tool_name, None, user_id) as finish:
+            return finish(Invocation(tool_name, Outcome.BAD_INPUT, error=problem))
+
+    @contextlib.contextmanager
+    def _observed(self, tool_name: str, body: Any, user_id: str) -> Iterator[Callable[[Invocation], Invocation]]:
+        """Around one call: its span; `finish(invocation)` puts the outcome on the span and writes the audit
+        record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
+        from runner import telemetry
+        from runner.audit import Surface, record_of
+
+        telemetry.configure()
+        at = time.time()
+        tool = self._tools.get(tool_name)
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool_name, "user.id": user_id}
+        with telemetry.span(f"execute_tool {tool_name}", attributes) as current:
+
+            def finish(invocation: Invocation) -> Invocation:
+                origin = self._origins.get(tool_name) or (
+                    (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
+                )
+                record = record_of(
+                    invocation, at=at, user=user_id, body=body, surface=_SURFACE.get(Surface.PYTHON),
+                    backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
+                    trace_id=telemetry.trace_id(),
+                )  # fmt: skip
+                telemetry.annotate(current, record.span_attributes())
+                if not invocation.ok:
+                    telemetry.failed(current, invocation.outcome.value)
+                self._write_audit(record)
+                return invocation
+
+            yield finish
+
+    def _backend(self, tool: Tool | None) -> str:
+        if tool is None:
+            return "none"
+        return "function" if isinstance(tool, FunctionTool) else f"docker/{self.settings.sandbox.runtime.value}"
+
+    def _write_audit(self, record: Any) -> None:
+        if not self.settings.audit.enabled:
+            return
+        from runner.audit import audit_log
+
+        try:
+            with self._lock:
+                if self._audit is None:
+                    self._audit = audit_log(self.settings.data_dir, self.settings.audit.retention_days)
+                log = self._audit
+            log.write(record)
+        except (PocketError, OSError) as exc:
+            import warnings
+
+            warnings.warn(f"the audit record of this {record.tool} call was not written: {exc}", stacklevel=4)
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
@@ -445,6 +539,9 @@ class Pocket:
             sandbox, self._sandbox = self._sandbox, None
             authenticator, self._authenticator = self._authenticator, None
             finalizer, self._finalizer = self._finalizer, None
+            audit, self._audit = self._audit, None
+        if audit is not None:
+            audit.close()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         try:

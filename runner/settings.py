@@ -163,6 +163,13 @@ class CredentialSettings(_Section):
     device_flow: bool = False
 
 
+class AuditSettings(_Section):
+    """The audit log of every invocation, in the credentials database: `[audit]`."""
+
+    enabled: bool = True
+    retention_days: float = Field(default=90.0, ge=0)  # records older than this are deleted; 0: kept for good
+
+
 class Settings(BaseModel):
     """All settings: settings.toml, then .secrets.toml, then POCKET_ variables (see load_settings), validated."""
 
@@ -173,6 +180,7 @@ class Settings(BaseModel):
     sandbox: SandboxSettings = SandboxSettings()
     auth: dict[str, ProviderSettings] = Field(default_factory=dict)
     credentials: CredentialSettings = CredentialSettings()
+    audit: AuditSettings = AuditSettings()
     # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 
