@@ -13,6 +13,7 @@ opens the connection; the SQL is portable but for `SCHEMA` (and `?` placeholders
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import PocketError, SettingsError
-from runner.invocation import Invocation, NetworkReceipt, Outcome
+from runner.invocation import Invocation, NetworkAccess, NetworkReceipt, Outcome
 
 if TYPE_CHECKING:
     from runner.manifest import AuthSpec
@@ -50,6 +51,24 @@ class Surface(StrEnum):
     LANGCHAIN = "langchain"
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
+
+
+_SURFACE: contextvars.ContextVar[Surface] = contextvars.ContextVar("pocket_surface")
+
+
+@contextmanager
+def called_from(where: Surface) -> Iterator[None]:
+    """The calls in the block come from `where` (the MCP server, the LangChain tools...): records say so."""
+    token = _SURFACE.set(where)
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
+
+
+def surface() -> Surface | None:
+    """The surface the current call comes from, when one said so."""
+    return _SURFACE.get(None)
 
 
 @dataclass(frozen=True)
@@ -150,7 +169,7 @@ def record_of(
         exit_code=invocation.exit_code,
         provider=auth.provider if auth else None,
         scopes=tuple(auth.scopes) if auth else (),
-        network=invocation.network,
+        network=invocation.network or (NetworkReceipt(NetworkAccess.IN_PROCESS) if backend == "function" else None),
         trace_id=trace_id,
     )
 

@@ -22,7 +22,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
-from runner import __version__
+from runner import __version__, telemetry
 from runner.errors import PocketError
 from runner.invocation import Invocation
 
@@ -69,7 +69,8 @@ def build_server(pocket: Pocket, *, user_id: str = "default", name: str = SERVER
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         arguments = params.arguments if params.arguments is not None else {}
-        return call_result(await pocket.ainvoke(params.name, arguments, user_id=user_id))
+        with telemetry.mcp_call(ctx):  # the caller's trace, and the audit record's surface
+            return call_result(await pocket.ainvoke(params.name, arguments, user_id=user_id))
 
     return Server(
         name,

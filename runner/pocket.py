@@ -27,7 +27,7 @@ from runner.schema import body_problems
 from runner.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from runner.audit import AuditLog, Surface
+    from runner.audit import AuditLog
     from runner.auth import Authenticator
     from runner.sandbox import Sandbox
     from runner.specs import ToolResult
@@ -66,24 +66,11 @@ def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
     return entry.api_hosts if entry is not None else ()
 
 
-_SURFACE: contextvars.ContextVar[Surface] = contextvars.ContextVar("pocket_surface")
-
-
-@contextlib.contextmanager
-def called_from(surface: Surface) -> Iterator[None]:
-    """The calls in the block come from `surface` (the MCP server, the LangChain tools...): audit records say so."""
-    token = _SURFACE.set(surface)
-    try:
-        yield
-    finally:
-        _SURFACE.reset(token)
-
-
 def _called_from(call_format: str) -> contextlib.AbstractContextManager[None]:
     """A model's tool call: from the OpenAI or Anthropic helpers, unless a surface around them said already."""
-    from runner.audit import Surface
+    from runner.audit import Surface, called_from, surface
 
-    if _SURFACE.get(None) is not None:
+    if surface() is not None:
         return contextlib.nullcontext()
     return called_from(Surface.ANTHROPIC if call_format == "anthropic" else Surface.OPENAI)
 
@@ -419,7 +406,7 @@ class Pocket:
         """Around one call: its span; `finish(invocation)` puts the outcome on the span and writes the audit
         record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
         from runner import telemetry
-        from runner.audit import Surface, record_of
+        from runner.audit import Surface, record_of, surface
 
         telemetry.configure()
         at = time.time()
@@ -432,7 +419,7 @@ class Pocket:
                     (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
                 )
                 record = record_of(
-                    invocation, at=at, user=user_id, body=body, surface=_SURFACE.get(Surface.PYTHON),
+                    invocation, at=at, user=user_id, body=body, surface=surface() or Surface.PYTHON,
                     backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
                     trace_id=telemetry.trace_id(),
                 )  # fmt: skip

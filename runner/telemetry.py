@@ -102,15 +102,19 @@ class TraceContextMiddleware:
             await self.app(scope, receive, send)
 
 
-def mcp_call(request_context: Any) -> contextlib.AbstractContextManager[None]:
-    """For an MCP tool call handler: the trace its HTTP request's `traceparent` header names, when its
-    `_meta` named none (the `mcp` SDK continues `_meta.traceparent` itself, in the span our spans nest in)."""
+@contextlib.contextmanager
+def mcp_call(request_context: Any) -> Iterator[None]:
+    """Around an MCP tool call handler: its calls are audited as MCP's, in the trace its HTTP request's
+    `traceparent` header names when its `_meta` named none (the `mcp` SDK continues `_meta.traceparent`
+    itself, in the server span our spans then nest in)."""
+    from runner.audit import Surface, called_from
+
     meta = getattr(request_context, "meta", None)
     carried = meta.model_dump(by_alias=True) if hasattr(meta, "model_dump") else meta
-    if isinstance(carried, Mapping) and "traceparent" in carried:
-        return contextlib.nullcontext()
-    request = getattr(request_context, "request", None)
-    return continued(dict(getattr(request, "headers", None) or {}))
+    from_meta = isinstance(carried, Mapping) and "traceparent" in carried
+    headers = getattr(getattr(request_context, "request", None), "headers", None)
+    with called_from(Surface.MCP), continued(None if from_meta else dict(headers or {})):
+        yield
 
 
 def configure() -> None:
