@@ -318,13 +318,17 @@ class Pocket:
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
-        problems = body_problems(tool.tool.input_schema, body)
+        from runner import telemetry
+
+        with telemetry.span("pocket.body_check", {"gen_ai.tool.name": tool_name}):
+            problems = body_problems(tool.tool.input_schema, body)
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
         if tool.auth is None:
             return tool, {}, []
         try:
-            secrets = self._auth().environment(tool.auth, user_id)
+            with telemetry.span("pocket.credentials", {"pocket.auth.provider": tool.auth.provider, "user.id": user_id}):
+                secrets = self._auth().environment(tool.auth, user_id)
             return tool, secrets, self._auth().secret_values(tool.auth, secrets)
         except SettingsError as exc:  # an unknown provider or handler: the configuration must change
             return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))

@@ -111,7 +111,7 @@ def mcp_call(request_context: Any) -> Iterator[None]:
 
     meta = getattr(request_context, "meta", None)
     carried = meta.model_dump(by_alias=True) if hasattr(meta, "model_dump") else meta
-    from_meta = isinstance(carried, Mapping) and "traceparent" in carried
+    from_meta = isinstance(carried, Mapping) and bool(carried.get("traceparent"))
     headers = getattr(getattr(request_context, "request", None), "headers", None)
     with called_from(Surface.MCP), continued(None if from_meta else dict(headers or {})):
         yield
