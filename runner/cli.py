@@ -596,9 +596,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from runner.audit import Surface, called_from
+
     args = build_parser().parse_args(argv)
     try:
-        code = int(args.run(args))
+        with called_from(Surface.CLI):  # audit records of `pocket invoke` say so (MCP's calls say MCP)
+            code = int(args.run(args))
         try:
             sys.stdout.flush()
         except BrokenPipeError:

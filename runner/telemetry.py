@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -141,9 +142,13 @@ def configure() -> None:
             _warn("OTEL_* variables ask for trace export, but the `otel` extra is not installed: "
                   "pip install 'pocket-runner[otel]'")  # fmt: skip
             return
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        if "otlp" in names and protocol not in (None, "http/protobuf"):
+            _warn(f"OTEL_EXPORTER_OTLP_PROTOCOL is {protocol!r}: pocket-runner exports OTLP over http/protobuf only")
         named = "OTEL_SERVICE_NAME" in os.environ or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
         provider = TracerProvider(resource=Resource.create({} if named else {"service.name": TRACER_NAME}))
-        known = {"otlp": OTLPSpanExporter, "console": ConsoleSpanExporter}  # OTLP: endpoint etc. from OTEL_*
+        # OTLP: endpoint, headers, timeout from OTEL_EXPORTER_OTLP_*; console: on stderr, apart from results
+        known = {"otlp": OTLPSpanExporter, "console": lambda: ConsoleSpanExporter(out=sys.stderr)}
         for name in names:
             if name in known:
                 provider.add_span_processor(BatchSpanProcessor(known[name]()))

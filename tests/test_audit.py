@@ -25,7 +25,7 @@ from runner.integrations.langchain import langchain_tools
 from runner.invocation import Outcome
 from runner.mcp_server import build_server
 from runner.pocket import Pocket
-from tests.helpers import REPO, settings
+from tests.helpers import HELLO, REPO, settings
 
 SECRET = "xoxb-audit-secret-4242"
 BODY_MARK = "channel-in-the-body-7777"
@@ -206,3 +206,13 @@ def test_a_writer_killed_mid_record_loses_nothing_already_written_and_others_go_
     for name, last in acknowledged.items():
         written = {record.bytes_in for record in log.read(user=name, limit=1_000_000)}
         assert set(range(last + 1)) <= written, f"{name}: lost {sorted(set(range(last + 1)) - written)[:10]}"
+
+
+@pytest.mark.docker
+def test_pocket_invoke_records_its_calls_as_the_cli_s(tmp_path, cli, docker_api):
+    (tmp_path / "settings.toml").write_text(f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n')
+    ran = cli("invoke", str(HELLO), "hello", "--body", '{"name": "Ada"}', cwd=tmp_path)
+    assert ran.returncode == 0, ran
+    (record,) = _records(tmp_path)
+    assert (record.surface, record.tool, record.outcome) == (Surface.CLI, "hello", Outcome.OK)
+    assert record.source == str(HELLO)

@@ -160,8 +160,8 @@ class Sandbox:
             with self._serving(started, cancellation), self._running(started, limits) as current:
                 launched = launch(self._engine, started, stdin, nonce, limits)
                 telemetry.annotate(current, {"process.exit.code": launched.exit_code})
+        finally:  # the receipt is taken whatever happened, before the container's address can be another's
             result.network = self._receipt(limits, started)
-        finally:
             if pool is not None:
                 pool.release()
             self._background.discard(started)
@@ -183,8 +183,8 @@ class Sandbox:
         try:
             with self._serving(worker.started, cancellation), self._running(worker.started, limits):
                 reply = worker.call(environment, body, limits)
-            result.network = self._receipt(limits, worker.started)
         finally:
+            result.network = self._receipt(limits, worker.started)
             self._warm.release(worker)
         return self._from_warm(result, reply, worker.started, limits)
 
