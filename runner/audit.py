@@ -188,18 +188,14 @@ class Database:
         return statement
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """The block's statements, committed together when it ends, rolled back when it raises."""
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The block's statements, committed together when it ends, rolled back when it raises (sqlite3's own
+        transaction handling: it begins one before the first write)."""
         with self._lock:
-            db = self._connect()
             try:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
+                db = self._connect()
+                with db:
                     yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     raise PocketError(f"the audit log {self.path} stayed locked by another process") from None
@@ -210,7 +206,7 @@ class Database:
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             created = not self.path.exists()
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             if created:
                 os.chmod(self.path, 0o600)
             db.execute("PRAGMA busy_timeout=30000")
@@ -273,7 +269,7 @@ class AuditLog:
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
-        with self.database.transaction(write=False) as db:
+        with self.database.transaction() as db:
             rows = db.execute(self.database.sql(query), params).fetchall()
         return [AuditRecord.from_dict(json.loads(row[0])) for row in reversed(rows)]
 
