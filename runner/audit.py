@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.errors import PocketError, SettingsError
 from runner.invocation import Invocation, NetworkAccess, NetworkReceipt, Outcome
+from runner.redaction import url_credentials
 
 if TYPE_CHECKING:
     from runner.manifest import AuthSpec
@@ -163,7 +164,7 @@ def record_of(
         duration_seconds=round(time.time() - at, 6),
         bytes_in=len(json.dumps(body, default=str).encode()),
         bytes_out=len(invocation.text().encode()),
-        source=origin[0],
+        source=url_credentials(origin[0]) if origin[0] else None,  # a git URL may carry a token
         commit=origin[1],
         image=invocation.image,
         exit_code=invocation.exit_code,

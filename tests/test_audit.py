@@ -99,12 +99,15 @@ def test_every_surface_writes_one_record_and_none_holds_a_body_a_result_or_a_sec
 
 @pytest.mark.docker
 def test_a_sandboxed_call_records_its_image_commit_backend_exit_code_and_network(tmp_path, docker_api, git_remote):
-    source = f"{git_remote.git_url}@v1#tools/alpha"
+    # A token in the source URL (the dumb HTTP server ignores it) is not kept.
+    source = git_remote.http_url.replace("http://", f"http://x-access-token:{SECRET}@") + "@v1#tools/alpha"
     with Pocket([source], settings=settings(tmp_path)) as pocket:
         result = pocket.invoke("alpha", {})
     assert result.ok, result
     (record,) = _records(tmp_path)
-    assert (record.source, record.commit) == (source, git_remote.commits["v1"])
+    assert record.source == git_remote.http_url.replace("http://", "http://[redacted]@") + "@v1#tools/alpha"
+    assert record.commit == git_remote.commits["v1"]
+    assert SECRET.encode() not in _database_bytes(tmp_path)
     assert record.image == result.image == docker_api.inspect_image(record.image)["Id"]
     assert (record.backend, record.exit_code, record.outcome) == ("docker/runc", 0, Outcome.OK)
     assert record.network is not None and record.network.access.value == "none"
