@@ -14,6 +14,7 @@ a result or a credential value.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -32,7 +33,9 @@ _configured = False
 _configure_lock = threading.Lock()
 
 
+@functools.cache
 def tracer() -> Any:
+    """Our tracer, got once: before an SDK is set up it is the API's proxy, which then delegates to the SDK's."""
     from opentelemetry import trace
 
     return trace.get_tracer(TRACER_NAME, __version__)
