@@ -75,9 +75,11 @@ def upstream(docker_api: Any) -> Iterator[str]:
         docker_api.remove_network(network)
 
 
-def test_each_call_gets_the_receipt_of_its_own_connections(tmp_path, docker_api, upstream):
-    tool = TOOLS / "receipt"
-    with Pocket([tool], settings=settings(tmp_path, sandbox={"pool_size": 2})) as pocket:
+@pytest.mark.parametrize("warm", [False, True], ids=["call", "warm"])
+def test_each_call_gets_the_receipt_of_its_own_connections(tmp_path, docker_api, upstream, warm):
+    """In warm mode a container serves call after call: each receipt holds what flowed since the last one."""
+    sandbox = {"pool_size": 2, "warm_tools": ["receipt"] if warm else []}
+    with Pocket([TOOLS / "receipt"], settings=settings(tmp_path, sandbox=sandbox)) as pocket:
         first = pocket.invoke("receipt", {"fetch": False}, user_id="ada")  # starts the egress proxy
         assert first.ok, first
         assert first.value == {"refused": "HTTP/1.1 403 Forbidden"}

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from runner.audit import audit_log
 from runner.function_tools import function_tool
 from runner.mcp_server import build_server
 from runner.pocket import Pocket
+from tests.auth_helpers import SPEC, authorize
+from tests.fixtures_oauth import ACCESS_TOKEN_TTL
 from tests.helpers import HELLO, REPO, free_port, settings, wait_listening
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -286,3 +289,17 @@ def test_the_http_middleware_runs_each_request_in_the_trace_its_traceparent_head
 
     continued, fresh = anyio.run(scenario)
     assert continued == TRACE_ID and fresh not in ("", TRACE_ID)
+
+
+def test_a_refresh_is_a_span_of_its_own_naming_the_provider_never_a_token(authenticator, person, oidc_server, spans):
+    token = authorize(authenticator, person)
+    time.sleep(ACCESS_TOKEN_TTL - 0.9)  # within the 1 s refresh margin (the server's clock decides expiry)
+    with telemetry.span("caller"):
+        fresh = authenticator.environment(SPEC, "default")["TESTIDP_TOKEN"]
+    assert fresh != token
+    (refresh,) = [s for s in spans.get_finished_spans() if s.name == "pocket.credentials.refresh"]
+    assert dict(refresh.attributes) == {"pocket.auth.provider": "testidp", "user.id": "default"}
+    assert refresh.parent is not None and refresh.status.is_ok
+    stored = authenticator.store.get("default", "testidp")
+    shown = json.dumps([dict(s.attributes) for s in spans.get_finished_spans()])
+    assert all(secret not in shown for secret in (token, fresh, stored.value("refresh_token")))
