@@ -431,9 +431,16 @@ class Pocket:
                 if not invocation.ok:
                     telemetry.failed(current, invocation.outcome.value)
                 self._write_audit(record)
+                finished.append(record)
                 return invocation
 
-            yield finish
+            finished: list[Any] = []
+            try:
+                yield finish
+            except BaseException as exc:  # cancelled, or interrupted: still a call to account for
+                if not finished:
+                    finish(Invocation(tool_name, Outcome.TOOL_FAILED, error=f"interrupted ({type(exc).__name__})"))
+                raise
 
     def _backend(self, tool: Tool | None) -> str:
         if tool is None:

@@ -3,6 +3,7 @@ writers, a writer killed mid-record, and `pocket audit` reading it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -219,3 +220,27 @@ def test_pocket_invoke_records_its_calls_as_the_cli_s(tmp_path, cli, docker_api)
     (record,) = _records(tmp_path)
     assert (record.surface, record.tool, record.outcome) == (Surface.CLI, "hello", Outcome.OK)
     assert record.source == str(HELLO)
+
+
+def test_a_cancelled_call_is_recorded_too(tmp_path):
+    running: list[asyncio.Event] = []
+
+    @function_tool
+    async def wait(seconds: float) -> str:
+        """Wait."""
+        running[0].set()
+        await asyncio.sleep(seconds)
+        return "waited"
+
+    async def scenario(pocket: Pocket) -> None:
+        running.append(asyncio.Event())
+        call = asyncio.ensure_future(pocket.ainvoke("wait", {"seconds": 60}))
+        await running[0].wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    with Pocket([wait], settings=settings(tmp_path)) as pocket:
+        asyncio.run(scenario(pocket))
+    (record,) = _records(tmp_path)
+    assert (record.tool, record.outcome) == ("wait", Outcome.TOOL_FAILED)
