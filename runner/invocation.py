@@ -145,19 +145,30 @@ class Cancellation:
 
 
 def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
-    """The invocation with every secret replaced in its value, error, stderr and stdout, at any depth.
+    """The invocation with every secret replaced in its value, error, stderr, stdout and network receipt.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
     redactor = Redactor.of(secrets, encoded=True)
     if not redactor:
         return invocation
+    network = invocation.network
+    if network is not None:  # a tool may put its token in a host name it asks for (and is refused)
+        network = dataclasses.replace(
+            network,
+            reached=tuple(dataclasses.replace(h, host=redactor.deep(h.host)) for h in network.reached),
+            refused=tuple(
+                dataclasses.replace(r, host=redactor.deep(r.host), reason=redactor.deep(r.reason))
+                for r in network.refused
+            ),
+        )
     return dataclasses.replace(
         invocation,
         value=redactor.deep(invocation.value),
         error=redactor.deep(invocation.error),
         stderr=redactor.deep(invocation.stderr),
         stdout=redactor.deep(invocation.stdout),
+        network=network,
     )
 
 

@@ -31,6 +31,7 @@ import threading
 MAX_HEAD = 16384
 MAX_CLIENTS = 100  # the proxy's container allows 256 processes/threads
 MAX_REFUSALS = 100  # distinct refusals kept per client until the runner takes them
+MAX_NAME = 253
 TLS_HANDSHAKE = 22
 # NAT64 (RFC 6052): a gateway would forward these to the IPv4 address in their last 32 bits.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -66,8 +67,8 @@ class Ledger:
     def refuse(self, client, host, port, reason):
         with self.lock:
             seen = self.refused.setdefault(client, {})
-            if len(seen) < MAX_REFUSALS:
-                seen.setdefault((host.lower().rstrip("."), port, reason), None)
+            if len(seen) < MAX_REFUSALS:  # a name is at most 253 characters: what a tool sends is cut there
+                seen.setdefault((host.lower().rstrip(".")[:MAX_NAME], port, reason[: 2 * MAX_NAME]), None)
 
     def take(self, client):
         with self.lock:
