@@ -8,7 +8,8 @@ stderr may quote either) or a credential value.
 Storage: table `audit` of the credentials database (SQLite, WAL). Each record is one short transaction of its
 own, so a writer killed mid-record loses nothing already written; several processes write at once. Records
 older than `[audit] retention_days` are deleted as new ones are written. `Database` is the one place that
-opens the connection; the SQL is portable but for `SCHEMA` (and `?` placeholders, `Database.sql` converts).
+opens the connection, with the interface of the store's database layer (`create`, `read`, `transaction`, `?`
+placeholders) and SQL both SQLite and PostgreSQL take, so the audit log moves to PostgreSQL with the store.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,11 +37,13 @@ if TYPE_CHECKING:
     from runner.manifest import AuthSpec
 
 PRUNE_EVERY = 3600.0  # seconds between deletions of records past the retention
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS audit ("
-    " id INTEGER PRIMARY KEY, at REAL NOT NULL, user_id TEXT NOT NULL, tool TEXT NOT NULL, record TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
-)
+SCHEMA = {
+    "audit": (
+        "CREATE TABLE IF NOT EXISTS audit ("
+        " at DOUBLE PRECISION NOT NULL, user_id TEXT NOT NULL, tool TEXT NOT NULL, record TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    )
+}
 
 
 class Surface(StrEnum):
@@ -176,17 +179,19 @@ def record_of(
 
 
 class Database:
-    """The one place the audit log's connection is opened: the SQLite file, WAL, a writer at a time."""
+    """The one place the audit log's connection is opened: the SQLite file, WAL, one writer at a time."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()  # one connection, shared by the threads of this process
         self._connection: sqlite3.Connection | None = None
 
-    @staticmethod
-    def sql(statement: str) -> str:
-        """`statement` in this database's placeholder style (SQLite's is `?` already)."""
-        return statement
+    def create(self, tables: Mapping[str, Sequence[str]]) -> None:
+        """The tables (and their indexes) that are missing."""
+        with self.transaction() as db:
+            for statements in tables.values():
+                for statement in statements:
+                    db.execute(statement)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -204,6 +209,8 @@ class Database:
                     f"the audit log in {self.path} cannot be used ({exc}): the file is damaged or not pocket's"
                 ) from None
 
+    read = transaction  # a single SELECT needs no more in SQLite
+
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             created = not self.path.exists()
@@ -215,8 +222,6 @@ class Database:
             # NORMAL in WAL mode: a commit survives the process being killed (it is in the WAL, in the OS's
             # cache); only a power loss may take the last commits before a checkpoint.
             db.execute("PRAGMA synchronous=NORMAL")
-            for statement in SCHEMA:
-                db.execute(statement)
             self._connection = db
         return self._connection
 
@@ -232,6 +237,7 @@ class AuditLog:
 
     def __init__(self, path: Path, *, retention_days: float = 0.0):
         self.database = Database(path)
+        self.database.create(SCHEMA)
         self.retention_seconds = retention_days * 86400.0
         self._pruned_at = 0.0
 
@@ -239,7 +245,7 @@ class AuditLog:
         """Append one record (its own transaction), deleting those past the retention now and then."""
         with self.database.transaction() as db:
             db.execute(
-                self.database.sql("INSERT INTO audit (at, user_id, tool, record) VALUES (?, ?, ?, ?)"),
+                "INSERT INTO audit (at, user_id, tool, record) VALUES (?, ?, ?, ?)",
                 (record.at, record.user, record.tool, json.dumps(record.to_dict(), separators=(",", ":"))),
             )
         now = time.time()
@@ -253,7 +259,7 @@ class AuditLog:
             return 0
         cutoff = (time.time() if now is None else now) - self.retention_seconds
         with self.database.transaction() as db:
-            return db.execute(self.database.sql("DELETE FROM audit WHERE at < ?"), (cutoff,)).rowcount
+            return db.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
 
     def read(
         self, *, user: str | None = None, tool: str | None = None, since: float | None = None, limit: int | None = None
@@ -266,12 +272,12 @@ class AuditLog:
                 clauses.append(column)
                 params.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT record FROM audit{where} ORDER BY at DESC, id DESC"  # noqa: S608 - fixed column names
+        query = f"SELECT record FROM audit{where} ORDER BY at DESC"  # noqa: S608 - fixed column names
         if limit is not None:
             query += " LIMIT ?"
             params.append(limit)
-        with self.database.transaction() as db:
-            rows = db.execute(self.database.sql(query), params).fetchall()
+        with self.database.read() as db:
+            rows = db.execute(query, params).fetchall()
         return [AuditRecord.from_dict(json.loads(row[0])) for row in reversed(rows)]
 
     def close(self) -> None:
