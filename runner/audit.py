@@ -148,6 +148,7 @@ def record_of(
     invocation: Invocation,
     *,
     at: float,
+    duration: float,
     user: str,
     body: Any,
     surface: Surface,
@@ -164,7 +165,7 @@ def record_of(
         surface=surface,
         backend=backend,
         outcome=invocation.outcome,
-        duration_seconds=round(time.time() - at, 6),
+        duration_seconds=round(duration, 6),
         bytes_in=len(json.dumps(body, default=str).encode()),
         bytes_out=len(invocation.text().encode()),
         source=url_credentials(origin[0]) if origin[0] else None,  # a git URL may carry a token

@@ -413,7 +413,7 @@ class Pocket:
         from runner.audit import Surface, record_of, surface
 
         telemetry.configure()
-        at = time.time()
+        at, started = time.time(), time.perf_counter()
         tool = self._tools.get(tool_name)
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool_name, "user.id": user_id}
         with telemetry.span(f"execute_tool {tool_name}", attributes) as current:
@@ -423,7 +423,8 @@ class Pocket:
                     (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
                 )
                 record = record_of(
-                    invocation, at=at, user=user_id, body=body, surface=surface() or Surface.PYTHON,
+                    invocation, at=at, duration=time.perf_counter() - started, user=user_id, body=body,
+                    surface=surface() or Surface.PYTHON,
                     backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
                     trace_id=telemetry.trace_id(),
                 )  # fmt: skip
