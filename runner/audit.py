@@ -207,7 +207,8 @@ class Database:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                     raise PocketError(f"the audit log {self.path} stayed locked by another process") from None
                 raise SettingsError(
-                    f"the audit log in {self.path} cannot be used ({exc}): the file is damaged or not pocket's"
+                    f"the audit log in {self.path} cannot be used ({exc}): the file is damaged or not pocket's. "
+                    f"Move it aside (mv {self.path} {self.path}.broken, its -wal and -shm files too) to start anew"
                 ) from None
 
     read = transaction  # a single SELECT needs no more in SQLite
