@@ -18,6 +18,12 @@ _EXPORTS = {
     "FunctionTool": "runner.function_tools",
     "Invocation": "runner.invocation",
     "Outcome": "runner.invocation",
+    "NetworkReceipt": "runner.invocation",
+    "NetworkAccess": "runner.invocation",
+    "HostTraffic": "runner.invocation",
+    "RefusedHost": "runner.invocation",
+    "AuditLog": "runner.audit",
+    "AuditRecord": "runner.audit",
     "Manifest": "runner.manifest",
     "load_manifest": "runner.manifest",
     "ToolAnnotations": "runner.manifest",
@@ -40,20 +46,26 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AuditLog",
+    "AuditRecord",
     "AuthRequiredError",
     "AuthUnavailableError",
     "BuildError",
     "DatabaseError",
     "ExitCode",
     "FunctionTool",
+    "HostTraffic",
     "Invocation",
     "Manifest",
     "ManifestError",
+    "NetworkAccess",
+    "NetworkReceipt",
     "OAuthError",
     "Outcome",
     "Pocket",
     "PocketError",
     "Problem",
+    "RefusedHost",
     "SandboxError",
     "Settings",
     "SettingsError",
@@ -68,6 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from runner.audit import AuditLog, AuditRecord
     from runner.errors import (
         AuthRequiredError,
         AuthUnavailableError,
@@ -85,7 +98,7 @@ if TYPE_CHECKING:
         UnreadableCredential,
     )
     from runner.function_tools import FunctionTool, function_tool
-    from runner.invocation import Invocation, Outcome
+    from runner.invocation import HostTraffic, Invocation, NetworkAccess, NetworkReceipt, Outcome, RefusedHost
     from runner.manifest import Manifest, ToolAnnotations, load_manifest
     from runner.pocket import Pocket
     from runner.settings import Settings, load_settings

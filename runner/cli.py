@@ -93,6 +93,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_count(text: str) -> int:
+    """argparse type for a number of records: 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return int(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors exit with our bad-input code (2 as well) and a hint."""
 
@@ -413,6 +420,48 @@ def _revocation(provider: str, revocation: Revocation) -> str:
     return f"{done}{which}: {still} at {provider} until {until} or you remove the app's access there"
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from runner.audit import audit_log, parse_since
+
+    settings = _settings(args)
+    since = parse_since(args.since) if args.since is not None else None
+    log = audit_log(settings.data_dir, settings.audit.retention_days)
+    try:
+        records = log.read(user=args.user, tool=args.tool, since=since, limit=args.limit)
+    finally:
+        log.close()
+    if args.json:
+        _out(json.dumps([record.to_dict() for record in records], indent=2, ensure_ascii=False))
+    elif not records:
+        _out("no audit records" + (" (audit.enabled is false)" if not settings.audit.enabled else "") + " match")
+    for record in records if not args.json else []:
+        _out(_audit_line(record))
+    return ExitCode.OK
+
+
+def _audit_line(record: Any) -> str:
+    """One record as a line: when, who, what, how it ended, and where it connected."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    parts = [when, record.user, record.tool, record.outcome.value]
+    if record.exit_code is not None:
+        parts.append(f"exit {record.exit_code}")
+    parts += [f"{record.duration_seconds:.3f}s", f"in {record.bytes_in} B", f"out {record.bytes_out} B",
+              record.backend, record.surface.value]  # fmt: skip
+    if record.commit:
+        parts.append(f"{record.source}@{record.commit[:12]}")
+    if record.provider:
+        parts.append(f"{record.provider}[{' '.join(record.scopes)}]")
+    network = record.network
+    if network is not None and network.reached:
+        reached = (f"{h.host}:{h.port} ({h.bytes_sent} B up, {h.bytes_received} B down)" for h in network.reached)
+        parts.append("reached " + ", ".join(reached))
+    if network is not None and network.refused:
+        parts.append("refused " + ", ".join(f"{r.host or '?'}:{r.port}" for r in network.refused))
+    return "  ".join(parts)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from runner import mcp_server
@@ -504,6 +553,12 @@ an MCP client config (stdio):
   {"mcpServers": {"pocket": {"command": "pocket", "args": ["serve", "/path/to/tools"]}}}
 
 needs the mcp extra: pip install 'pocket-runner[mcp]'""",
+    "audit": """examples:
+  pocket audit --since 1h
+  pocket audit --user alice --tool slack_get_messages --since 7d
+  pocket audit --since 2026-12-06T10:00:00Z --json | jq '.[] | select(.outcome != "ok")'
+
+--since takes a duration back from now (90s, 15m, 1h, 7d, 2w) or an ISO 8601 time (UTC when no zone)""",
 }
 
 
@@ -600,9 +655,17 @@ Run `pocket COMMAND --help` for a command's options and examples.""",
         help="serve HTTP without authentication, as --user, on loopback only (else [server] issuers are needed)",
     )
     serve.set_defaults(run=_cmd_serve)
+
+    audit = command("audit", "Show the audit log: who ran which tool, how it ended, where it connected.")
+    audit.add_argument("--user", help="only this user's calls")
+    audit.add_argument("--tool", metavar="TOOL_NAME", help="only this tool's calls")
+    audit.add_argument("--since", metavar="WHEN", help="only calls since: 1h, 7d, or an ISO 8601 time")
+    audit.add_argument("--limit", type=_positive_count, default=1000, help="the latest N (default: %(default)s)")
+    audit.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    audit.set_defaults(run=_cmd_audit)
     # --settings and --secrets work after the command as well as before it: SUPPRESS keeps a subcommand
     # from overwriting the value given before it with its own default.
-    for sub in (validate, list_, invoke, auth, login, status, logout, serve):
+    for sub in (validate, list_, invoke, auth, login, status, logout, serve, audit):
         files(sub, argparse.SUPPRESS)
     return parser
 
@@ -629,9 +692,12 @@ def internal_error(exc: Exception) -> str:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from runner.audit import Surface, called_from
+
     args = build_parser().parse_args(argv)
     try:
-        code = int(args.run(args))
+        with called_from(Surface.CLI):  # audit records of `pocket invoke` say so (MCP's calls say MCP)
+            code = int(args.run(args))
         try:
             sys.stdout.flush()
         except BrokenPipeError:

@@ -30,6 +30,59 @@ class Outcome(StrEnum):
         return ExitCode[self.name]
 
 
+class NetworkAccess(StrEnum):
+    """What network a call had, and so how much its receipt can tell."""
+
+    NONE = "none"  # no network at all: nothing to report
+    HOSTS = "hosts"  # only the hosts of its allow-list, through the egress proxy: every connection is on the receipt
+    OPEN = "open"  # the default bridge (`network: true`): nothing sees its connections
+    IN_PROCESS = "in_process"  # a function tool: it runs in the runner's own process, unobserved
+
+
+@dataclass(frozen=True)
+class HostTraffic:
+    """Connections the egress proxy made for a call to one host and port, and the bytes each way."""
+
+    host: str
+    port: int
+    connections: int
+    bytes_sent: int  # from the tool to the host
+    bytes_received: int  # from the host to the tool
+
+
+@dataclass(frozen=True)
+class RefusedHost:
+    """A connection the egress proxy refused, and why (not in the allow-list, a local address...)."""
+
+    host: str
+    port: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class NetworkReceipt:
+    """Where one call connected: hosts reached with bytes each way, and hosts refused (per `access`)."""
+
+    access: NetworkAccess
+    reached: tuple[HostTraffic, ...] = ()
+    refused: tuple[RefusedHost, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "access": self.access.value,
+            "reached": [dataclasses.asdict(entry) for entry in self.reached],
+            "refused": [dataclasses.asdict(entry) for entry in self.refused],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkReceipt:
+        return cls(
+            NetworkAccess(data["access"]),
+            tuple(HostTraffic(**entry) for entry in data.get("reached", ())),
+            tuple(RefusedHost(**entry) for entry in data.get("refused", ())),
+        )
+
+
 @dataclass(frozen=True)
 class Invocation:
     """The result of one tool call.
@@ -37,6 +90,8 @@ class Invocation:
     `value` is what the tool printed on stdout, parsed as JSON when it is JSON. A failed tool's stdout is
     `stdout` instead (its last 64 KiB), since what it printed before failing may say why. `stderr` is kept
     apart and only shown on failure. Token values never appear in any field (the runner redacts them).
+    `network` says where a sandboxed call connected (None when it never reached a container); `image` is the
+    id of the image it ran in.
     """
 
     tool: str
@@ -49,6 +104,8 @@ class Invocation:
     duration_seconds: float = 0.0
     truncated: bool = False
     auth_url: str | None = None
+    network: NetworkReceipt | None = None
+    image: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,19 +145,30 @@ class Cancellation:
 
 
 def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
-    """The invocation with every secret replaced in its value, error, stderr and stdout, at any depth.
+    """The invocation with every secret replaced in its value, error, stderr, stdout and network receipt.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
     redactor = Redactor.of(secrets, encoded=True)
     if not redactor:
         return invocation
+    network = invocation.network
+    if network is not None:  # a tool may put its token in a host name it asks for (and is refused)
+        network = dataclasses.replace(
+            network,
+            reached=tuple(dataclasses.replace(h, host=redactor.deep(h.host)) for h in network.reached),
+            refused=tuple(
+                dataclasses.replace(r, host=redactor.deep(r.host), reason=redactor.deep(r.reason))
+                for r in network.refused
+            ),
+        )
     return dataclasses.replace(
         invocation,
         value=redactor.deep(invocation.value),
         error=redactor.deep(invocation.error),
         stderr=redactor.deep(invocation.stderr),
         stdout=redactor.deep(invocation.stdout),
+        network=network,
     )
 
 

@@ -38,7 +38,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
-from runner import __version__
+from runner import __version__, telemetry
 from runner.elicitation import ConsentRequest
 from runner.errors import PocketError
 from runner.function_tools import FunctionTool
@@ -183,7 +183,8 @@ def build_server(
             call = pocket.ainvoke(params.name, arguments, user_id=user)
             return reporting_progress(ctx, tool, call, relay, progress_interval)
 
-        answer = await consent.resolve(ctx, params, await invoke(), user, invoke)
+        with telemetry.mcp_call(ctx):  # the caller's trace, and the audit record's surface
+            answer = await consent.resolve(ctx, params, await invoke(), user, invoke)
         return answer if isinstance(answer, types.InputRequiredResult) else call_result(answer, tool)
 
     return Server(

@@ -6,12 +6,14 @@ Function tools (`@function_tool`) take the same path up to the credentials, then
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
@@ -24,6 +26,7 @@ from runner.progress import ProgressLines
 if TYPE_CHECKING:
     import concurrent.futures
 
+    from runner.audit import AuditLog
     from runner.auth import Authenticator
     from runner.function_tools import FunctionTool
     from runner.manifest import Manifest
@@ -40,11 +43,18 @@ Progress = Callable[[str], None]
 
 
 def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
+    return [manifest for manifest, _ in _load_origins(source, settings, progress)]
+
+
+def _load_origins(
+    source: ToolSource, settings: Settings, progress: Progress | None
+) -> list[tuple[Manifest, tuple[str, str | None]]]:
+    """Each tool of `source` with where it came from: (the source, its resolved git commit or None)."""
     from runner.manifest import load_manifest
     from runner.sources import find_tool_folders
 
     folders = find_tool_folders(str(source), cache_dir=settings.cache_dir, progress=progress)
-    return [load_manifest(folder.path) for folder in folders]
+    return [(load_manifest(folder.path), (folder.source, folder.commit)) for folder in folders]
 
 
 def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
@@ -57,6 +67,15 @@ def provider_hosts(settings: Settings, provider: str) -> tuple[str, ...]:
     except SettingsError:
         return ()
     return entry.api_hosts if entry is not None else ()
+
+
+def _called_from(call_format: str) -> contextlib.AbstractContextManager[None]:
+    """A model's tool call: from the OpenAI or Anthropic helpers, unless a surface around them said already."""
+    from runner.audit import Surface, called_from, surface
+
+    if surface() is not None:
+        return contextlib.nullcontext()
+    return called_from(Surface.ANTHROPIC if call_format == "anthropic" else Surface.OPENAI)
 
 
 def _place(tool: Tool) -> str:
@@ -115,6 +134,8 @@ class Pocket:
         self._progress = ProgressLines(progress)
         self._tools: dict[str, Tool] = {}
         self._variables: dict[str, dict[str, str]] = {}  # per tool, from ("source", {...}) entries
+        self._origins: dict[str, tuple[str, str | None]] = {}  # per tool: its source and resolved commit
+        self._audit: AuditLog | None = None
         for entry in tools:
             self._load(entry)
         self._sandbox: Sandbox | None = None
@@ -136,8 +157,9 @@ class Pocket:
             if bad:
                 raise TypeError(f"variables of {entry} must map names to strings; not so for {bad}")
         if isinstance(entry, str | Path):
-            for manifest in _load_source(entry, self.settings, self._progress):
+            for manifest, origin in _load_origins(entry, self.settings, self._progress):
                 _add(self._tools, manifest)
+                self._origins[manifest.name] = origin
                 if variables:
                     self._variables[manifest.name] = dict(variables)
         elif isinstance(entry, FunctionTool):
@@ -227,11 +249,12 @@ class Pocket:
         if isinstance(tool_name, str):
             return self._invoke(tool_name, body, user_id=user_id, variables=variables, timeout=timeout)
         call = self._tool_call(tool_name, body)
-        if call.problem is not None:
-            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
-        return call.result(
-            self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
-        )
+        with _called_from(call.format):
+            if call.problem is not None:
+                return call.result(self._refused(call.name, call.problem, user_id))
+            return call.result(
+                self._invoke(call.name, call.arguments, user_id=user_id, variables=variables, timeout=timeout)
+            )
 
     @overload
     async def ainvoke(
@@ -271,9 +294,10 @@ class Pocket:
         if isinstance(tool_name, str):
             return await self._ainvoke(tool_name, body, **options)
         call = self._tool_call(tool_name, body)
-        if call.problem is not None:
-            return call.result(Invocation(call.name, Outcome.BAD_INPUT, error=call.problem))
-        return call.result(await self._ainvoke(call.name, call.arguments, **options))
+        with _called_from(call.format):
+            if call.problem is not None:
+                return call.result(self._refused(call.name, call.problem, user_id))
+            return call.result(await self._ainvoke(call.name, call.arguments, **options))
 
     def tool_results(self, response: Any, **options: Any) -> list[dict[str, Any]]:
         """Run every tool call in a model response; return the messages to append to the conversation.
@@ -316,15 +340,18 @@ class Pocket:
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
+        from runner import telemetry
         from runner.schema import body_problems
 
-        problems = body_problems(tool.tool.input_schema, body)
+        with telemetry.span("pocket.body_check", {"gen_ai.tool.name": tool_name}):
+            problems = body_problems(tool.tool.input_schema, body)
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
         if tool.auth is None:
             return tool, {}, []
         try:
-            secrets = self._auth().environment(tool.auth, user_id)
+            with telemetry.span("pocket.credentials", {"pocket.auth.provider": tool.auth.provider, "user.id": user_id}):
+                secrets = self._auth().environment(tool.auth, user_id)
             return tool, secrets, self._auth().secret_values(tool.auth, secrets)
         except SettingsError as exc:  # an unknown provider or handler: the configuration must change
             return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
@@ -353,25 +380,26 @@ class Pocket:
     ) -> Invocation:
         from runner.function_tools import FunctionTool
 
-        started = time.perf_counter()
-        prepared = self._prepare(tool_name, body, user_id, timeout)
-        if isinstance(prepared, Invocation):
-            return prepared
-        tool, secrets, hidden = prepared
-        if isinstance(tool, FunctionTool):
-            result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
-        else:
-            environment = {
-                **tool.variables,
-                **self.settings.variables.get(tool_name.lower(), {}),
-                **self._variables.get(tool_name, {}),
-                **(variables or {}),
-                **secrets,
-            }
-            result = self._sandbox_for_calls().run(
-                tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
-            )
-        return redact(result, hidden)
+        with self._observed(tool_name, body, user_id) as finish:
+            started = time.perf_counter()
+            prepared = self._prepare(tool_name, body, user_id, timeout)
+            if isinstance(prepared, Invocation):
+                return finish(prepared)
+            tool, secrets, hidden = prepared
+            if isinstance(tool, FunctionTool):
+                result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
+            else:
+                environment = {
+                    **tool.variables,
+                    **self.settings.variables.get(tool_name.lower(), {}),
+                    **self._variables.get(tool_name, {}),
+                    **(variables or {}),
+                    **secrets,
+                }
+                result = self._sandbox_for_calls().run(
+                    tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
+                )
+            return finish(redact(result, hidden))
 
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         import asyncio
@@ -383,23 +411,87 @@ class Pocket:
         if not isinstance(tool, FunctionTool):
             cancellation = Cancellation()
             call = functools.partial(self._invoke, tool_name, body, cancellation=cancellation, **options)
-            try:
-                return await loop.run_in_executor(self._workers(), call)
+            try:  # in the caller's context: its trace, and the surface it calls from
+                return await loop.run_in_executor(self._workers(), contextvars.copy_context().run, call)
             except asyncio.CancelledError:  # the agent stopped waiting: so does the tool, in its container
                 cancellation.cancel()
                 raise
-        started = time.perf_counter()
-        if tool.auth is None:  # nothing that may block: stay on the loop
-            prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])
-        else:  # fetching or refreshing a token may do I/O
-            prepared = await loop.run_in_executor(
-                self._workers(), self._prepare, tool_name, body, options["user_id"], options["timeout"]
-            )
-        if isinstance(prepared, Invocation):
-            return prepared
-        _, secrets, hidden = prepared
-        result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
-        return redact(result, hidden)
+        with self._observed(tool_name, body, options["user_id"]) as finish:
+            started = time.perf_counter()
+            if tool.auth is None:  # nothing that may block: stay on the loop
+                prepared = self._prepare(tool_name, body, options["user_id"], options["timeout"])
+            else:  # fetching or refreshing a token may do I/O
+                prepare = functools.partial(self._prepare, tool_name, body, options["user_id"], options["timeout"])
+                prepared = await loop.run_in_executor(self._workers(), contextvars.copy_context().run, prepare)
+            if isinstance(prepared, Invocation):
+                return finish(prepared)
+            _, secrets, hidden = prepared
+            result = await tool.arun(body, secrets, timeout=options["timeout"], workers=self._workers, started=started)
+            return finish(redact(result, hidden))
+
+    def _refused(self, tool_name: str, problem: str, user_id: str) -> Invocation:
+        """The invocation of a tool call that cannot run (its arguments are not JSON), recorded like any other."""
+        with self._observed(tool_name, None, user_id) as finish:
+            return finish(Invocation(tool_name, Outcome.BAD_INPUT, error=problem))
+
+    @contextlib.contextmanager
+    def _observed(self, tool_name: str, body: Any, user_id: str) -> Iterator[Callable[[Invocation], Invocation]]:
+        """Around one call: its span; `finish(invocation)` puts the outcome on the span and writes the audit
+        record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
+        from runner import telemetry
+        from runner.audit import Surface, record_of, surface
+
+        telemetry.configure()
+        at, started = time.time(), time.perf_counter()
+        tool = self._tools.get(tool_name)
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool_name, "user.id": user_id}
+        with telemetry.span(f"execute_tool {tool_name}", attributes) as current:
+
+            def finish(invocation: Invocation) -> Invocation:
+                origin = self._origins.get(tool_name) or (
+                    (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
+                )
+                record = record_of(
+                    invocation, at=at, duration=time.perf_counter() - started, user=user_id, body=body,
+                    surface=surface() or Surface.PYTHON,
+                    backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
+                    trace_id=telemetry.trace_id(),
+                )  # fmt: skip
+                telemetry.annotate(current, record.span_attributes())
+                if not invocation.ok:
+                    telemetry.failed(current, invocation.outcome.value)
+                self._write_audit(record)
+                finished.append(record)
+                return invocation
+
+            finished: list[Any] = []
+            try:
+                yield finish
+            except BaseException as exc:  # cancelled, or interrupted: still a call to account for
+                if not finished:
+                    finish(Invocation(tool_name, Outcome.TOOL_FAILED, error=f"interrupted ({type(exc).__name__})"))
+                raise
+
+    def _backend(self, tool: Tool | None) -> str:
+        if tool is None:
+            return "none"
+        return "function" if isinstance(tool, FunctionTool) else f"docker/{self.settings.sandbox.runtime.value}"
+
+    def _write_audit(self, record: Any) -> None:
+        if not self.settings.audit.enabled:
+            return
+        from runner.audit import audit_log
+
+        try:
+            with self._lock:
+                if self._audit is None:
+                    self._audit = audit_log(self.settings.data_dir, self.settings.audit.retention_days)
+                log = self._audit
+            log.write(record)
+        except (PocketError, OSError) as exc:
+            import warnings
+
+            warnings.warn(f"the audit record of this {record.tool} call was not written: {exc}", stacklevel=4)
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
@@ -481,6 +573,9 @@ class Pocket:
             sandbox, self._sandbox = self._sandbox, None
             authenticator, self._authenticator = self._authenticator, None
             finalizer, self._finalizer = self._finalizer, None
+            audit, self._audit = self._audit, None
+        if audit is not None:
+            audit.close()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
         try:

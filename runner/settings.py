@@ -267,6 +267,13 @@ class CliSettings(_Section):
     daemon_idle_seconds: float = Field(default=300.0, gt=0)  # that process exits after this long without a call
 
 
+class AuditSettings(_Section):
+    """The audit log of every invocation, in the credentials database: `[audit]`."""
+
+    enabled: bool = True
+    retention_days: float = Field(default=90.0, ge=0)  # records older than this are deleted; 0: kept for good
+
+
 class Settings(BaseModel):
     """All settings: settings.toml, then .secrets.toml, then POCKET_ variables (see load_settings), validated."""
 
@@ -279,6 +286,7 @@ class Settings(BaseModel):
     credentials: CredentialSettings = CredentialSettings()
     server: ServerSettings = ServerSettings()
     cli: CliSettings = CliSettings()
+    audit: AuditSettings = AuditSettings()
     # Per-tool variable overrides: [variables.TOOL_NAME] VAR = "value" (tool names are matched in lower case)
     variables: dict[str, dict[str, str]] = Field(default_factory=dict)
 

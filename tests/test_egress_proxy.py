@@ -7,6 +7,7 @@ Only the name lookup is replaced (nothing on loopback is a global address).
 """
 
 import ipaddress
+import json
 import socket
 import ssl
 import threading
@@ -87,10 +88,19 @@ class Upstream:
         return socket.create_connection(self.server.getsockname(), timeout=5)
 
 
-def run_proxy(sent: bytes, upstream: Upstream) -> bytes:
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected (tool, proxy side) pair over loopback TCP: the proxy side has the tool's address as peer."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        tool = socket.create_connection(server.getsockname())
+        return tool, server.accept()[0]
+
+
+def run_proxy(sent: bytes, upstream: Upstream, ledger: proxy.Ledger | None = None) -> bytes:
     """Send `sent` as the tool would, then read what the proxy answers until it closes the connection."""
-    tool, proxy_side = socket.socketpair()
-    worker = threading.Thread(target=proxy.serve, args=(proxy_side, ALLOWED, upstream.connect), daemon=True)
+    tool, proxy_side = tcp_pair() if ledger is not None else socket.socketpair()
+    worker = threading.Thread(
+        target=proxy.serve, args=(proxy_side, ALLOWED, upstream.connect), kwargs={"ledger": ledger}, daemon=True
+    )
     worker.start()
     tool.sendall(sent)
     tool.shutdown(socket.SHUT_WR)
@@ -188,3 +198,29 @@ def test_a_host_that_does_not_resolve_is_a_bad_gateway_naming_it(monkeypatch):
         "502 Bad Gateway",
         "cannot resolve api.allowed.test: Name or service not known",
     )
+
+
+def test_the_ledger_counts_a_clients_bytes_each_way_and_its_refusals_until_the_runner_takes_them():
+    ledger = proxy.Ledger()
+    request = b"GET http://api.allowed.test/a HTTP/1.1\r\nHost: api.allowed.test\r\n\r\n"
+    answer = run_proxy(request, Upstream(), ledger)
+    assert answer == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    run_proxy(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", Upstream(), ledger)
+    run_proxy(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", Upstream(), ledger)  # the same refusal: once
+    lines: list[str] = []
+    proxy.answer_receipts(ledger, ["receipt 127.0.0.1\n", "nonsense\n", "receipt 127.0.0.1\n"], lines.append)
+    first, again = (json.loads(line) for line in lines)
+    assert first == {
+        "receipt": "127.0.0.1",
+        "reached": [
+            {
+                "host": "api.allowed.test",
+                "port": 80,
+                "connections": 1,
+                "bytes_sent": len(request),
+                "bytes_received": len(answer),
+            }
+        ],
+        "refused": [{"host": "example.com", "port": 443, "reason": "example.com:443 is not in the tool's allow-list"}],
+    }
+    assert again == {"receipt": "127.0.0.1", "reached": [], "refused": []}  # taken: the next call starts at zero

@@ -2,7 +2,16 @@
 
 import base64
 
-from runner.invocation import Invocation, Outcome, parse_output, redact
+from runner.invocation import (
+    HostTraffic,
+    Invocation,
+    NetworkAccess,
+    NetworkReceipt,
+    Outcome,
+    RefusedHost,
+    parse_output,
+    redact,
+)
 from runner.redaction import REDACTED
 
 TOKEN = "xoxb-1234-abcdEFGH/+?&=token"
@@ -35,6 +44,20 @@ def test_redaction_covers_the_token_and_its_common_encodings_at_any_depth():
     assert clean.value["HEX"] == f"0x{REDACTED}"
     assert clean.value[REDACTED] == "as a key"
     assert (clean.stderr, clean.error) == (f"debug: {REDACTED}\n", f"failed with {REDACTED}")
+
+
+def test_a_token_a_tool_put_in_a_host_name_is_redacted_from_its_network_receipt():
+    hex_name = TOKEN.encode().hex()  # a DNS-safe encoding, the form a tool would smuggle it in
+    receipt = NetworkReceipt(
+        NetworkAccess.HOSTS,
+        (HostTraffic("api.example.com", 443, 1, 10, 20),),
+        (RefusedHost(f"{hex_name}.evil.test", 443, f"{hex_name}.evil.test:443 is not in the tool's allow-list"),),
+    )
+    clean = redact(Invocation("t", Outcome.OK, network=receipt), [TOKEN])
+    assert clean.network.reached == receipt.reached
+    assert clean.network.refused == (
+        RefusedHost(f"{REDACTED}.evil.test", 443, f"{REDACTED}.evil.test:443 is not in the tool's allow-list"),
+    )
 
 
 def test_no_secrets_leaves_the_invocation_as_it_is():

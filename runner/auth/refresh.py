@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from runner import telemetry
 from runner.auth.context import AuthContext
 from runner.auth.oauth import TokenSet
 from runner.auth.providers import Provider
@@ -103,7 +104,8 @@ class Refresher:
                 store.put(replace(current, status=EXPIRED))
                 required(provider, current.kind, user_id, current.scopes, " (the token expired)")
             try:
-                tokens = self._context.handler(provider).refresh(current)
+                with telemetry.span("pocket.credentials.refresh", {"pocket.auth.provider": name, "user.id": user_id}):
+                    tokens = self._context.handler(provider).refresh(current)
             except OAuthError as exc:
                 if exc.error in _CLIENT_REFUSED:
                     if still_valid:

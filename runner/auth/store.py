@@ -177,6 +177,14 @@ def _private_folder(path: Path) -> None:
         ) from None
 
 
+def database_path(data_dir: Path) -> Path:
+    """The credentials database under `data_dir` (the audit log keeps its table there too), in its private
+    folder (as `CredentialStore` makes it)."""
+    folder = Path(data_dir) / STORE_DIR
+    _private_folder(folder)
+    return folder / STORE_FILE
+
+
 class CredentialStore:
     """Encrypted credentials per (user, provider), in an SQLite file or a shared PostgreSQL database."""
 

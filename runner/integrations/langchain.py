@@ -23,6 +23,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the LangChain adapter needs langchain-core: pip install 'pocket-runner[langchain]'") from exc
 
+from runner.audit import Surface, called_from
 from runner.invocation import Invocation  # at run time: LangGraph resolves the tool functions' type hints
 
 if TYPE_CHECKING:
@@ -53,10 +54,12 @@ def langchain_tool(
         return invocation.text(), invocation
 
     def run(**body: Any) -> tuple[str, Invocation]:
-        return answer(pocket.invoke(name, body, **options))
+        with called_from(Surface.LANGCHAIN):
+            return answer(pocket.invoke(name, body, **options))
 
     async def arun(**body: Any) -> tuple[str, Invocation]:
-        return answer(await pocket.ainvoke(name, body, **options))
+        with called_from(Surface.LANGCHAIN):
+            return answer(await pocket.ainvoke(name, body, **options))
 
     return StructuredTool(
         name=name,

@@ -66,6 +66,7 @@ class Started:
     id: str
     stream: Stream
     started: float = field(default_factory=time.monotonic)
+    address: str | None = None  # on its egress network, where its egress proxy's receipts name it
 
 
 class Engine(Protocol):
@@ -259,9 +260,12 @@ class DockerEngine:
             raise
         cid = container["Id"]
         self.track(cid)
+        address = None
         try:
             stream = Stream(api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}))
             api.start(cid)
+            if isinstance(network, tuple):
+                address = self.egress.address(cid, network_mode)
         except BaseException:  # SIGTERM's SystemExit too: the container must not outlive the call
             self.remove(cid)
             if self.settings.runtime is Runtime.RUNSC:
@@ -271,7 +275,7 @@ class DockerEngine:
             stream.close()
             self.remove(cid)
             raise SandboxError("the sandbox is closed")
-        return Started(cid, stream)
+        return Started(cid, stream, address=address)
 
     def _volume_tmpfs(self, image: str) -> dict[str, str]:
         """A small tmpfs over each VOLUME the image declares, so the engine creates no anonymous volume."""

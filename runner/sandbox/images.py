@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from runner import telemetry
 from runner.errors import SandboxError
 from runner.manifest import Manifest
 from runner.sandbox.build import Build
@@ -43,6 +44,7 @@ class ImageBuilder:
         self._images: dict[tuple[Any, ...], str] = {}  # (folder, entrypoint, base, file stats) -> tag
         self._build_locks: dict[str, threading.Lock] = {}
         self._superseded: dict[str, str] = {}  # image id -> name: images of edited tools still in use
+        self._ids: dict[str, str] = {}  # tag -> image id
         self._build = Build(engine, settings, say, self._image_exists)
 
     @property
@@ -103,10 +105,20 @@ class ImageBuilder:
             lock = self._build_locks.setdefault(tag, threading.Lock())
         with lock:
             if not self._image_exists(tag):
-                self._build.run(manifest, context, tag)
+                attributes = {"gen_ai.tool.name": manifest.name, "container.image.name": tag}
+                with telemetry.span("pocket.image.build", attributes):
+                    self._build.run(manifest, context, tag)
                 self._prune_superseded(manifest, tag)
         self._images[key] = tag
         return tag
+
+    def image_id(self, tag: str) -> str | None:
+        """The id (sha256 digest of the config) of the image `tag` names, asked of the engine once per tag."""
+        known = self._ids.get(tag)
+        if known is None:
+            with contextlib.suppress(Exception):
+                known = self._ids[tag] = self.api.inspect_image(tag)["Id"]
+        return known
 
     def _prune_superseded(self, manifest: Manifest, keep: str) -> None:
         """Remove the images earlier versions of this tool folder built, so edits do not fill the disk.

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+from runner import telemetry
 from runner.errors import PocketError, SandboxError
-from runner.invocation import Cancellation, Invocation, Outcome, parse_output
+from runner.invocation import Cancellation, Invocation, NetworkAccess, NetworkReceipt, Outcome, parse_output
 from runner.manifest import Manifest
 from runner.sandbox.background import Background
 from runner.sandbox.engine import DockerEngine, Engine, Spec, Started
@@ -139,21 +140,28 @@ class Sandbox:
     ) -> Invocation:
         warm = bool(manifest.entrypoint.handler) and self._is_warm(manifest)
         try:
-            spec = self._spec(manifest, limits, "warm" if warm else "call")
+            with telemetry.span("pocket.image", {"gen_ai.tool.name": manifest.name}) as current:
+                spec = self._spec(manifest, limits, "warm" if warm else "call")
+                result.image = self._engine.images.image_id(spec.image)
+                telemetry.annotate(current, {"container.image.name": spec.image, "container.image.id": result.image})
             if warm:
                 return self._unless_closed(
                     result, self._run_warm(result, spec, environment, body, limits, user_id, cancellation)
                 )
-            pool = self._pools.get(spec, limits.max_concurrent) if self.settings.pool_size else None
-            started = pool.take() if pool is not None else self._engine.start(spec)
+            with telemetry.span("pocket.container.acquire", {"pocket.container.mode": spec.mode}) as current:
+                pool = self._pools.get(spec, limits.max_concurrent) if self.settings.pool_size else None
+                started = pool.take() if pool is not None else self._engine.start(spec)
+                telemetry.annotate(current, {"container.id": started.id})
         except SandboxError as exc:
             return result.failed(str(exc))
         except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...) or is gone
             return result.failed(self._engine.failure(exc))
         try:
-            with self._serving(started, cancellation):
+            with self._serving(started, cancellation), self._running(started, limits) as current:
                 launched = launch(self._engine, started, stdin, nonce, limits)
-        finally:
+                telemetry.annotate(current, {"process.exit.code": launched.exit_code})
+        finally:  # the receipt is taken whatever happened, before the container's address can be another's
+            result.network = self._receipt(limits, started)
             if pool is not None:
                 pool.release()
             self._background.discard(started)
@@ -169,13 +177,35 @@ class Sandbox:
         user_id: str,
         cancellation: Cancellation | None,
     ) -> Invocation:
-        worker = self._warm.acquire(spec, user_id)
+        with telemetry.span("pocket.container.acquire", {"pocket.container.mode": spec.mode}) as current:
+            worker = self._warm.acquire(spec, user_id)
+            telemetry.annotate(current, {"container.id": worker.started.id})
         try:
-            with self._serving(worker.started, cancellation):
+            with self._serving(worker.started, cancellation), self._running(worker.started, limits):
                 reply = worker.call(environment, body, limits)
         finally:
+            result.network = self._receipt(limits, worker.started)
             self._warm.release(worker)
         return self._from_warm(result, reply, worker.started, limits)
+
+    def _running(self, started: Started, limits: Limits) -> contextlib.AbstractContextManager[Any]:
+        return telemetry.span(
+            "pocket.container.run",
+            {"container.id": started.id, "container.runtime": self.settings.runtime.value,
+             "pocket.timeout_seconds": limits.timeout},
+        )  # fmt: skip
+
+    def _receipt(self, limits: Limits, started: Started) -> NetworkReceipt | None:
+        """Where the call connected: from its egress proxy for a host list; None when nobody can tell."""
+        if not limits.network:
+            return NetworkReceipt(NetworkAccess.NONE)
+        if not isinstance(limits.network, tuple):
+            return NetworkReceipt(NetworkAccess.OPEN)
+        try:
+            return self._engine.egress.receipt(limits.network, started.address)
+        except SandboxError as exc:
+            self._say(str(exc))
+            return None
 
     def _unless_closed(self, result: _Result, outcome: Invocation) -> Invocation:
         """A call that close() interrupted: say so, not what killing its container looked like."""
@@ -341,16 +371,23 @@ def _engine(settings: SandboxSettings, sandbox_id: str, say: Progress) -> Engine
 
 
 class _Result:
-    """Builds the `Invocation` of one call, timed from its start."""
+    """Builds the `Invocation` of one call, timed from its start, with its image and network receipt once known."""
 
     def __init__(self, tool: str, started_at: float):
         self.tool, self._started_at = tool, started_at
+        self.image: str | None = None
+        self.network: NetworkReceipt | None = None
 
     def ok(self, value: Any, **details: Any) -> Invocation:
-        return Invocation(self.tool, Outcome.OK, value=value, duration_seconds=self._elapsed(), **details)
+        return self._invocation(Outcome.OK, value=value, **details)
 
     def failed(self, error: str, outcome: Outcome = Outcome.TOOL_FAILED, **details: Any) -> Invocation:
-        return Invocation(self.tool, outcome, error=error, duration_seconds=self._elapsed(), **details)
+        return self._invocation(outcome, error=error, **details)
+
+    def _invocation(self, outcome: Outcome, **details: Any) -> Invocation:
+        return Invocation(
+            self.tool, outcome, duration_seconds=self._elapsed(), image=self.image, network=self.network, **details
+        )
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started_at

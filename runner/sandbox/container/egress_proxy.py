@@ -15,15 +15,23 @@ and refuses one whose server name (SNI) is not the CONNECT host, so an allowed C
 front for another. Plain HTTP is forwarded request by request: every request on a connection, pipelined
 ones too, must name the connection's host in its target and its `Host` header. At most MAX_CLIENTS
 connections at once (two threads each); more get `503`, so no tool can exhaust the proxy's threads.
+
+Receipts: the proxy counts, per client address (one call's container), the connections it made to each
+host with the bytes each way, and what it refused. The runner asks on the proxy's stdin (`receipt ADDRESS`)
+and reads one JSON line on its stdout; asking hands the counts over and starts them again from zero. Bytes
+are counted before they are forwarded, so whatever a tool has received is on its receipt.
 """
 
 import ipaddress
+import json
 import socket
 import sys
 import threading
 
 MAX_HEAD = 16384
 MAX_CLIENTS = 100  # the proxy's container allows 256 processes/threads
+MAX_REFUSALS = 100  # distinct refusals kept per client until the runner takes them
+MAX_NAME = 253
 TLS_HANDSHAKE = 22
 # NAT64 (RFC 6052): a gateway would forward these to the IPv4 address in their last 32 bits.
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -36,6 +44,51 @@ class Refused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+
+class Ledger:
+    """Per client address: {(host, port): [connections, bytes sent, bytes received]} and the refusals, until
+    `take`. Counting looks the entry up each time, so a connection kept open across two calls of a warm
+    container counts its bytes to the call they flowed in."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reached = {}
+        self.refused = {}
+
+    def add(self, client, host, port, connections=0, sent=0, received=0):
+        key = (host.lower().rstrip("."), port)
+        with self.lock:
+            entry = self.reached.setdefault(client, {}).setdefault(key, [0, 0, 0])
+            entry[0] += connections
+            entry[1] += sent
+            entry[2] += received
+
+    def refuse(self, client, host, port, reason):
+        with self.lock:
+            seen = self.refused.setdefault(client, {})
+            if len(seen) < MAX_REFUSALS:  # a name is at most 253 characters: what a tool sends is cut there
+                seen.setdefault((host.lower().rstrip(".")[:MAX_NAME], port, reason[: 2 * MAX_NAME]), None)
+
+    def take(self, client):
+        with self.lock:
+            reached, refused = self.reached.pop(client, {}), self.refused.pop(client, {})
+        return {
+            "receipt": client,
+            "reached": [
+                {"host": host, "port": port, "connections": c, "bytes_sent": sent, "bytes_received": received}
+                for (host, port), (c, sent, received) in sorted(reached.items())
+            ],
+            "refused": [{"host": host, "port": port, "reason": reason} for host, port, reason in refused],
+        }
+
+
+def answer_receipts(ledger, lines, write):
+    """`receipt ADDRESS` lines from the runner, each answered with that client's counts as one JSON line."""
+    for line in lines:
+        command, _, client = line.strip().partition(" ")
+        if command == "receipt" and client:
+            write(json.dumps(ledger.take(client)) + "\n")
 
 
 def parse_allowed(items):
@@ -76,12 +129,14 @@ def public_address(host, port):
     return None
 
 
-def pipe(source, target):
+def pipe(source, target, count=None):
     try:
         while True:
             data = source.recv(65536)
             if not data:
                 break
+            if count is not None:
+                count(len(data))
             target.sendall(data)
     except OSError:
         pass
@@ -245,9 +300,9 @@ def check_client_hello(reader, host):
         raise Refused("403 Forbidden", f"the TLS server name {name} is not {host}")
 
 
-def handle(client, allowed, slots):
+def handle(client, allowed, slots, ledger):
     try:
-        serve(client, allowed)
+        serve(client, allowed, ledger=ledger)
     finally:
         slots.release()
 
@@ -265,30 +320,55 @@ def connect(host, port):
         raise Refused("502 Bad Gateway", f"cannot reach {host}:{port}: {exc}") from None
 
 
-def serve(client, allowed, connect=connect):
+def counter(ledger, address, host, port, direction):
+    """Adds a number of bytes to one direction of (client, host, port) in the ledger."""
+    return lambda size: ledger.add(address, host, port, **{direction: size})
+
+
+class Counted:
+    """The upstream socket of one connection, counting what is sent to it into the ledger."""
+
+    def __init__(self, sock, count):
+        self.sock, self.count = sock, count
+
+    def sendall(self, data):
+        self.count(len(data))
+        self.sock.sendall(data)
+
+
+def serve(client, allowed, connect=connect, ledger=None):
     client.settimeout(30)
+    ledger = ledger if ledger is not None else Ledger()
+    try:
+        address = client.getpeername()[0]
+    except (OSError, IndexError, TypeError):  # a socket pair in tests has no address
+        address = ""
     reader = Reader(client)
     upstream = None
     tunnelled = False
+    host, port = "", 0
     try:
         head = reader.head()
         method, host, port, headers = parse_request(head)
         if not is_allowed(allowed, host, port):
             raise Refused("403 Forbidden", f"{host}:{port} is not in the tool's allow-list")
         upstream = connect(host, port)
+        ledger.add(address, host, port, connections=1)
+        sent = Counted(upstream, counter(ledger, address, host, port, "sent"))
+        received = counter(ledger, address, host, port, "received")
         if method == "CONNECT":
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             tunnelled = True
             check_client_hello(reader, host)
-            upstream.sendall(reader.buffer)
-            start_pipe(upstream, client)
+            sent.sendall(reader.buffer)
+            start_pipe(upstream, client, received)
             client.settimeout(None)
-            pipe(client, upstream)
+            pipe(client, upstream, sent.count)
             return
-        start_pipe(upstream, client)
+        start_pipe(upstream, client, received)
         while True:  # request by request, each for this host
-            upstream.sendall(head)
-            forward_body(reader, upstream, headers)
+            sent.sendall(head)
+            forward_body(reader, sent, headers)
             client.settimeout(None)
             try:
                 head = reader.head()
@@ -297,22 +377,26 @@ def serve(client, allowed, connect=connect):
                 return
             method, next_host, next_port, headers = parse_request(head)
             if method == "CONNECT" or (next_host.lower().rstrip("."), next_port) != (host.lower().rstrip("."), port):
-                raise Refused("403 Forbidden", f"a request on a connection to {host} names {next_host}")
+                reason = f"a request on a connection to {host} names {next_host}"
+                host, port = next_host, next_port
+                raise Refused("403 Forbidden", reason)
     except Refused as exc:
+        ledger.refuse(address, host, port, exc.reason)
         if tunnelled or upstream is not None:
             close(client, upstream)  # bytes of an answer may have gone out: no status line now
         else:
             refuse(client, exc.status, "pocket egress proxy: " + exc.reason)
     except (EOFError, OSError, ValueError):
         if upstream is None and not tunnelled:
+            ledger.refuse(address, host, port, "bad request")
             refuse(client, "400 Bad Request", "pocket egress proxy: bad request")
         else:
             close(client, upstream)
 
 
-def start_pipe(upstream, client):
+def start_pipe(upstream, client, count=None):
     upstream.settimeout(None)
-    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client, count), daemon=True).start()
 
 
 def close(*socks):
@@ -330,7 +414,14 @@ def main():
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("0.0.0.0", port))  # noqa: S104 - inside its own container, reachable from the internal network
     server.listen(64)
-    print("ready", flush=True)
+    ledger = Ledger()
+
+    def write(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    threading.Thread(target=answer_receipts, args=(ledger, sys.stdin, write), daemon=True).start()
+    write("ready\n")
     slots = threading.BoundedSemaphore(MAX_CLIENTS)
     while True:
         try:
@@ -341,12 +432,14 @@ def main():
             client.close()
             continue
         if not slots.acquire(blocking=False):
+            ledger.refuse(address[0], "", 0, f"over {MAX_CLIENTS} connections at once")
             refuse(client, "503 Service Unavailable", f"pocket egress proxy: over {MAX_CLIENTS} connections at once")
             continue
         try:
-            threading.Thread(target=handle, args=(client, allowed, slots), daemon=True).start()
+            threading.Thread(target=handle, args=(client, allowed, slots, ledger), daemon=True).start()
         except RuntimeError:  # no thread left to start
             slots.release()
+            ledger.refuse(address[0], "", 0, "busy")
             refuse(client, "503 Service Unavailable", "pocket egress proxy: busy")
 
 

@@ -1,0 +1,315 @@
+"""The audit log: one `AuditRecord` per invocation, from every surface, kept in the credential store's database.
+
+A record says who ran what and where it went: time, user, tool, source and resolved commit, image, backend,
+outcome, exit code, duration, bytes in and out, the credential provider and scopes the tool uses, the hosts
+it reached and those refused, and the trace it belongs to. Never a body, a result, an error text (a tool's
+stderr may quote either) or a credential value.
+
+Storage: table `audit` of the credentials database (SQLite, WAL). Each record is one short transaction of its
+own, so a writer killed mid-record loses nothing already written; several processes write at once. Records
+older than `[audit] retention_days` are deleted as new ones are written. `Database` is the one place that
+opens the connection, with the interface of the store's database layer (`create`, `read`, `transaction`, `?`
+placeholders) and SQL both SQLite and PostgreSQL take, so the audit log moves to PostgreSQL with the store.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import PocketError, SettingsError
+from runner.invocation import Invocation, NetworkAccess, NetworkReceipt, Outcome
+from runner.redaction import url_credentials
+
+if TYPE_CHECKING:
+    from runner.manifest import AuthSpec
+
+PRUNE_EVERY = 3600.0  # seconds between deletions of records past the retention
+SCHEMA = {
+    "audit": (
+        "CREATE TABLE IF NOT EXISTS audit ("
+        " at DOUBLE PRECISION NOT NULL, user_id TEXT NOT NULL, tool TEXT NOT NULL, record TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS audit_at ON audit (at)",
+    )
+}
+
+
+class Surface(StrEnum):
+    """Where a call came from."""
+
+    PYTHON = "python"
+    CLI = "cli"
+    MCP = "mcp"
+    LANGCHAIN = "langchain"
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+_SURFACE: contextvars.ContextVar[Surface] = contextvars.ContextVar("pocket_surface")
+
+
+@contextmanager
+def called_from(where: Surface) -> Iterator[None]:
+    """The calls in the block come from `where` (the MCP server, the LangChain tools...): records say so."""
+    token = _SURFACE.set(where)
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
+
+
+def surface() -> Surface | None:
+    """The surface the current call comes from, when one said so."""
+    return _SURFACE.get(None)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One invocation, as the audit log keeps it."""
+
+    at: float  # when the call started, epoch seconds
+    user: str
+    tool: str
+    surface: Surface
+    backend: str  # "docker/runc", "docker/runsc" or "function"
+    outcome: Outcome
+    duration_seconds: float
+    bytes_in: int  # the body, as JSON
+    bytes_out: int  # what the agent got back, as text
+    source: str | None = None  # the folder or git URL the tool came from
+    commit: str | None = None  # the resolved git commit of a git source
+    image: str | None = None  # the id of the image the call ran in
+    exit_code: int | None = None
+    provider: str | None = None
+    scopes: tuple[str, ...] = ()
+    network: NetworkReceipt | None = None
+    trace_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(
+            surface=self.surface.value,
+            outcome=self.outcome.value,
+            scopes=list(self.scopes),
+            network=self.network.to_dict() if self.network else None,
+        )
+        return data
+
+    def span_attributes(self) -> dict[str, Any]:
+        """What the call's span carries of the record (semantic names where OpenTelemetry has them)."""
+        network = self.network
+        return {
+            "pocket.outcome": self.outcome.value,
+            "pocket.surface": self.surface.value,
+            "pocket.backend": self.backend,
+            "pocket.tool.source": self.source,
+            "pocket.tool.commit": self.commit,
+            "container.image.id": self.image,
+            "process.exit.code": self.exit_code,
+            "pocket.auth.provider": self.provider,
+            "pocket.auth.scopes": self.scopes or None,
+            "pocket.bytes_in": self.bytes_in,
+            "pocket.bytes_out": self.bytes_out,
+            "pocket.network.access": network.access.value if network else None,
+            "pocket.network.reached": tuple(f"{h.host}:{h.port}" for h in network.reached) if network else None,
+            "pocket.network.refused": tuple(f"{r.host}:{r.port}" for r in network.refused) if network else None,
+            "pocket.network.bytes_sent": sum(h.bytes_sent for h in network.reached) if network else None,
+            "pocket.network.bytes_received": sum(h.bytes_received for h in network.reached) if network else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditRecord:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        known = {key: value for key, value in data.items() if key in fields}
+        return cls(
+            **{
+                **known,
+                "surface": Surface(known["surface"]),
+                "outcome": Outcome(known["outcome"]),
+                "scopes": tuple(known.get("scopes") or ()),
+                "network": NetworkReceipt.from_dict(known["network"]) if known.get("network") else None,
+            }
+        )
+
+
+def record_of(
+    invocation: Invocation,
+    *,
+    at: float,
+    duration: float,
+    user: str,
+    body: Any,
+    surface: Surface,
+    backend: str,
+    origin: tuple[str | None, str | None],
+    auth: AuthSpec | None,
+    trace_id: str | None,
+) -> AuditRecord:
+    """The record of one finished call: sizes and facts about it, never its body or result themselves."""
+    return AuditRecord(
+        at=at,
+        user=user,
+        tool=invocation.tool,
+        surface=surface,
+        backend=backend,
+        outcome=invocation.outcome,
+        duration_seconds=round(duration, 6),
+        bytes_in=len(json.dumps(body, default=str).encode()),
+        bytes_out=len(invocation.text().encode()),
+        source=url_credentials(origin[0]) if origin[0] else None,  # a git URL may carry a token
+        commit=origin[1],
+        image=invocation.image,
+        exit_code=invocation.exit_code,
+        provider=auth.provider if auth else None,
+        scopes=tuple(auth.scopes) if auth else (),
+        network=invocation.network or (NetworkReceipt(NetworkAccess.IN_PROCESS) if backend == "function" else None),
+        trace_id=trace_id,
+    )
+
+
+class Database:
+    """The one place the audit log's connection is opened: the SQLite file, WAL, one writer at a time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()  # one connection, shared by the threads of this process
+        self._connection: sqlite3.Connection | None = None
+
+    def create(self, tables: Mapping[str, Sequence[str]]) -> None:
+        """The tables (and their indexes) that are missing."""
+        with self.transaction() as db:
+            for statements in tables.values():
+                for statement in statements:
+                    db.execute(statement)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The block's statements, committed together when it ends, rolled back when it raises (sqlite3's own
+        transaction handling: it begins one before the first write)."""
+        with self._lock:
+            try:
+                db = self._connect()
+                with db:
+                    yield db
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise PocketError(f"the audit log {self.path} stayed locked by another process") from None
+                raise SettingsError(
+                    f"the audit log in {self.path} cannot be used ({exc}): the file is damaged or not pocket's. "
+                    f"Move it aside (mv {self.path} {self.path}.broken, its -wal and -shm files too) to start anew"
+                ) from None
+
+    read = transaction  # a single SELECT needs no more in SQLite
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            created = not self.path.exists()
+            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            if created:
+                os.chmod(self.path, 0o600)
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives the process being killed (it is in the WAL, in the OS's
+            # cache); only a power loss may take the last commits before a checkpoint.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._connection = db
+        return self._connection
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+
+class AuditLog:
+    """Writes and reads audit records. Thread-safe; any number of processes may share the file."""
+
+    def __init__(self, path: Path, *, retention_days: float = 0.0):
+        self.database = Database(path)
+        self.database.create(SCHEMA)
+        self.retention_seconds = retention_days * 86400.0
+        self._pruned_at = 0.0
+
+    def write(self, record: AuditRecord) -> None:
+        """Append one record (its own transaction), deleting those past the retention now and then."""
+        with self.database.transaction() as db:
+            db.execute(
+                "INSERT INTO audit (at, user_id, tool, record) VALUES (?, ?, ?, ?)",
+                (record.at, record.user, record.tool, json.dumps(record.to_dict(), separators=(",", ":"))),
+            )
+        now = time.time()
+        if self.retention_seconds and now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            self.prune(now)
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the records older than the retention; returns how many."""
+        if not self.retention_seconds:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.retention_seconds
+        with self.database.transaction() as db:
+            return db.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
+
+    def read(
+        self, *, user: str | None = None, tool: str | None = None, since: float | None = None, limit: int | None = None
+    ) -> list[AuditRecord]:
+        """Records, oldest first, of `user` and `tool` (any when None), started at `since` or later; with
+        `limit`, the most recent that many."""
+        clauses, params = [], []
+        for column, value in (("user_id = ?", user), ("tool = ?", tool), ("at >= ?", since)):
+            if value is not None:
+                clauses.append(column)
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT record FROM audit{where} ORDER BY at DESC"  # noqa: S608 - fixed column names
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        with self.database.read() as db:
+            rows = db.execute(query, params).fetchall()
+        return [AuditRecord.from_dict(json.loads(row[0])) for row in reversed(rows)]
+
+    def close(self) -> None:
+        self.database.close()
+
+
+def audit_log(data_dir: Path, retention_days: float) -> AuditLog:
+    """The audit log in the credential store's database under `data_dir`."""
+    from runner.auth.store import database_path
+
+    return AuditLog(database_path(data_dir), retention_days=retention_days)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`--since` as epoch seconds: a duration back from now (`90s`, `15m`, `1h`, `7d`, `2w`) or an ISO 8601
+    time (`2026-12-06T10:00:00Z`; without a zone, UTC)."""
+    from datetime import UTC, datetime
+
+    match = _DURATION.match(text)
+    if match:
+        return (time.time() if now is None else now) - float(match[1]) * _UNIT_SECONDS[match[2]]
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise PocketError(
+            f"--since {text!r}: give a duration back from now (90s, 15m, 1h, 7d, 2w) or an ISO 8601 time "
+            "(2026-12-06T10:00:00Z)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
