@@ -5,11 +5,10 @@ outcome, exit code, duration, bytes in and out, the credential provider and scop
 it reached and those refused, and the trace it belongs to. Never a body, a result, an error text (a tool's
 stderr may quote either) or a credential value.
 
-Storage: table `audit` of the credentials database (SQLite, WAL). Each record is one short transaction of its
-own, so a writer killed mid-record loses nothing already written; several processes write at once. Records
-older than `[audit] retention_days` are deleted as new ones are written. `Database` is the one place that
-opens the connection, with the interface of the store's database layer (`create`, `read`, `transaction`, `?`
-placeholders) and SQL both SQLite and PostgreSQL take, so the audit log moves to PostgreSQL with the store.
+Storage: table `audit` of the credentials database (runner/database.py): the SQLite file (WAL) by default, the
+PostgreSQL server of `credentials.database_url` when set, shared by replicas. Each record is one short
+transaction of its own, so a writer killed mid-record loses nothing already written; several processes write
+at once. Records older than `[audit] retention_days` are deleted as new ones are written.
 """
 
 from __future__ import annotations
@@ -17,24 +16,22 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import json
-import os
 import re
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import PocketError, SettingsError
+from runner.errors import PocketError
 from runner.invocation import Invocation, NetworkAccess, NetworkReceipt, Outcome
 from runner.redaction import url_credentials
 
 if TYPE_CHECKING:
+    from runner.database import Database
     from runner.manifest import AuthSpec
+    from runner.settings import Settings
 
 PRUNE_EVERY = 3600.0  # seconds between deletions of records past the retention
 SCHEMA = {
@@ -179,66 +176,11 @@ def record_of(
     )
 
 
-class Database:
-    """The one place the audit log's connection is opened: the SQLite file, WAL, one writer at a time."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()  # one connection, shared by the threads of this process
-        self._connection: sqlite3.Connection | None = None
-
-    def create(self, tables: Mapping[str, Sequence[str]]) -> None:
-        """The tables (and their indexes) that are missing."""
-        with self.transaction() as db:
-            for statements in tables.values():
-                for statement in statements:
-                    db.execute(statement)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The block's statements, committed together when it ends, rolled back when it raises (sqlite3's own
-        transaction handling: it begins one before the first write)."""
-        with self._lock:
-            try:
-                db = self._connect()
-                with db:
-                    yield db
-            except sqlite3.DatabaseError as exc:
-                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    raise PocketError(f"the audit log {self.path} stayed locked by another process") from None
-                raise SettingsError(
-                    f"the audit log in {self.path} cannot be used ({exc}): the file is damaged or not pocket's. "
-                    f"Move it aside (mv {self.path} {self.path}.broken, its -wal and -shm files too) to start anew"
-                ) from None
-
-    read = transaction  # a single SELECT needs no more in SQLite
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            created = not self.path.exists()
-            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            if created:
-                os.chmod(self.path, 0o600)
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit survives the process being killed (it is in the WAL, in the OS's
-            # cache); only a power loss may take the last commits before a checkpoint.
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._connection = db
-        return self._connection
-
-    def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-
 class AuditLog:
     """Writes and reads audit records. Thread-safe; any number of processes may share the file."""
 
-    def __init__(self, path: Path, *, retention_days: float = 0.0):
-        self.database = Database(path)
+    def __init__(self, database: Database, *, retention_days: float = 0.0):
+        self.database = database
         self.database.create(SCHEMA)
         self.retention_seconds = retention_days * 86400.0
         self._pruned_at = 0.0
@@ -286,11 +228,17 @@ class AuditLog:
         self.database.close()
 
 
-def audit_log(data_dir: Path, retention_days: float) -> AuditLog:
-    """The audit log in the credential store's database under `data_dir`."""
+def audit_log(settings: Settings) -> AuditLog:
+    """The audit log in the credential store's database: the PostgreSQL server of `credentials.database_url`,
+    else the SQLite file under `data_dir`."""
     from runner.auth.store import database_path
+    from runner.database import open_database
 
-    return AuditLog(database_path(data_dir), retention_days=retention_days)
+    url = settings.credentials.database_url
+    path = None if url is not None else database_path(settings.data_dir)
+    recovery = "a new audit log starts (the credentials in it are lost too: log in again)"
+    database = open_database(url, path=path, label="audit log", recovery=recovery, durable=False)
+    return AuditLog(database, retention_days=settings.audit.retention_days)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")

@@ -425,7 +425,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     since = parse_since(args.since) if args.since is not None else None
-    log = audit_log(settings.data_dir, settings.audit.retention_days)
+    log = audit_log(settings)
     try:
         records = log.read(user=args.user, tool=args.tool, since=since, limit=args.limit)
     finally:

@@ -440,6 +440,7 @@ class Pocket:
         record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
         from runner import telemetry
         from runner.audit import Surface, record_of, surface
+        from runner.function_tools import FunctionTool
 
         telemetry.configure()
         at, started = time.time(), time.perf_counter()
@@ -473,9 +474,19 @@ class Pocket:
                 raise
 
     def _backend(self, tool: Tool | None) -> str:
+        """Where the call ran, for the audit record: "function", "docker/RUNTIME" or "kubernetes[/RUNTIME CLASS]"."""
+        from runner.function_tools import FunctionTool
+        from runner.settings import Backend
+
         if tool is None:
             return "none"
-        return "function" if isinstance(tool, FunctionTool) else f"docker/{self.settings.sandbox.runtime.value}"
+        if isinstance(tool, FunctionTool):
+            return "function"
+        sandbox = self.settings.sandbox
+        if sandbox.backend is Backend.KUBERNETES:
+            runtime_class = sandbox.kubernetes.runtime_class_name
+            return f"kubernetes/{runtime_class}" if runtime_class else "kubernetes"
+        return f"docker/{sandbox.runtime.value}"
 
     def _write_audit(self, record: Any) -> None:
         if not self.settings.audit.enabled:
@@ -485,7 +496,7 @@ class Pocket:
         try:
             with self._lock:
                 if self._audit is None:
-                    self._audit = audit_log(self.settings.data_dir, self.settings.audit.retention_days)
+                    self._audit = audit_log(self.settings)
                 log = self._audit
             log.write(record)
         except (PocketError, OSError) as exc:

@@ -20,12 +20,14 @@ import pytest
 from mcp import Client
 
 from runner.audit import AuditLog, AuditRecord, Surface, audit_log, parse_since
-from runner.auth.store import database_path
+from runner.auth.store import STORE_FILE, database_path
+from runner.database import SQLiteDatabase
 from runner.function_tools import function_tool
 from runner.integrations.langchain import langchain_tools
 from runner.invocation import Outcome
 from runner.mcp_server import build_server
 from runner.pocket import Pocket
+from tests.fixtures_postgres import KEY
 from tests.helpers import HELLO, REPO, settings
 
 SECRET = "xoxb-audit-secret-4242"
@@ -45,11 +47,15 @@ def add(a: int, b: int = 1) -> int:
 
 
 def _records(tmp_path: Path, **filters: Any) -> list[AuditRecord]:
-    log = audit_log(tmp_path / "data", 0)
+    log = audit_log(settings(tmp_path))
     try:
         return log.read(**filters)
     finally:
         log.close()
+
+
+def _file(path: Path) -> SQLiteDatabase:
+    return SQLiteDatabase(path, label="audit log", durable=False)
 
 
 def _database_bytes(tmp_path: Path) -> bytes:
@@ -115,7 +121,7 @@ def test_a_sandboxed_call_records_its_image_commit_backend_exit_code_and_network
 
 
 def test_reading_filters_by_user_tool_and_time_and_pocket_audit_prints_them(tmp_path, cli):
-    log = audit_log(tmp_path / "data", 0)
+    log = audit_log(settings(tmp_path))
     now = time.time()
     for at, user, tool in ((now - 7200, "alice", "a"), (now - 60, "alice", "b"), (now - 30, "bob", "a")):
         log.write(AuditRecord(at, user, tool, Surface.CLI, "function", Outcome.OK, 0.01, 2, 3))
@@ -137,10 +143,25 @@ def test_reading_filters_by_user_tool_and_time_and_pocket_audit_prints_them(tmp_
 def test_records_past_the_retention_are_deleted(tmp_path):
     path = database_path(tmp_path / "data")
     old, new = time.time() - 3 * 86400, time.time()
-    AuditLog(path).write(AuditRecord(old, "u", "old", Surface.PYTHON, "function", Outcome.OK, 0, 0, 0))
-    log = AuditLog(path, retention_days=2)
+    AuditLog(_file(path)).write(AuditRecord(old, "u", "old", Surface.PYTHON, "function", Outcome.OK, 0, 0, 0))
+    log = AuditLog(_file(path), retention_days=2)
     log.write(AuditRecord(new, "u", "new", Surface.PYTHON, "function", Outcome.OK, 0, 0, 0))  # prunes
     assert [r.tool for r in log.read()] == ["new"]
+
+
+def test_with_credentials_database_url_every_replica_audits_into_postgresql(tmp_path, postgres_url, cli):
+    shared = {"callback_port": 0, "database_url": postgres_url, "encryption_key": KEY.get_secret_value()}
+    for replica in ("alice", "bob"):  # two runners, each with a data folder of its own
+        with Pocket([add], settings=settings(tmp_path / replica, credentials=shared)) as pocket:
+            assert pocket.invoke("add", {"a": 1}, user_id=replica).ok
+    assert not list(tmp_path.rglob(STORE_FILE))  # nothing kept on this machine
+    (tmp_path / "settings.toml").write_text(f'[credentials]\ndatabase_url = "{postgres_url}"\n')
+    ran = cli("audit", "--json", cwd=tmp_path)
+    assert ran.returncode == 0, ran
+    assert [(r["user"], r["tool"], r["outcome"]) for r in json.loads(ran.stdout)] == [
+        ("alice", "add", "ok"),
+        ("bob", "add", "ok"),
+    ]
 
 
 def test_the_credentials_and_the_audit_log_share_one_private_database(tmp_path):
@@ -164,10 +185,11 @@ WRITER = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {repo!r})
     from runner.audit import AuditLog, AuditRecord, Surface
+    from runner.database import SQLiteDatabase
     from runner.invocation import Outcome
     from pathlib import Path
 
-    log = AuditLog(Path(sys.argv[1]))
+    log = AuditLog(SQLiteDatabase(Path(sys.argv[1]), label="audit log", durable=False))
     name = sys.argv[2]
     for n in range(100000):
         log.write(AuditRecord(time.time(), name, f"tool-{{n}}", Surface.PYTHON, "function", Outcome.OK, 0.0, n, n))
@@ -206,7 +228,7 @@ def test_a_writer_killed_mid_record_loses_nothing_already_written_and_others_go_
                 process.kill()
             process.wait(10)
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    log = AuditLog(path)
+    log = AuditLog(_file(path))
     for name, last in acknowledged.items():
         written = {record.bytes_in for record in log.read(user=name, limit=1_000_000)}
         assert set(range(last + 1)) <= written, f"{name}: lost {sorted(set(range(last + 1)) - written)[:10]}"
