@@ -91,7 +91,7 @@ def test_pocket_serve_over_http_writes_no_token_though_the_tool_prints_it(tmp_pa
 
     tool = make_tool(tmp_path, "search", "serpapi", [])
     port = free_port()
-    command = [sys.executable, "-m", "runner.cli", "serve", str(tool), "--http", "--port", str(port)]
+    command = [sys.executable, "-m", "runner.cli", "serve", str(tool), "--http", "--no-auth", "--port", str(port)]
     server = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_environment(tmp_path)
     )
