@@ -100,7 +100,7 @@ def test_each_call_gets_the_receipt_of_its_own_connections(tmp_path, docker_api,
     assert calls[0].value["sent"] + 299 == calls[1].value["sent"]  # each call has its own bytes, not the other's
     assert all(call.value["received"] > BODY for call in calls)
 
-    records = audit_log(tmp_path / "data", 0).read(tool="receipt")
+    records = audit_log(settings(tmp_path)).read(tool="receipt")
     assert [record.network for record in records[:1]] == [first.network]
     assert sorted((r.network.reached[0].bytes_sent for r in records[1:]), key=int) == [c.value["sent"] for c in calls]
     attributes = records[1].span_attributes()

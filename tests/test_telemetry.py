@@ -108,7 +108,7 @@ def test_a_sandboxed_call_is_one_span_tree_with_semantic_attributes(tmp_path, sp
     assert call["container.image.id"] == result.image and call["pocket.network.access"] == "none"
     run = by_name["pocket.container.run"].attributes
     assert run["container.id"] == by_name["pocket.container.acquire"].attributes["container.id"]
-    (record,) = audit_log(tmp_path / "data", 0).read(user="ada")
+    (record,) = audit_log(settings(tmp_path)).read(user="ada")
     assert record.trace_id == format(by_name["execute_tool hello"].context.trace_id, "032x")
 
 
@@ -251,7 +251,7 @@ def test_pocket_serve_http_continues_the_traceparent_header_and_exports_over_otl
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
         "from runner.pocket import Pocket\nfrom runner.mcp_server import serve\n"
         "def add(a: int, b: int = 1) -> int:\n    '''Add.'''\n    return a + b\n"
-        "serve(Pocket([add]), transport='http', port=int(sys.argv[1]))\n"
+        "serve(Pocket([add]), transport='http', port=int(sys.argv[1]), user_id='default')\n"
     )
     port = free_port()
     server = subprocess.Popen([sys.executable, str(script), str(port)], env=_otel_environment(tmp_path, receiver),
