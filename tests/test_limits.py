@@ -12,7 +12,7 @@ import pytest
 
 from runner.errors import PocketError
 from runner.manifest import load_manifest
-from runner.sandbox.limits import SENTINEL, launcher_lines, resolve_limits
+from runner.sandbox.limits import SENTINEL, launcher_input, resolve_limits
 from runner.settings import SandboxSettings, ToolLimits
 
 
@@ -26,15 +26,15 @@ def manifest(folder: Path, name: str = "Tool", **sandbox: object):
 
 
 def test_the_nonce_line_comes_first_and_only_with_a_nonce():
-    assert launcher_lines({"A": "1"}, nonce="n0nce").decode().splitlines() == [
-        "pocket_nonce=n0nce", "export A=1", SENTINEL
+    assert launcher_input({"A": "1"}, b"{}", nonce="n0nce").decode().splitlines() == [
+        "pocket_nonce=n0nce", "export A=1", f"{SENTINEL} 2", "{}"
     ]  # fmt: skip
-    assert launcher_lines({}).decode().splitlines() == [SENTINEL]
+    assert launcher_input({}, b"").decode().splitlines() == [f"{SENTINEL} 0"]
 
 
 def test_a_carriage_return_in_a_value_is_refused_without_showing_the_value():
     with pytest.raises(PocketError, match="newline or NUL") as caught:
-        launcher_lines({"TOKEN": "secret-part\rexport EVIL=1"})
+        launcher_input({"TOKEN": "secret-part\rexport EVIL=1"}, b"{}")
     assert "secret-part" not in str(caught.value)
 
 

@@ -18,7 +18,7 @@ from runner.sandbox import (
     BUILD_STEP,
     Sandbox,
     image_repository,
-    launcher_lines,
+    launcher_input,
     owner_label,
     resolve_limits,
 )
@@ -45,9 +45,11 @@ def _write_tool(folder: Path, name: str, run: str, **extra: object) -> Path:
 # -- no engine needed ----------------------------------------------------------------------------------
 
 
-def test_launcher_lines_quote_values_and_end_with_the_sentinel():
-    text = launcher_lines({"A": "it's $(rm -rf /) `x`", "B_2": ""}).decode()
-    assert text.splitlines() == ["export A='it'\"'\"'s $(rm -rf /) `x`'", "export B_2=''", "__pocket_body_follows__"]
+def test_launcher_input_quotes_values_and_frames_the_body_by_its_length():
+    text = launcher_input({"A": "it's $(rm -rf /) `x`", "B_2": ""}, b'{"a":\n1}').decode()
+    assert text.splitlines() == [
+        "export A='it'\"'\"'s $(rm -rf /) `x`'", "export B_2=''", "__pocket_body_follows__ 8", '{"a":', "1}"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -60,11 +62,11 @@ def test_launcher_lines_quote_values_and_end_with_the_sentinel():
         ("HOME", "/root", "reserved"),
     ],
 )
-def test_launcher_lines_refuse_what_the_launcher_cannot_pass(name, value, message):
+def test_launcher_input_refuses_what_the_launcher_cannot_pass(name, value, message):
     from runner.errors import PocketError
 
     with pytest.raises(PocketError, match=message) as caught:
-        launcher_lines({name: value})
+        launcher_input({name: value}, b"{}")
     assert value not in str(caught.value) or value == "x"
 
 

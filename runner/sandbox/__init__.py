@@ -22,7 +22,7 @@ _EXPORTS = {
     "Progress": "runner.sandbox.sandbox",
     "Limits": "runner.sandbox.limits",
     "SENTINEL": "runner.sandbox.limits",
-    "launcher_lines": "runner.sandbox.limits",
+    "launcher_input": "runner.sandbox.limits",
     "resolve_limits": "runner.sandbox.limits",
     "BUILD_STEP": "runner.sandbox.context",
     "FORMAT": "runner.sandbox.context",
@@ -56,7 +56,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "image_repository",
-    "launcher_lines",
+    "launcher_input",
     "owner_label",
     "resolve_limits",
 ]
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
         USER,
         owner_label,
     )
-    from runner.sandbox.limits import SENTINEL, Limits, launcher_lines, resolve_limits
+    from runner.sandbox.limits import SENTINEL, Limits, launcher_input, resolve_limits
     from runner.sandbox.sandbox import Progress, Sandbox
 
 __getattr__ = lazy(__name__, _EXPORTS)

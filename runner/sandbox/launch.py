@@ -1,7 +1,8 @@
 """One call through the launcher (`container/launch.sh`): the per-call nonce, the tool's environment as
-`export` lines, a sentinel line and the body written on the attach stream; stdout and stderr read with byte
-caps until the launcher reports the tool's exit status on both streams (marked with the nonce), so a call
-returns without waiting for the engine to notice the exit. A monotonic deadline kills the container."""
+`export` lines, a sentinel line with the body's length and the body written on the attach stream; stdout and
+stderr read with byte caps until the launcher reports the tool's exit status on both streams (marked with the
+nonce), so a call returns without waiting for the engine to notice the exit. A monotonic deadline kills the
+container."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.sandbox.engine import Engine, Started
-from runner.sandbox.limits import Limits, launcher_lines
+from runner.sandbox.limits import Limits, launcher_input
 from runner.sandbox.stream import Output
 
 
@@ -61,7 +62,7 @@ def python_command(run: str) -> tuple[str, ...] | None:
 def stdin_for(environment: Mapping[str, str], body: Any) -> tuple[bytes, str]:
     """The launcher's input for one call, and its nonce. Raises PocketError for an environment it cannot pass."""
     nonce = uuid.uuid4().hex
-    return launcher_lines(environment, nonce) + json.dumps(body).encode(), nonce
+    return launcher_input(environment, json.dumps(body).encode(), nonce), nonce
 
 
 def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: Limits) -> Launched:

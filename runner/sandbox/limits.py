@@ -1,5 +1,5 @@
-"""What one call's container may use (settings, manifest and call options combined), and the lines the
-launcher (`container/launch.sh`) reads before a call's body."""
+"""What one call's container may use (settings, manifest and call options combined), and what the launcher
+(`container/launch.sh`) reads for a call: environment lines, then the body framed by its length."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from runner.errors import PocketError
 from runner.manifest import RESERVED_PREFIX, RESERVED_VARIABLES, Manifest
 from runner.settings import SandboxSettings, ToolLimits
 
-SENTINEL = "__pocket_body_follows__"
+SENTINEL = "__pocket_body_follows__"  # followed by a space and the body's length in bytes
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -110,11 +110,14 @@ def _network(
     return tuple(provider_hosts)
 
 
-def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
-    """The nonce, the `export` lines and the sentinel the launcher reads before running the tool.
+def launcher_input(environment: Mapping[str, str], body: bytes, nonce: str = "") -> bytes:
+    """What the launcher reads for a call: the nonce, the `export` lines, the sentinel with the body's length
+    in bytes, then the body.
 
-    Names must be shell identifiers; values may hold anything but NUL and newlines (the launcher reads
-    one line per variable). Errors name the variable, never its value.
+    The body is framed by its length, so the launcher never waits for the end of stdin: not every transport
+    can close a container's stdin (Kubernetes' attach before v5.channel.k8s.io cannot). Names must be shell
+    identifiers; values may hold anything but NUL and newlines (the launcher reads one line per variable).
+    Errors name the variable, never its value.
     """
     lines = [f"pocket_nonce={nonce}\n"] if nonce else []
     for name, value in environment.items():
@@ -126,5 +129,5 @@ def launcher_lines(environment: Mapping[str, str], nonce: str = "") -> bytes:
         if "\n" in value or "\r" in value or "\0" in value:
             raise PocketError(f"variable {name!r} contains a newline or NUL byte, which the sandbox cannot pass")
         lines.append(f"export {name}={shlex.quote(value)}\n")
-    lines.append(SENTINEL + "\n")
-    return "".join(lines).encode()
+    lines.append(f"{SENTINEL} {len(body)}\n")
+    return "".join(lines).encode() + body

@@ -39,9 +39,8 @@ class Stream:
             if left <= 0:
                 return False
             readable, writable, _ = select.select([self.sock], [self.sock], [], left)
-            if readable and not self.eof:
-                if not self._read_once(on_frame) and self.eof:
-                    return True  # the tool is gone; what it did not read does not matter
+            if readable and not self.eof and not self._read_once(on_frame):
+                return True  # the tool is gone or done (or must stop): what it did not read does not matter
             if writable:
                 try:
                     sent = self.sock.send(view[:65536])

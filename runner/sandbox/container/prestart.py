@@ -2,11 +2,11 @@
 
 A pooled container of a tool whose `entrypoint.run` is `python FILE ARGS...` or `python -m MODULE ARGS...`
 runs this instead of launch.sh, so a call skips the interpreter's start (stdlib only, any Python 3.8+).
-The protocol is launch.sh's: a `pocket_nonce=` line, `export NAME='value'` lines (shell-quoted), the sentinel,
-then the body, which stays unread on stdin for the tool. The tool then runs as `python` would run it
-(`__main__`, sys.argv, sys.path[0], exit status, a traceback for an exception, atexit handlers), and its exit
-status is reported on both streams marked with the nonce. After a success every other process is killed and
-the container waits, holding nothing of the call, as launch.sh's does.
+The protocol is launch.sh's: a `pocket_nonce=` line, `export NAME='value'` lines (shell-quoted), the sentinel
+with the body's length, then the body, which the tool reads on its stdin (a pipe), then EOF. The tool then
+runs as `python` would run it (`__main__`, sys.argv, sys.path[0], exit status, a traceback for an exception,
+atexit handlers), and its exit status is reported on both streams marked with the nonce. After a success every
+other process is killed and the container waits, holding nothing of the call, as launch.sh's does.
 """
 
 import os
@@ -14,33 +14,41 @@ import runpy
 import shlex
 import signal
 import sys
+import threading
 import traceback
 
-SENTINEL = b"__pocket_body_follows__"
+SENTINEL = b"__pocket_body_follows__ "  # then the body's length in bytes
 BUILD_HOME = "/home/pocket"
-
-
-def read_line():
-    """One line from fd 0, a byte at a time: what follows the sentinel must stay unread for the tool."""
-    line = bytearray()
-    while True:
-        byte = os.read(0, 1)
-        if not byte:
-            return None
-        if byte == b"\n":
-            return bytes(line)
-        line += byte
+PIPE_BUF = 4096  # a write of at most this much to an empty pipe never blocks
 
 
 def read_call():
-    """The call's nonce and environment, up to the sentinel; None when stdin closed before it."""
-    nonce, environment = "", {}
+    """The call's nonce, environment and body; None when stdin closed before the whole body came (or the
+    length is not a number).
+
+    The body is framed by its length (see launch.sh): nothing waits for the end of stdin, which not every
+    transport can signal. Nothing follows the body, so stdin is read in chunks."""
+    nonce, environment, pending = "", {}, b""
     while True:
-        line = read_line()
-        if line is None:
-            return None
-        if line == SENTINEL:
-            return nonce, environment
+        line, newline, rest = pending.partition(b"\n")
+        if not newline:
+            chunk = os.read(0, 65536)
+            if not chunk:
+                return None
+            pending += chunk
+            continue
+        pending = rest
+        if line.startswith(SENTINEL):
+            size = line[len(SENTINEL) :]
+            if not size.isdigit():
+                return None
+            size = int(size)
+            while len(pending) < size:
+                chunk = os.read(0, max(size - len(pending), 65536))
+                if not chunk:
+                    return None
+                pending += chunk
+            return nonce, environment, pending[:size]
         text = line.decode("utf-8", "surrogateescape")
         if text.startswith("pocket_nonce="):
             nonce = text.partition("=")[2]
@@ -49,6 +57,29 @@ def read_call():
         if len(words) == 2 and words[0] == "export" and "=" in words[1]:
             name, _, value = words[1].partition("=")
             environment[name] = value
+
+
+def give_stdin(body):
+    """Make `body`, then EOF, the tool's stdin (fd 0, so its subprocesses' too): a pipe, as launch.sh gives.
+    A body larger than a pipe holds is fed by a thread, which ends when the tool closes its stdin."""
+    read_end, write_end = os.pipe()
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    if len(body) <= PIPE_BUF:
+        feed(write_end, body)
+    else:
+        threading.Thread(target=feed, args=(write_end, body), daemon=True).start()
+
+
+def feed(fd, data):
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass  # the tool closed its stdin without reading all of it
+    finally:
+        os.close(fd)
 
 
 def run(argv):
@@ -70,7 +101,6 @@ def run(argv):
         status = 1
     try:
         import atexit
-        import threading
 
         threading._shutdown()  # non-daemon threads end first, as at an interpreter's exit
         atexit._run_exitfuncs()
@@ -96,9 +126,10 @@ def exit_status(code):
 def main():
     call = read_call()
     if call is None:
-        os.write(2, b"pocket launcher: stdin closed before the body\n")
+        os.write(2, b"pocket launcher: stdin ended before a whole call (environment, length, body)\n")
         os._exit(125)
-    nonce, environment = call
+    nonce, environment, body = call
+    give_stdin(body)
     os.environ.update(environment)
     if os.path.isdir(BUILD_HOME):  # what entrypoint.build put in its home (see launch.sh)
         os.environ["HOME"] = BUILD_HOME
