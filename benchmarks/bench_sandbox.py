@@ -145,9 +145,9 @@ requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "bench-rebuild-{nonce}"
+name = "bench-rebuild"
 version = "0.1.0"
-dependencies = ["pydantic>=2"]
+dependencies = ["pydantic>=2,!=1.0.{nonce}"]  # the `!=` only makes it new: no earlier build's step is reused
 
 [tool.setuptools]
 py-modules = ["greeting"]
@@ -169,14 +169,14 @@ def bench_rebuild(settings) -> tuple[float, float] | str:
     from runner.manifest import load_manifest
     from runner.sandbox import Sandbox
 
-    nonce = os.urandom(4).hex()
+    nonce = int.from_bytes(os.urandom(4), "big")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp, "rebuild")
         folder.mkdir()
         (folder / "pyproject.toml").write_text(REBUILD_PYPROJECT.format(nonce=nonce))
         (folder / "greeting.py").write_text(REBUILD_CODE.format(word="Hello"))
         (folder / "pocket.json").write_text(json.dumps({
-            "tool": {"name": f"rebuild-{nonce}", "description": "greets", "inputSchema": {"type": "object"}},
+            "tool": {"name": f"rebuild-{nonce:x}", "description": "greets", "inputSchema": {"type": "object"}},
             "language": "python", "entrypoint": {"build": "pip install .", "run": "cd / && python -m greeting"},
         }))  # fmt: skip
         with Sandbox(settings.sandbox.model_copy(update={"pool_size": 0})) as box:
@@ -431,6 +431,8 @@ def main() -> int:
     table.add("default p50 / docker-run p50", f"{ratio:.3f}", "<= 0.05", ratio <= 0.05)
     spread = p95["default"] / p50["default"]
     table.add("default p95 / default p50", f"{spread:.2f}", "<= 1.5", spread <= 1.5)
+    noise = p95["docker-run"] / p50["docker-run"]
+    table.add("docker-run p95 / p50 (the machine's own spread)", f"{noise:.2f}", "(info)", None)
     b2b = p50["default b2b"] / p50["docker-run"]
     table.add("default back to back p50 / docker-run p50", f"{b2b:.3f}", "(info)", None)
     ratio8 = eight_default / eight_bare

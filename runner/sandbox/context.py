@@ -238,9 +238,11 @@ def _dockerfile(base_id: str, has_build: bool, has_dependencies: bool = False) -
     lines = [f"FROM {base_id}", "WORKDIR /tool", "COPY pocket/ /pocket/"]
     if has_dependencies:  # before the tool's files: the builder keeps this step while only code changes
         lines += ["COPY pocket-deps/ /pocket-deps/", DEPS_STEP]
+    if has_build:
+        lines.append("COPY pocket-build/ /pocket-build/")  # entrypoint.build and the CA bundle: rarely edited
     lines.append("COPY tool/ /tool/")
     if has_build:
-        lines += ["COPY pocket-build/ /pocket-build/", BUILD_STEP]
+        lines.append(BUILD_STEP)
     lines.append(f"USER {USER}")
     return "\n".join(lines) + "\n"
 
