@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import BuildError
 from runner.manifest import Manifest
 from runner.redaction import REDACTED, Redactor
-from runner.sandbox.context import BUILD_STEP, INDEX_ARG, Context, folder_key
-from runner.sandbox.labels import LABEL, LABEL_FOLDER, LABEL_TOOL
+from runner.sandbox.context import BUILD_STEP, DEPS_STEP, INDEX_ARG, Context
 from runner.settings import SandboxSettings
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # The classic builder announces a step's container like this, after the step's line and before its output.
 _RUNNING_IN = re.compile(r"^ ---> Running in ([0-9a-f]{12,64})$")
+KILL_AGAIN = 0.2  # seconds between the kills of a build step over its deadline
 
 
 def _index_redactor(url: str) -> Redactor:
@@ -59,37 +59,53 @@ def _index_redactor(url: str) -> Redactor:
 
 
 class _BuildWatch:
-    """Stops a build at its deadline by killing the container running `entrypoint.build`.
+    """Stops a build at its deadline by killing the container running its current step (`entrypoint.build`, or
+    the step installing its dependencies ahead).
 
     The classic builder then fails the build and removes that container, and the blocked read of its
     progress returns. (Closing the build's response would cancel it too, but the docker SDK keeps the
-    response inside its generator.) The container is the one announced right after BUILD_STEP's line, before
-    any output of the build itself, which may print anything.
+    response inside its generator.) A step's container is the one announced right after the step's line, before
+    any output of the step itself, which may print anything; the steps are expected in their order.
     """
 
-    def __init__(self, kill: Callable[[str], None]):
+    def __init__(self, kill: Callable[[str], None], steps: tuple[str, ...] = (BUILD_STEP,)):
         self._kill = kill
+        self._steps = list(steps)
         self._at_step = False
-        self.container: str | None = None
+        self.container: str | None = None  # the build step's, once it started
+        self._running: str | None = None  # the current step's
         self.expired = threading.Event()
+        self.ended = threading.Event()  # the build is over: stop killing
 
     def saw(self, line: str) -> bool:
-        """Follow the builder's progress, one line at a time; True at the line naming the build step's container."""
-        if self.container is not None:
+        """Follow the builder's progress, one line at a time; True at the line naming a step's container."""
+        if not self._steps:
             return False
         match = _RUNNING_IN.match(line)
         if self._at_step and match:
-            self.container = match.group(1)
+            self._running = match.group(1)
+            if self._steps.pop(0) == BUILD_STEP:
+                self.container = self._running
             if self.expired.is_set():
-                self._kill(self.container)
+                self._kill(self._running)
+            self._at_step = False
             return True
-        self._at_step = line.startswith("Step ") and line.endswith(f" : {BUILD_STEP}")
+        self._at_step = False
+        for index, step in enumerate(self._steps):  # an earlier step may have come from the builder's cache
+            if line.startswith("Step ") and line.endswith(f" : {step}"):
+                del self._steps[:index]
+                self._at_step = True
+                break
         return False
 
     def expire(self) -> None:
+        """At the deadline: kill the current step's container, again every KILL_AGAIN seconds until the build
+        ends, since a kill between the container's creation (when the builder names it) and its start is lost."""
         self.expired.set()
-        if self.container is not None:
-            self._kill(self.container)
+        while not self.ended.is_set():
+            if self._running is not None:
+                self._kill(self._running)
+            self.ended.wait(KILL_AGAIN)
 
 
 class Build:
@@ -108,7 +124,7 @@ class Build:
         tail: deque[str] = deque(maxlen=40)
         index_url = self.settings.pip_index_url.get_secret_value() if self.settings.pip_index_url else ""
         redact = _index_redactor(index_url)
-        watch = _BuildWatch(self._engine.kill)
+        watch = _BuildWatch(self._engine.kill, (DEPS_STEP, BUILD_STEP) if context.dependencies else (BUILD_STEP,))
         timer = threading.Timer(limit, watch.expire)
         timer.daemon = True
         failure: dict[str, Any] | None = None
@@ -124,7 +140,6 @@ class Build:
                 forcerm=True,
                 pull=False,
                 decode=True,
-                labels={LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: folder_key(manifest.folder)},
                 **self._isolation(index_url),
             )
             failure = self._follow(manifest.name, stream, watch, tail, redact)
@@ -132,6 +147,7 @@ class Build:
             failure = {"error": str(exc)}
         finally:
             timer.cancel()
+            watch.ended.set()
             if context_file is not None:
                 context_file.close()
         if failure is None and self._exists(tag):
@@ -159,7 +175,7 @@ class Build:
                 line = redact(line)
                 self._say(f"build {name}: {line}")
                 if step_started:
-                    tail.clear()  # the log kept from here on is entrypoint.build's own output
+                    tail.clear()  # the log kept from here on is the step's own output
                 else:
                     tail.append(line)
         return None

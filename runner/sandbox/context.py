@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import shlex
@@ -26,7 +27,7 @@ from typing import Any
 
 from runner.errors import SandboxError
 from runner.manifest import Manifest
-from runner.sandbox.labels import USER
+from runner.sandbox.labels import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
 from runner.settings import SandboxSettings
 
 FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
@@ -37,6 +38,12 @@ INDEX_ARG = "FTP_PROXY"
 IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
+# Installs a Python tool's declared dependencies before its code is copied in: the builder reuses this step
+# while the dependencies stay the same, so a code-only edit rebuilds in a fraction of the first build's time.
+DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
+DEPS_DONE = "/pocket-deps-installed"  # left by DEPS_STEP when it installed everything; removed by BUILD_STEP
+# `pip install .`, `pip install -e .`, `pip install -r requirements.txt` (also `python -m pip`, `pip3`)
+_PIP_INSTALL = re.compile(r"(?:^|[;&|]\s*)(?:python3? -m )?pip3? install\b([^;&|]*)")
 
 
 def _container_file(name: str) -> bytes:
@@ -124,6 +131,7 @@ class Context:
     dockerfile: str
     build_script: bytes | None
     ca_bundle: bytes | None
+    dependencies: Dependencies | None = None  # installed by DEPS_STEP, before the code is copied in
 
     @classmethod
     def of(cls, manifest: Manifest, base_id: str, settings: SandboxSettings) -> Context:
@@ -134,12 +142,14 @@ class Context:
         ca_path = settings.ca_bundle or _default_ca_bundle()
         build = manifest.entrypoint.build
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
-        dockerfile = _dockerfile(base_id, bool(build))
-        script = _build_script(build, ca is not None) if build else None
+        dependencies = python_dependencies(manifest, files)
+        dockerfile = _dockerfile(base_id, bool(build), dependencies is not None)
+        script = _build_script(build, ca is not None, bool(dependencies and dependencies.builds)) if build else None
         h = hashlib.sha256()
         for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
         h.update((script or b"") + b"\0")  # holds entrypoint.build
+        h.update((dependencies.requirements if dependencies else b"") + b"\0")
         for name in IN_CONTAINER:
             h.update(_container_file(name) + b"\0")
         for rel, path in files:
@@ -152,17 +162,23 @@ class Context:
                     for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
                         h.update(block)
                 h.update(b"\0")
-        return cls(h.hexdigest()[:16], files, dockerfile, script, ca)
+        return cls(h.hexdigest()[:16], files, dockerfile, script, ca, dependencies)
 
     def tar(self, manifest: Manifest) -> Any:
         """The build context as a tar in a temporary file (a tool folder may be large: not in memory)."""
         buffer = tempfile.TemporaryFile()  # closed by the build
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            _add(tar, "Dockerfile", self.dockerfile.encode())
+            _add(tar, "Dockerfile", _labelled(self.dockerfile, manifest).encode())
             _add_dir(tar, "pocket")
             for name in IN_CONTAINER:  # the same list the hash covers
                 _add(tar, f"pocket/{name}", _container_file(name), 0o755 if name.endswith(".sh") else 0o644)
             _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
+            if self.dependencies is not None:
+                _add_dir(tar, "pocket-deps")
+                _add(tar, "pocket-deps/deps.sh", _deps_script(self.ca_bundle is not None), 0o755)
+                _add(tar, "pocket-deps/requirements.txt", self.dependencies.requirements)
+                if self.ca_bundle is not None:
+                    _add(tar, "pocket-deps/ca.crt", self.ca_bundle)
             _add_dir(tar, "tool")
             for rel, path in self.files:
                 info = tar.gettarinfo(str(path), arcname=f"tool/{rel}")
@@ -217,34 +233,50 @@ def _check_size(manifest: Manifest, files: list[tuple[str, Path]], limit_mb: int
     )
 
 
-def _dockerfile(base_id: str, has_build: bool) -> str:
-    lines = [
-        f"FROM {base_id}",
-        "COPY pocket/ /pocket/",
-        "COPY tool/ /tool/",
-        "WORKDIR /tool",
-    ]
+def _dockerfile(base_id: str, has_build: bool, has_dependencies: bool = False) -> str:
+    """The steps that change least come first: the builder reuses every step up to the first that changed."""
+    lines = [f"FROM {base_id}", "WORKDIR /tool", "COPY pocket/ /pocket/"]
+    if has_dependencies:  # before the tool's files: the builder keeps this step while only code changes
+        lines += ["COPY pocket-deps/ /pocket-deps/", DEPS_STEP]
     if has_build:
-        lines += [
-            "COPY pocket-build/ /pocket-build/",
-            BUILD_STEP,
-        ]
+        lines.append("COPY pocket-build/ /pocket-build/")  # entrypoint.build and the CA bundle: rarely edited
+    lines.append("COPY tool/ /tool/")
+    if has_build:
+        lines.append(BUILD_STEP)
     lines.append(f"USER {USER}")
     return "\n".join(lines) + "\n"
 
 
-def _build_script(build: str, ca: bool) -> bytes:
-    script = ["set -e", "cd /tool"]
+def _labelled(dockerfile: str, manifest: Manifest) -> str:
+    """The Dockerfile with the image's labels, in one step (labels given to the build would be a step each). Not
+    part of the hash: the same contents in another folder make the same image."""
+    labels = {LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: folder_key(manifest.folder)}
+    return dockerfile + "LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in labels.items()) + "\n"
+
+
+def _environment(ca: str | None) -> list[str]:
+    """The shell lines both build steps start with: the CA bundle at `ca`, the package index, pip without a cache."""
+    lines = []
     if ca:
-        cert = "/pocket-build/ca.crt"
-        script.append(
-            f"export PIP_CERT={cert} SSL_CERT_FILE={cert} REQUESTS_CA_BUNDLE={cert} NODE_EXTRA_CA_CERTS={cert}"
-            f" npm_config_cafile={cert}"
+        lines.append(
+            f"export PIP_CERT={ca} SSL_CERT_FILE={ca} REQUESTS_CA_BUNDLE={ca} NODE_EXTRA_CA_CERTS={ca}"
+            f" npm_config_cafile={ca}"
         )
-    script += [
+    return [
+        *lines,
         f'if [ -n "${{{INDEX_ARG}:-}}" ]; then export PIP_INDEX_URL="${INDEX_ARG}"; fi',
         f"unset {INDEX_ARG} {INDEX_ARG.lower()}",
         "export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore",
+    ]
+
+
+def _build_script(build: str, ca: bool, requirements_installed: bool = False) -> bytes:
+    script = ["set -e", "cd /tool", *_environment("/pocket-build/ca.crt" if ca else None)]
+    if requirements_installed:
+        # The build requirements are installed already (DEPS_STEP): pip builds the tool with them instead of
+        # installing them again in an isolated environment. (pip reads PIP_NO_BUILD_ISOLATION=0 as the flag.)
+        script.append(f"if [ -e {DEPS_DONE} ]; then export PIP_NO_BUILD_ISOLATION=0; rm -f {DEPS_DONE}; fi")
+    script += [
         # The build's home is the call's (launch.sh), so what it installs under ~ is there at call time.
         f"export HOME={BUILD_HOME}",
         'mkdir -p "$HOME"',
@@ -252,6 +284,75 @@ def _build_script(build: str, ca: bool) -> bytes:
         f'if [ -n "$(ls -A {BUILD_HOME})" ]; then chmod -R a+rX {BUILD_HOME}; else rmdir {BUILD_HOME}; fi',
     ]
     return ("\n".join(script) + "\n").encode()
+
+
+def _deps_script(ca: bool) -> bytes:
+    """DEPS_STEP: install the tool's declared requirements, its build requirements too. Best effort: when it fails,
+    the build step installs everything (in pip's isolated build environment), and fails saying why if it cannot."""
+    script = [
+        *_environment("/pocket-deps/ca.crt" if ca else None),
+        "export HOME=/tmp",
+        f"if pip install -r /pocket-deps/requirements.txt; then touch {DEPS_DONE}; else",
+        '  echo "pocket: installing the dependencies ahead failed; the build step installs them"',
+        "fi",
+    ]
+    return ("\n".join(script) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What DEPS_STEP installs: a requirements file; `builds` when it holds the tool's build requirements too
+    (pyproject.toml's `[build-system] requires`), so the build step need not install them again."""
+
+    requirements: bytes
+    builds: bool
+
+
+def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> Dependencies | None:
+    """The requirements a Python tool declares, when its `entrypoint.build` pip-installs its folder (`pip install
+    .`: pyproject.toml's `[project] dependencies` and `[build-system] requires`) or requirements files (`-r FILE`);
+    None when there is nothing to install ahead."""
+    present = dict(files)
+    lines: list[str] = []
+    builds = False
+    for match in _PIP_INSTALL.finditer(manifest.entrypoint.build or ""):
+        try:
+            words = shlex.split(match.group(1))
+        except ValueError:
+            return None
+        for before, word in zip(["", *words], words, strict=False):
+            if before in ("-r", "--requirement") and word in present:
+                lines += _requirement_lines(present[word])
+            elif word in (".", "./") and "pyproject.toml" in present:
+                declared, requires = _pyproject_requirements(present["pyproject.toml"])
+                lines += declared + requires
+                builds = bool(requires)
+    unique = list(dict.fromkeys(lines))
+    return Dependencies(("\n".join(unique) + "\n").encode(), builds) if unique else None
+
+
+def _requirement_lines(path: Path) -> list[str]:
+    """A requirements file's requirements; includes and options (`-r`, `-e`, `--index-url`) are left to the build
+    step."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    lines = (line.split(" #")[0].strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "-"))]
+
+
+def _pyproject_requirements(path: Path) -> tuple[list[str], list[str]]:
+    """pyproject.toml's `[project] dependencies` and `[build-system] requires`."""
+    import tomllib
+
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return [], []
+    declared = (document.get("project") or {}).get("dependencies") or []
+    requires = (document.get("build-system") or {}).get("requires") or []
+    return [item for item in declared if isinstance(item, str)], [item for item in requires if isinstance(item, str)]
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

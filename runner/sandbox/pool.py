@@ -13,7 +13,11 @@ from runner.sandbox.engine import Engine, Spec, Started
 class Pool:
     """Started containers of one spec, waiting for calls; refilled in the background, and grown to the
     largest burst of concurrent calls seen (up to `most`). Idle, starting and taken containers together are
-    never more than `cap` (the tool's max_concurrent)."""
+    never more than `cap` (the tool's max_concurrent).
+
+    A call that finds no idle container waits for one already being started, when one is not claimed by
+    another waiting call (it is further along than a start of its own, and one start fewer competes for the
+    CPU); else it starts its own. A start that a call waits for does not wait for a pause between calls."""
 
     def __init__(self, spec: Spec, size: int, most: int, cap: int, engine: Engine, background: Background):
         self.cap = cap
@@ -21,28 +25,41 @@ class Pool:
         self._engine, self._background = engine, background
         self.idle: deque[Started] = deque()
         self.starting = 0
+        self.waiting = 0  # calls waiting for a container being started
         self.in_use = 0  # taken and not yet released: the concurrent calls of this spec
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.closed = False
 
     def take(self) -> Started:
         with self.lock:
             self.in_use += 1
             self.size = max(self.size, min(self.in_use, self.most))  # the next burst finds them ready
-        while True:
-            with self.lock:
-                started = self.idle.popleft() if self.idle else None
-            if started is None or started.stream.idle():
-                break
-            self._background.discard(started)  # it died while waiting (engine restart, someone removed it)
-        self.refill()
-        if started is not None:
-            return started
         try:
-            return self._engine.start(self.spec)
+            if not self.idle:  # a read without the lock: at worst a refill starts one call later
+                self.refill()  # so that a start is in flight to wait for
+            started = self._ready_one()
+            self.refill()
+            return started if started is not None else self._engine.start(self.spec)
         except BaseException:
             self.release()
             raise
+
+    def _ready_one(self) -> Started | None:
+        """An idle container that is still alive, waiting for an unclaimed start in flight; None when there is
+        neither (the caller starts its own)."""
+        while True:
+            with self.lock:
+                if not self.idle and self.starting > self.waiting and not self.closed:
+                    self.waiting += 1
+                    try:
+                        while not self.idle and self.starting >= self.waiting and not self.closed:
+                            self.lock.wait()
+                    finally:
+                        self.waiting -= 1
+                started = self.idle.popleft() if self.idle else None
+            if started is None or started.stream.idle():
+                return started
+            self._background.discard(started)  # it died while waiting (engine restart, someone removed it)
 
     def release(self) -> None:
         with self.lock:
@@ -58,7 +75,8 @@ class Pool:
             self._background.submit(self._start_one)
 
     def _start_one(self) -> None:
-        self._background.wait_quiet(QUIET_START)
+        if not self.waiting:  # a read without the lock: at worst one start waits for a pause, or does not
+            self._background.wait_quiet(QUIET_START)
         try:
             started = None if self.closed else self._engine.start(self.spec)
         except Exception:  # the next call starts its own container and reports the error
@@ -68,6 +86,7 @@ class Pool:
             if started is not None and not self.closed:
                 self.idle.append(started)
                 started = None
+            self.lock.notify_all()
         if started is not None:
             self._background.discard(started)
 
@@ -76,6 +95,7 @@ class Pool:
         with self.lock:
             self.closed = True
             idle, self.idle = list(self.idle), deque()
+            self.lock.notify_all()
         return idle
 
 

@@ -9,6 +9,7 @@ atexit handlers), and its exit status is reported on both streams marked with th
 other process is killed and the container waits, holding nothing of the call, as launch.sh's does.
 """
 
+import json  # noqa: F401 - imported ahead: nearly every tool reads its body with it, now at no cost per call
 import os
 import runpy
 import shlex
