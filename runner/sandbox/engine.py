@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from runner.errors import SandboxError
+from runner.invocation import NetworkReceipt
 from runner.manifest import Manifest
 from runner.sandbox.egress import EGRESS_PORT, EgressNetworks
 from runner.sandbox.images import ImageBuilder, image_repository
@@ -76,6 +77,7 @@ class Engine(Protocol):
     def start(self, spec: Spec) -> Started: ...
     def failure(self, exc: Exception) -> str: ...
     def why_died(self, exit_code: int | None, limits: Limits) -> str | None: ...
+    def receipt(self, hosts: tuple[str, ...], started: Started) -> NetworkReceipt | None: ...
     def kill(self, cid: str) -> None: ...
     def remove(self, cid: str) -> None: ...
     def exit_code(self, cid: str) -> int | None: ...
@@ -139,6 +141,11 @@ class DockerEngine:
         if self.settings.runtime is Runtime.RUNC:
             return "runc"
         return GVISOR_RUNTIMES[0] if network_mode == "none" else GVISOR_RUNTIMES[1]
+
+    def receipt(self, hosts: tuple[str, ...], started: Started) -> NetworkReceipt:
+        """Where the call in `started` connected, asked of the egress proxy serving `hosts` (SandboxError when
+        nobody can tell)."""
+        return self.egress.receipt(hosts, started.address)
 
     def why_died(self, exit_code: int | None, limits: Limits) -> str | None:
         """Why a container ended before its launcher could report the tool's exit, when the runtime tells.

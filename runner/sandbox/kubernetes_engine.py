@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 from runner.errors import SandboxError
+from runner.invocation import NetworkReceipt
 from runner.manifest import Manifest
 from runner.sandbox.egress import EGRESS_PORT
 from runner.sandbox.engine import DockerEngine, Spec, Started
@@ -116,6 +117,11 @@ class KubernetesEngine:
         return f"the Kubernetes API at {host} does not answer ({type(exc).__name__}: {exc})"
 
     def why_died(self, exit_code: int | None, limits: Limits) -> str | None:
+        return None
+
+    def receipt(self, hosts: tuple[str, ...], started: Started) -> NetworkReceipt | None:
+        """None: nobody can tell yet. The proxy runs as a Deployment here, with no attached stream to ask it
+        for a Pod's receipt as the Docker backend does."""
         return None
 
     # -- images ----------------------------------------------------------------------------------------

@@ -202,7 +202,7 @@ class Sandbox:
         if not isinstance(limits.network, tuple):
             return NetworkReceipt(NetworkAccess.OPEN)
         try:
-            return self._engine.egress.receipt(limits.network, started.address)
+            return self._engine.receipt(limits.network, started)
         except SandboxError as exc:
             self._say(str(exc))
             return None
