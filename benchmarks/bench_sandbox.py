@@ -355,7 +355,7 @@ def main() -> int:
 
     from runner.manifest import load_manifest
     from runner.sandbox import Sandbox
-    from runner.settings import SandboxSettings, Settings
+    from runner.settings import Runtime, SandboxSettings, Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="pocket-bench-"))
     base = SandboxSettings()
@@ -387,7 +387,9 @@ def main() -> int:
         notes["gvisor"] = notes["gvisor-warm"] = "skipped (--no-gvisor)"
     else:
         for mode, settings in (("gvisor", default_settings), ("gvisor-warm", warm_settings)):
-            gvisor = settings.model_copy(update={"sandbox": settings.sandbox.model_copy(update={"runtime": "runsc"})})
+            gvisor = settings.model_copy(
+                update={"sandbox": settings.sandbox.model_copy(update={"runtime": Runtime.RUNSC})}
+            )
             rows[mode] = bench_pocket(gvisor, args.calls, args.pause)[0]
     one_bare, eight_bare = bench_bare(image, manifest.entrypoint.run)
     burst_ok, burst_most, burst_cap, burst_wall = burst(default_settings, 64)

@@ -48,7 +48,7 @@ LOCK_TIMEOUT_SECONDS = 120.0  # a lock (or a row) held longer by someone else fa
 CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL, unless the URL sets connect_timeout
 BUSY_TIMEOUT_SECONDS = 30  # SQLite: how long a write waits for another process's
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-_IDLE_CONNECTIONS = 4  # PostgreSQL connections kept open between operations
+_IDLE_CONNECTIONS = 4  # connections kept open between operations, per database
 
 
 class Rows(Protocol):
@@ -227,6 +227,7 @@ class SQLiteDatabase(Database):
         # FULL: a commit survives a power loss. NORMAL (in WAL mode) still survives the process being killed and
         # spares an fsync per commit, for rows written on every call (the audit log).
         self._synchronous = "FULL" if durable else "NORMAL"
+        self._idle: list[sqlite3.Connection] = []  # connections kept between operations
         self._locks = self.path.parent / "locks"
 
     @property
@@ -234,8 +235,14 @@ class SQLiteDatabase(Database):
         return str(self.path)
 
     def _open(self) -> sqlite3.Connection:
+        with self._guard:
+            if self._idle:
+                return self._idle.pop()
         try:
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            # Used by one session at a time, but not always on the thread that opened it (it is kept idle).
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+            )
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
             connection.execute(f"PRAGMA synchronous={self._synchronous}")
         except sqlite3.Error as exc:
@@ -243,7 +250,20 @@ class SQLiteDatabase(Database):
         return connection
 
     def _release(self, connection: sqlite3.Connection, healthy: bool) -> None:
+        """Keep the connection for the next operation: opening one per operation, and closing the last one (which
+        checkpoints the WAL), cost about 2 ms, paid on every call by the audit log."""
+        if healthy and not connection.in_transaction:
+            with self._guard:
+                if len(self._idle) < _IDLE_CONNECTIONS:
+                    self._idle.append(connection)
+                    return
         connection.close()
+
+    def close(self) -> None:
+        with self._guard:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def _execute(self, connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Rows:
         return connection.execute(sql, params)

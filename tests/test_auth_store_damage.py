@@ -45,6 +45,7 @@ def test_a_damaged_credentials_file_is_named_with_what_to_do(tmp_path, callback_
     status = pocket_cli(files, "auth", "status", "--all-users")
     assert status.returncode == 0 and len(status.stdout.splitlines()) == 60, status.stderr
     database = store.database.path
+    store.close()  # found damaged by the next process: none of ours holds it (its WAL checkpointed)
     damage(database, how)
 
     for command in (["auth", "status", "--all-users"], ["auth", "login", "serpapi", "--user", "u59"]):

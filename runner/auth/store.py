@@ -440,7 +440,7 @@ class CredentialStore:
             yield
 
     def close(self) -> None:
-        """Close the database connections kept open (PostgreSQL); the store opens new ones if used again."""
+        """Close the database connections kept open; the store opens new ones if used again."""
         self.database.close()
 
     def __repr__(self) -> str:
