@@ -63,7 +63,7 @@ def test_the_tool_reads_exactly_the_body_then_eof_with_stdin_never_closed(reader
     settings = SandboxSettings(runtime=runtime)
     data = BODIES[body]
     assert (python_command(manifest.entrypoint.run) is None) == (launcher == "launch.sh")
-    launched = _launch(manifest, settings, data, {"TOKEN": "t0ken"}, close_stdin=False)
+    launched = _launch(manifest, settings, data, {"TOKEN": "t0ken"})
     assert launched.ending is Ending.EXITED and launched.reported, launched
     assert launched.exit_code == 0, launched.stderr
     seen = json.loads(launched.stdout)
@@ -90,17 +90,14 @@ def _launch(
     environment: dict[str, str],
     *,
     timeout: float = 60,
-    close_stdin: bool = True,
 ) -> Launched:
-    """One call of `manifest` in a fresh container, `body` framed as the runner frames it; with `close_stdin`
-    false, stdin is never closed, as on an attach protocol that cannot."""
+    """One call of `manifest` in a fresh container, `body` framed as the runner frames it (its stdin never
+    closed: the runner does not close it, as an older attach protocol cannot)."""
     command = python_command(manifest.entrypoint.run) or ("/bin/sh", "/pocket/launch.sh")
     engine = DockerEngine(settings, uuid.uuid4().hex[:12], owner_label(), lambda _: None)
     try:
         limits = resolve_limits(settings, manifest, timeout=timeout)
         started = engine.start(Spec(engine.image(manifest), "reader", limits.container_key, command, "call"))
-        if not close_stdin:
-            started.stream.close_stdin = lambda: None
         nonce = uuid.uuid4().hex
         return launch(engine, started, launcher_input(environment, body, nonce), nonce, limits)
     finally:

@@ -55,24 +55,45 @@ def tool_files(folder: Path) -> list[tuple[str, Path]]:
 
     FIFOs, sockets and devices are skipped: reading a FIFO would block the build forever.
     """
-    found: list[tuple[str, Path]] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED and not os.path.islink(os.path.join(root, d)))
-        for name in sorted(files):
-            if name.endswith((".pyc", ".pyo")):
-                continue
-            path = Path(root, name)
+    return [(rel, Path(path)) for rel, path, _ in _walk(folder)]
+
+
+def file_stats(folder: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """(relative path, size, mtime, mode) of the same files: what tells, on every call, whether the tool changed."""
+    return tuple((rel, info.st_size, info.st_mtime_ns, info.st_mode) for rel, _, info in _walk(folder))
+
+
+def _walk(folder: Path) -> list[tuple[str, str, os.stat_result]]:
+    """(relative posix path, path, lstat) of the tool's files, sorted: one scandir per folder and one lstat per
+    file, as this runs on every call. A symlinked directory is kept as its link, never followed."""
+    found: list[tuple[str, str, os.stat_result]] = []
+    pending = [("", str(folder))]
+    while pending:
+        prefix, where = pending.pop()
+        try:
+            with os.scandir(where) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # removed meanwhile, or unreadable
+        for entry in entries:
             try:
-                mode = path.lstat().st_mode
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name not in EXCLUDED:
+                        pending.append((f"{prefix}{entry.name}/", entry.path))
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                linked_folder = stat.S_ISLNK(info.st_mode) and entry.is_dir()
             except OSError:
                 continue  # removed meanwhile
-            if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-                found.append((path.relative_to(folder).as_posix(), path))
-        for name in sorted(os.listdir(root)):  # symlinked directories: kept as links, never followed
-            path = Path(root, name)
-            if name not in EXCLUDED and path.is_symlink() and path.is_dir():
-                found.append((path.relative_to(folder).as_posix(), path))
-    return sorted(found)
+            kept = stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)
+            if linked_folder:
+                if entry.name in EXCLUDED:
+                    continue
+            elif not kept or entry.name.endswith((".pyc", ".pyo")):
+                continue
+            found.append((prefix + entry.name, entry.path, info))
+    found.sort(key=lambda item: item[0])
+    return found
 
 
 _FILE_ARGUMENT = re.compile(r"^(\.|\./.*|[\w.-][\w./-]*\.(py|js|mjs|cjs|ts|sh|txt|toml|cfg|json|lock|rb|go|jar))$")

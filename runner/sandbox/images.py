@@ -16,7 +16,7 @@ from runner import telemetry
 from runner.errors import SandboxError
 from runner.manifest import Manifest
 from runner.sandbox.build import Build
-from runner.sandbox.context import Context, folder_key, missing_code, tool_files
+from runner.sandbox.context import Context, file_stats, folder_key, missing_code
 from runner.sandbox.labels import LABEL_FOLDER, LABEL_TOOL
 from runner.settings import SandboxSettings
 
@@ -83,11 +83,7 @@ class ImageBuilder:
             ) from None
 
     def _stat_key(self, manifest: Manifest, base: str) -> tuple[Any, ...]:
-        stats = []
-        for rel, path in tool_files(manifest.folder):
-            st = path.lstat()
-            stats.append((rel, st.st_size, st.st_mtime_ns, st.st_mode))
-        return (str(manifest.folder), manifest.entrypoint, base, tuple(stats))
+        return (str(manifest.folder), manifest.entrypoint, base, file_stats(manifest.folder))
 
     def image(self, manifest: Manifest) -> str:
         """The tag of the tool's image, built first when no image holds exactly these contents."""

@@ -61,12 +61,6 @@ class AttachStream:
             view = view[CHUNK:]
         return True
 
-    def close_stdin(self) -> None:
-        """End the tool's stdin where the protocol can (v5); a no-op on v4."""
-        if self.protocol == V5:
-            with contextlib.suppress(Exception):
-                self.ws.send_binary(bytes([CLOSE, STDIN]))
-
     def idle(self) -> bool:
         """True when nothing waits to be read: a pooled launcher writes nothing before its call."""
         return not self.eof and not self._readable(0)

@@ -70,8 +70,7 @@ def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: L
     output = Output(limits.output_limit, nonce)
     stream = started.stream
     state = "timeout"
-    if stream.send(stdin, deadline, output.on_frame):
-        stream.close_stdin()
+    if stream.send(stdin, deadline, output.on_frame):  # stdin stays open: the body is framed by its length
         if not output.finished:
             state = stream.read_until(deadline, output.on_frame)
     if output.finished:
