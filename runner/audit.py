@@ -13,11 +13,14 @@ at once. Records older than `[audit] retention_days` are deleted as new ones are
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import dataclasses
 import json
 import re
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from runner.settings import Settings
 
 PRUNE_EVERY = 3600.0  # seconds between deletions of records past the retention
+BATCH = 500  # records per INSERT statement (4 parameters each: well under SQLite's 32766)
 SCHEMA = {
     "audit": (
         "CREATE TABLE IF NOT EXISTS audit ("
@@ -95,7 +99,9 @@ class AuditRecord:
     trace_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """As JSON types. Field by field, not `dataclasses.asdict`: that deep-copies the receipt first, a tenth
+        of a millisecond on every call."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data.update(
             surface=self.surface.value,
             outcome=self.outcome.value,
@@ -185,13 +191,18 @@ class AuditLog:
         self.retention_seconds = retention_days * 86400.0
         self._pruned_at = 0.0
 
-    def write(self, record: AuditRecord) -> None:
-        """Append one record (its own transaction), deleting those past the retention now and then."""
-        with self.database.transaction() as db:
-            db.execute(
-                "INSERT INTO audit (at, user_id, tool, record) VALUES (?, ?, ?, ?)",
-                (record.at, record.user, record.tool, json.dumps(record.to_dict(), separators=(",", ":"))),
-            )
+    def write(self, *records: AuditRecord) -> None:
+        """Append records, all or none (one statement per BATCH of them), deleting those past the retention now
+        and then."""
+        for start in range(0, len(records), BATCH):
+            batch = records[start : start + BATCH]
+            rows = ", ".join(["(?, ?, ?, ?)"] * len(batch))
+            params = [
+                value
+                for record in batch
+                for value in (record.at, record.user, record.tool, json.dumps(record.to_dict(), separators=(",", ":")))
+            ]
+            self.database.execute(f"INSERT INTO audit (at, user_id, tool, record) VALUES {rows}", params)  # noqa: S608
         now = time.time()
         if self.retention_seconds and now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
@@ -202,8 +213,7 @@ class AuditLog:
         if not self.retention_seconds:
             return 0
         cutoff = (time.time() if now is None else now) - self.retention_seconds
-        with self.database.transaction() as db:
-            return db.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
+        return self.database.execute("DELETE FROM audit WHERE at < ?", (cutoff,)).rowcount
 
     def read(
         self, *, user: str | None = None, tool: str | None = None, since: float | None = None, limit: int | None = None
@@ -226,6 +236,46 @@ class AuditLog:
 
     def close(self) -> None:
         self.database.close()
+
+
+class AuditWriter:
+    """Writes a Pocket's records on a thread of its own, after the calls that made them have returned: a record
+    costs about 0.3 ms of CPU (an SQLite commit; a round trip to PostgreSQL), which a call no longer waits for.
+    Records that pile up meanwhile are written together. `close()` writes what is queued, and so does
+    interpreter exit (the executor's threads finish their queue before it). A runner killed outright loses the
+    records of the calls that ended in the last moment before it, as it loses those of the calls it was running."""
+
+    def __init__(self, log: AuditLog):
+        self.log = log
+        self._queue: list[AuditRecord] = []
+        self._lock = threading.Lock()
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocket-audit")
+
+    def submit(self, record: AuditRecord) -> None:
+        with self._lock:
+            self._queue.append(record)
+            if len(self._queue) > 1:
+                return  # a drain is already queued and will take this one too
+        try:
+            self._thread.submit(self._drain)
+        except RuntimeError:  # closed meanwhile (a call that outlived its Pocket): written here, now
+            self._drain()
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self._drain()
+        self.log.close()
+
+    def _drain(self) -> None:
+        with self._lock:
+            records, self._queue = self._queue, []
+        if not records:
+            return
+        try:
+            self.log.write(*records)
+        except (PocketError, OSError) as exc:
+            tools = ", ".join(sorted({record.tool for record in records}))
+            warnings.warn(f"{len(records)} audit record(s) of {tools} calls were not written: {exc}", stacklevel=1)
 
 
 def audit_log(settings: Settings) -> AuditLog:

@@ -26,7 +26,7 @@ from runner.progress import ProgressLines
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from runner.audit import AuditLog
+    from runner.audit import AuditWriter
     from runner.auth import Authenticator
     from runner.function_tools import FunctionTool
     from runner.manifest import Manifest
@@ -135,7 +135,7 @@ class Pocket:
         self._tools: dict[str, Tool] = {}
         self._variables: dict[str, dict[str, str]] = {}  # per tool, from ("source", {...}) entries
         self._origins: dict[str, tuple[str, str | None]] = {}  # per tool: its source and resolved commit
-        self._audit: AuditLog | None = None
+        self._audit: AuditWriter | None = None
         for entry in tools:
             self._load(entry)
         self._sandbox: Sandbox | None = None
@@ -380,7 +380,9 @@ class Pocket:
     ) -> Invocation:
         from runner.function_tools import FunctionTool
 
-        with self._observed(tool_name, body, user_id) as finish:
+        sandboxed = tool_name in self._tools and not isinstance(self._tools[tool_name], FunctionTool)
+        busy = self._sandbox_for_calls().busy() if sandboxed else contextlib.nullcontext()
+        with busy, self._observed(tool_name, body, user_id) as finish:
             started = time.perf_counter()
             prepared = self._prepare(tool_name, body, user_id, timeout)
             if isinstance(prepared, Invocation):
@@ -491,14 +493,14 @@ class Pocket:
     def _write_audit(self, record: Any) -> None:
         if not self.settings.audit.enabled:
             return
-        from runner.audit import audit_log
+        from runner.audit import AuditWriter, audit_log
 
         try:
             with self._lock:
                 if self._audit is None:
-                    self._audit = audit_log(self.settings)
-                log = self._audit
-            log.write(record)
+                    self._audit = AuditWriter(audit_log(self.settings))
+                writer = self._audit
+            writer.submit(record)
         except (PocketError, OSError) as exc:
             import warnings
 

@@ -337,18 +337,15 @@ class CredentialStore:
 
     def put(self, credential: Credential) -> None:
         sealed = self._seal(credential)
-        with self.database.transaction() as db:
-            db.execute(
-                "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, "
-                "updated_at = excluded.updated_at",
-                (credential.user_id, credential.provider, sealed, time.time()),
-            )
+        self.database.execute(
+            "INSERT INTO credentials (user_id, provider, sealed, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (user_id, provider) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            (credential.user_id, credential.provider, sealed, time.time()),
+        )
 
     def delete(self, user_id: str, provider: str) -> bool:
-        with self.database.transaction() as db:
-            cursor = db.execute("DELETE FROM credentials WHERE user_id = ? AND provider = ?", (user_id, provider))
-        return cursor.rowcount > 0
+        query = "DELETE FROM credentials WHERE user_id = ? AND provider = ?"
+        return self.database.execute(query, (user_id, provider)).rowcount > 0
 
     def entries(self, user_id: str | None = None) -> list[tuple[str, str]]:
         """(user, provider) pairs stored, optionally for one user."""
@@ -406,20 +403,18 @@ class CredentialStore:
         document = self.peek_request(state)
         if document is None:
             return None
-        with self.database.transaction() as db:  # whoever's UPDATE changes the row has it
-            cursor = db.execute(
-                "UPDATE requests SET claimed = 1 WHERE key = ? AND claimed = 0 AND outcome IS NULL",
-                (self._request_key(state),),
-            )
+        cursor = self.database.execute(  # whoever's UPDATE changes the row has it
+            "UPDATE requests SET claimed = 1 WHERE key = ? AND claimed = 0 AND outcome IS NULL",
+            (self._request_key(state),),
+        )
         return document if cursor.rowcount == 1 else None
 
     def end_request(self, state: str, outcome: str) -> None:
         """Record how a request ended (for the process that opened it), and wipe its code verifier."""
-        with self.database.transaction() as db:
-            db.execute(
-                "UPDATE requests SET claimed = 1, outcome = ?, sealed = ? WHERE key = ?",
-                (outcome, b"", self._request_key(state)),
-            )
+        self.database.execute(
+            "UPDATE requests SET claimed = 1, outcome = ?, sealed = ? WHERE key = ?",
+            (outcome, b"", self._request_key(state)),
+        )
 
     def request_progress(self, state: str) -> tuple[bool, str | None] | None:
         """(claimed, outcome) of a shared request, None when there is no such row."""
@@ -430,8 +425,7 @@ class CredentialStore:
         return (bool(row[0]), row[1]) if row else None
 
     def forget_request(self, state: str) -> None:
-        with self.database.transaction() as db:
-            db.execute("DELETE FROM requests WHERE key = ?", (self._request_key(state),))
+        self.database.execute("DELETE FROM requests WHERE key = ?", (self._request_key(state),))
 
     @contextmanager
     def lock(self, user_id: str, provider: str) -> Iterator[None]:

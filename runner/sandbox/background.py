@@ -70,7 +70,7 @@ class Background:
 
     def discard(self, started: Started) -> None:
         """Close the stream and remove the container, in a pause between calls. Closing the stream takes about a
-        millisecond (dockerd is told): that too happens off the call's path."""
+        millisecond (dockerd is told): that too waits for the pause, not to compete with the call's last steps."""
         try:
             self._reaper.submit(self._remove_later, started)
         except RuntimeError:  # the reaper is shut down: remove now
@@ -78,8 +78,8 @@ class Background:
             self._engine.remove(started.id)
 
     def _remove_later(self, started: Started) -> None:
-        started.stream.close()
         self.wait_quiet(QUIET_REMOVE, SETTLE_REMOVE)
+        started.stream.close()
         self._engine.remove(started.id)
 
     def stop_waiting(self) -> None:

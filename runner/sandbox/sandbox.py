@@ -86,6 +86,11 @@ class Sandbox:
 
     # -- calls -------------------------------------------------------------------------------------
 
+    def busy(self) -> contextlib.AbstractContextManager[None]:
+        """Around a whole invocation, the caller's part after `run` included (its audit record, its span):
+        pool refills and container removals wait until it ends, so they do not take the CPU from it."""
+        return self._background.call()
+
     def run(
         self,
         manifest: Manifest,
