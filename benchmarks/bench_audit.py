@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="calls per side not counted (default: %(default)s)")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds after each pair (default: %(default)s)")
     args = parser.parse_args()
+    from runner.audit import audit_log
     from runner.pocket import Pocket
     from runner.settings import Settings
 
@@ -108,6 +109,9 @@ def main() -> None:
                     if n >= args.warmup:
                         samples[side].append(elapsed)
                 time.sleep(args.pause)
+        # closed: the audit writer has written what it queued; every "on" call has its record, no "off" call one
+        written = len(audit_log(settings["on"]).read(limit=10 * (args.warmup + args.calls)))
+    assert written == args.warmup + args.calls, f"{written} audit records for {args.warmup + args.calls} calls"
     from opentelemetry import trace
 
     trace.get_tracer_provider().shutdown()  # type: ignore[attr-defined] - exports what is left
@@ -121,7 +125,8 @@ def main() -> None:
     print(f"{'':24}{'p50 ms':>10}{'p95 ms':>10}")
     for side, label in (("off", "audit + tracing off"), ("on", "audit + tracing on")):
         print(f"{label:24}{p50[side] * 1000:10.2f}{pct(samples[side], 0.95) * 1000:10.2f}")
-    print(f"OTLP bytes received: {Receiver.received}; median added time per pair: {paired * 1000:.2f} ms")
+    print(f"OTLP bytes received: {Receiver.received}; audit records written: {written}; "
+          f"median added time per pair: {paired * 1000:.2f} ms")  # fmt: skip
     verdict = "met" if ratio < TARGET else "missed"
     print(json.dumps({"overhead_p50": round(ratio, 4), "paired_overhead": round(paired / p50["off"], 4),
                       "target": f"< {TARGET:.0%}", "verdict": verdict}))  # fmt: skip

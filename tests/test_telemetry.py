@@ -86,14 +86,15 @@ def tree(finished: Any) -> list[str]:
 @pytest.mark.docker
 def test_a_sandboxed_call_is_one_span_tree_with_semantic_attributes(tmp_path, spans, docker_api):
     with Pocket([HELLO], settings=settings(tmp_path)) as pocket:
-        pocket.invoke("hello", {"name": "warm the image up"})
+        first = pocket.invoke("hello", {"name": "the image is resolved on the first call"})
+        (image,) = [s for s in spans.get_finished_spans() if s.name == "pocket.image"]
         spans.clear()
         result = pocket.invoke("hello", {"name": BODY_MARK}, user_id="ada")
+    assert first.ok and image.attributes["container.image.name"].startswith("pocket-tool/hello:")
     assert result.ok
-    assert tree(spans.get_finished_spans()) == [
+    assert tree(spans.get_finished_spans()) == [  # the image is known now: no span for looking it up
         "execute_tool hello",
         "  pocket.body_check",
-        "  pocket.image",
         "  pocket.container.acquire",
         "  pocket.container.run",
     ]

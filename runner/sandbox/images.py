@@ -90,8 +90,16 @@ class ImageBuilder:
         base = self.base_image(manifest)
         key = self._stat_key(manifest, base)
         tag = self._images.get(key)
-        if tag is not None:
+        if tag is not None:  # files unchanged since this runner last used them: a lookup, not worth a span
             return tag
+        with telemetry.span("pocket.image", {"gen_ai.tool.name": manifest.name}) as current:
+            tag = self._resolve(manifest, base, key)
+            telemetry.annotate(current, {"container.image.name": tag})
+        self._images[key] = tag
+        return tag
+
+    def _resolve(self, manifest: Manifest, base: str, key: tuple[Any, ...]) -> str:
+        """The tag naming these contents (the base image pulled, the files hashed), built unless it exists."""
         missing = missing_code(manifest, [rel for rel, *_ in key[3]])
         if missing:
             raise SandboxError(f"this folder has a pocket.json but no code: {missing}")
@@ -105,7 +113,6 @@ class ImageBuilder:
                 with telemetry.span("pocket.image.build", attributes):
                     self._build.run(manifest, context, tag)
                 self._prune_superseded(manifest, tag)
-        self._images[key] = tag
         return tag
 
     def image_id(self, tag: str) -> str | None:

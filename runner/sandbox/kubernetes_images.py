@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from runner import telemetry
 from runner.errors import SandboxError
 from runner.manifest import Manifest
 from runner.sandbox.engine import DockerEngine
@@ -38,6 +39,25 @@ class RegistryImages:
         if prebuilt:
             return self.pinned(prebuilt)
         return self.push(self._builder.image(manifest))
+
+    def _push(self, local: str, remote: str, tag: str, registry: str) -> str:
+        """Tag and push; returns the digest the registry reports."""
+        api = self._builder.api
+        digest = None
+        try:
+            api.tag(local, remote, tag)
+            for line in api.push(remote, tag=tag, stream=True, decode=True):
+                if line.get("error"):
+                    raise SandboxError(line.get("error"))
+                digest = (line.get("aux") or {}).get("Digest") or digest
+        except SandboxError as exc:
+            raise SandboxError(f"cannot push {local} to sandbox.registry {registry}: {exc}") from None
+        except Exception as exc:
+            reason = self._builder.failure(exc)
+            raise SandboxError(f"cannot push {local} to sandbox.registry {registry}: {reason}") from None
+        if not digest:
+            raise SandboxError(f"the registry {registry} did not return a digest for {local}")
+        return digest
 
     def pinned(self, reference: str) -> str:
         """`reference` by digest: as it is when it names one, else the digest its tag names now."""
@@ -76,22 +96,9 @@ class RegistryImages:
             )
         repository, tag = split_reference(local)
         remote = f"{registry}/{repository}"
-        api = self._builder.api
         self._say(f"pushing {local} to {registry}")
-        digest = None
-        try:
-            api.tag(local, remote, tag)
-            for line in api.push(remote, tag=tag, stream=True, decode=True):
-                if line.get("error"):
-                    raise SandboxError(line.get("error"))
-                digest = (line.get("aux") or {}).get("Digest") or digest
-        except SandboxError as exc:
-            raise SandboxError(f"cannot push {local} to sandbox.registry {registry}: {exc}") from None
-        except Exception as exc:
-            reason = self._builder.failure(exc)
-            raise SandboxError(f"cannot push {local} to sandbox.registry {registry}: {reason}") from None
-        if not digest:
-            raise SandboxError(f"the registry {registry} did not return a digest for {local}")
+        with telemetry.span("pocket.image.push", {"container.image.name": local, "pocket.registry": registry}):
+            digest = self._push(local, remote, tag, registry)
         pinned = f"{remote}@{digest}"
         with self._lock:
             self._pushed[local] = pinned

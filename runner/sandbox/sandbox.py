@@ -145,15 +145,13 @@ class Sandbox:
     ) -> Invocation:
         warm = bool(manifest.entrypoint.handler) and self._is_warm(manifest)
         try:
-            with telemetry.span("pocket.image", {"gen_ai.tool.name": manifest.name}) as current:
-                spec = self._spec(manifest, limits, "warm" if warm else "call")
-                result.image = self._engine.images.image_id(spec.image)
-                telemetry.annotate(current, {"container.image.name": spec.image, "container.image.id": result.image})
+            spec = self._spec(manifest, limits, "warm" if warm else "call")  # a `pocket.image` span when it builds
+            result.image = self._engine.images.image_id(spec.image)
             if warm:
                 return self._unless_closed(
                     result, self._run_warm(result, spec, environment, body, limits, user_id, cancellation)
                 )
-            with telemetry.span("pocket.container.acquire", {"pocket.container.mode": spec.mode}) as current:
+            with telemetry.span("pocket.container.acquire", _acquiring(spec)) as current:
                 pool = self._pools.get(spec, limits.max_concurrent) if self.settings.pool_size else None
                 started = pool.take() if pool is not None else self._engine.start(spec)
                 telemetry.annotate(current, {"container.id": started.id})
@@ -182,7 +180,7 @@ class Sandbox:
         user_id: str,
         cancellation: Cancellation | None,
     ) -> Invocation:
-        with telemetry.span("pocket.container.acquire", {"pocket.container.mode": spec.mode}) as current:
+        with telemetry.span("pocket.container.acquire", _acquiring(spec)) as current:
             worker = self._warm.acquire(spec, user_id)
             telemetry.annotate(current, {"container.id": worker.started.id})
         try:
@@ -364,6 +362,10 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _acquiring(spec: Spec) -> dict[str, str]:
+    return {"pocket.container.mode": spec.mode, "container.image.name": spec.image}
 
 
 def _engine(settings: SandboxSettings, sandbox_id: str, say: Progress) -> Engine:
