@@ -9,6 +9,8 @@ Modes, each measured over N sequential calls (p50, p95), `--pause` seconds apart
   docker-run   plain `docker run --rm -i --network none IMAGE sh -c RUN` of the tool's command (the baseline)
   default      pocket-runner, a fresh pre-started container per call (the pool)
   warm         pocket-runner warm mode: the handler loaded once, called per request
+  attach echo  a line to an echo process in a container and back through the engine's attach stream: the
+               transport of warm mode's calls alone, its floor on this machine
   gvisor       default mode with sandbox.runtime = "runsc" (gVisor; scripts/setup.sh --gvisor)
   gvisor-warm  warm mode under gVisor
   hyperpocket  hyperpocket 0.5.7 + hyperdock-container, its baseImage pointed at the same local image
@@ -258,6 +260,42 @@ def bench_bare(image: str, run: str) -> tuple[float, float]:
     return one, eight
 
 
+ECHO = "import os, sys\nfor line in sys.stdin.buffer:\n    os.write(1, line)\n"
+
+
+def bench_attach_floor(image: str, n: int, pause: float) -> list[float]:
+    """Round trips of one JSON line through the engine's attach stream to an echo process in a container and
+    back: the transport warm mode's calls take, with nothing of the runner's around it (its floor here)."""
+    import docker
+
+    from runner.sandbox.stream import Stream
+
+    api = docker.APIClient()
+    container = api.create_container(image, command=["python3", "-c", ECHO], stdin_open=True, network_disabled=True)
+    try:
+        stream = Stream(api.attach_socket(container["Id"], params={"stdin": 1, "stdout": 1, "stream": 1}))
+        api.start(container["Id"])
+        samples = []
+        for i in range(n + 5):
+            echoed = bytearray()
+
+            def on_frame(kind: int, payload: bytes, echoed: bytearray = echoed) -> bool:
+                echoed.extend(payload)
+                return not echoed.endswith(b"\n")
+
+            started = time.perf_counter()
+            stream.send(json.dumps({"id": i, "body": BODY}).encode() + b"\n", time.monotonic() + 10, on_frame)
+            if not echoed.endswith(b"\n"):
+                stream.read_until(time.monotonic() + 10, on_frame)
+            if i >= 5:  # the first round trips warm the interpreter up
+                samples.append(time.perf_counter() - started)
+            time.sleep(pause)
+        stream.close()
+        return samples
+    finally:
+        api.remove_container(container["Id"], force=True)
+
+
 HP_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -382,6 +420,7 @@ def main() -> int:
         cache_dir=tmp / "c", data_dir=tmp / "d", sandbox=base.model_copy(update={"warm_tools": ("hello",)})
     )
     rows["warm"], _, one_warm, eight_warm, busy_warm = bench_pocket(warm_settings, args.calls, args.pause)
+    rows["attach echo"] = bench_attach_floor(image, args.calls, args.pause)
     if args.no_gvisor:
         rows["gvisor"] = rows["gvisor-warm"] = None
         notes["gvisor"] = notes["gvisor-warm"] = "skipped (--no-gvisor)"
@@ -409,6 +448,7 @@ def main() -> int:
         stats[mode] = (pct(samples, 0.5) * 1000, pct(samples, 0.95) * 1000)
         print(f"{mode:<12} {stats[mode][0]:>9.1f} {stats[mode][1]:>9.1f}")
     print("(default b2b: the same calls back to back, no pause, bound by the engine's container starts per second)")
+    print("(attach echo: a line to an echo process in a container and back through the engine: warm mode's floor)")
     print()
     print(f"{'concurrency':<12} {'1 call ms':>9} {'8 calls ms':>10} {'ratio':>6}  CPU busy during the 8")
     for mode, one, eight, busy in (
@@ -448,6 +488,8 @@ def main() -> int:
         table.add("hyperpocket p50 / default p50", "-", ">= 20", None)
         print(f"hyperpocket: not measured: {notes['hyperpocket']}")
     table.add("warm p50 (ms)", f"{p50['warm']:.2f}", "< 1", p50["warm"] < 1)
+    floor = p50["attach echo"]
+    table.add("  of which the engine's attach round trip (ms)", f"{floor:.2f}", "(info)", None)
     if isinstance(rebuild, tuple):
         table.add("rebuild after a code edit / first build", f"{rebuild[1] / rebuild[0]:.2f}", "<= 0.3",
                   rebuild[1] / rebuild[0] <= 0.3)  # fmt: skip

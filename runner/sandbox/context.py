@@ -41,6 +41,7 @@ BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # run
 # Installs a Python tool's declared dependencies before its code is copied in: the builder reuses this step
 # while the dependencies stay the same, so a code-only edit rebuilds in a fraction of the first build's time.
 DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
+COPY_TOOL = "COPY tool/ /tool/"  # the step from which a code edit rebuilds
 DEPS_DONE = "/pocket-deps-installed"  # left by DEPS_STEP when it installed everything; removed by BUILD_STEP
 # `pip install .`, `pip install -e .`, `pip install -r requirements.txt` (also `python -m pip`, `pip3`)
 _PIP_INSTALL = re.compile(r"(?:^|[;&|]\s*)(?:python3? -m )?pip3? install\b([^;&|]*)")
@@ -261,7 +262,7 @@ def _dockerfile(base_id: str, has_build: bool, has_dependencies: bool = False) -
         lines += ["COPY pocket-deps/ /pocket-deps/", DEPS_STEP]
     if has_build:
         lines.append("COPY pocket-build/ /pocket-build/")  # entrypoint.build and the CA bundle: rarely edited
-    lines.append("COPY tool/ /tool/")
+    lines.append(COPY_TOOL)
     if has_build:
         lines.append(BUILD_STEP)
     lines.append(f"USER {USER}")
@@ -269,10 +270,12 @@ def _dockerfile(base_id: str, has_build: bool, has_dependencies: bool = False) -
 
 
 def _labelled(dockerfile: str, manifest: Manifest) -> str:
-    """The Dockerfile with the image's labels, in one step (labels given to the build would be a step each). Not
-    part of the hash: the same contents in another folder make the same image."""
+    """The Dockerfile with the image's labels, in one step (labels given to the build would be a step each), before
+    the tool's code: a code edit reuses it. Not part of the hash: the same contents in another folder make the
+    same image."""
     labels = {LABEL: "1", LABEL_TOOL: manifest.name, LABEL_FOLDER: folder_key(manifest.folder)}
-    return dockerfile + "LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in labels.items()) + "\n"
+    step = "LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in labels.items())
+    return dockerfile.replace(f"\n{COPY_TOOL}\n", f"\n{step}\n{COPY_TOOL}\n", 1)
 
 
 def _environment(ca: str | None) -> list[str]:
