@@ -42,7 +42,7 @@ SERVER = """
 import sys
 sys.path.insert(0, {repo!r})
 from runner import Pocket, function_tool
-from runner.mcp_server import serve
+from runner.server import serve
 from runner.settings import load_settings
 
 @function_tool

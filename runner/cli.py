@@ -464,7 +464,7 @@ def _audit_line(record: Any) -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from runner import mcp_server
+        from runner.server import mcp as mcp_server
     except ImportError as exc:
         raise PocketError(str(exc)) from None
     from runner.pocket import Pocket

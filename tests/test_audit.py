@@ -25,8 +25,8 @@ from runner.database import SQLiteDatabase
 from runner.function_tools import function_tool
 from runner.integrations.langchain import langchain_tools
 from runner.invocation import Outcome
-from runner.mcp_server import build_server
 from runner.pocket import Pocket
+from runner.server import build_server
 from tests.fixtures_postgres import KEY
 from tests.helpers import HELLO, REPO, settings
 

@@ -17,8 +17,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server
 from runner.pocket import Pocket
+from runner.server import build_server
 from tests.helpers import HELLO, REPO, enter_token, free_port, settings, wait_listening
 
 
@@ -128,7 +128,7 @@ SERVER_SCRIPT = """
 import sys
 sys.path.insert(0, {repo!r})
 from runner.function_tools import function_tool
-from runner.mcp_server import serve
+from runner.server import serve
 from runner.pocket import Pocket
 
 @function_tool

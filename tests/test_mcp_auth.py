@@ -38,9 +38,9 @@ from mcp.types import URL_ELICITATION_REQUIRED
 from runner.auth.oauth import pkce_pair
 from runner.errors import SettingsError
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server, http_app
 from runner.pocket import Pocket
-from runner.resource_server import KEYS_REFETCH_AFTER, Refusal, TokenValidator
+from runner.server import build_server, http_app
+from runner.server.resource import KEYS_REFETCH_AFTER, Refusal, TokenValidator
 from runner.settings import ServerSettings, Settings, load_settings
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET, OidcServer, Person, idp_entry
 from tests.helpers import HELLO, REPO, environment, free_port, pocket, wait_listening
@@ -54,7 +54,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import httpx
 from runner.function_tools import function_tool
-from runner.mcp_server import serve
+from runner.server import serve
 from runner.pocket import Pocket
 from runner.settings import ServerSettings, load_settings
 
@@ -97,7 +97,7 @@ def _clients(mcp_port: int, public: str | None = None) -> list[dict[str, Any]]:
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "client_secret_basic",
         },
-        {  # the runner's own login client: who opens a consent link (runner/consent_links.py)
+        {  # the runner's own login client: who opens a consent link (runner/server/consent_links.py)
             "client_id": LOGIN_CLIENT,
             "client_secret": CLIENT_SECRET,
             "redirect_uris": [f"{public}/auth/login/callback"],

@@ -29,9 +29,9 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server
 from runner.pocket import Pocket
 from runner.sandbox.labels import LABEL_TOOL
+from runner.server import build_server
 from tests.helpers import REPO, free_port, settings, wait_listening, write
 
 BIG = 2 * 1024 * 1024  # characters of the large result: twice the Python client's SSE event limit
@@ -277,7 +277,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from runner.function_tools import function_tool
-from runner.mcp_server import serve
+from runner.server import serve
 from runner.pocket import Pocket
 
 @function_tool

@@ -28,8 +28,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from runner import telemetry
 from runner.audit import audit_log
 from runner.function_tools import function_tool
-from runner.mcp_server import build_server
 from runner.pocket import Pocket
+from runner.server import build_server
 from tests.auth_helpers import SPEC, authorize
 from tests.fixtures_oauth import ACCESS_TOKEN_TTL
 from tests.helpers import HELLO, REPO, free_port, settings, wait_listening
@@ -250,7 +250,7 @@ def test_pocket_serve_http_continues_the_traceparent_header_and_exports_over_otl
     script = tmp_path / "server.py"
     script.write_text(
         f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
-        "from runner.pocket import Pocket\nfrom runner.mcp_server import serve\n"
+        "from runner.pocket import Pocket\nfrom runner.server import serve\n"
         "def add(a: int, b: int = 1) -> int:\n    '''Add.'''\n    return a + b\n"
         "serve(Pocket([add]), transport='http', port=int(sys.argv[1]), user_id='default')\n"
     )

@@ -2,7 +2,7 @@
 
 `pocket serve SOURCE...` runs it on stdio (what MCP clients launch) or, with `--http`, as a streamable
 HTTP endpoint at `http://HOST:PORT/mcp`: an OAuth resource server whose calls run as each token's user
-(`[server]` settings, see resource_server), or, explicitly and on loopback only, one user's without
+(`[server]` settings, see runner.server.resource), or, explicitly and on loopback only, one user's without
 authentication. A call needing a provider's consent asks with URL elicitation where the client supports
 it (see elicitation).
 
@@ -14,7 +14,7 @@ happened; for authorization the text carries the URL to open, and `_meta` carrie
 against it; a result that breaks it is an error result saying where. An unknown tool is a protocol error
 (-32602, invalid params), as the specification says.
 
-A call whose request carries a progressToken gets progress notifications (runner.mcp_progress). A call whose
+A call whose request carries a progressToken gets progress notifications (runner.server.progress). A call whose
 client goes away (a closed session, a dropped request) is cancelled: a sandboxed tool's container is killed.
 Over HTTP every response is one JSON body, not an SSE stream (`JSON_RESPONSES`).
 """
@@ -39,18 +39,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the MCP server needs the mcp SDK: pip install 'pocket-runner[mcp]'") from exc
 
 from runner import __version__, telemetry
-from runner.elicitation import ConsentRequest
 from runner.errors import PocketError
 from runner.function_tools import FunctionTool
 from runner.invocation import Invocation, Outcome
-from runner.mcp_cancel import CancelOnDisconnect
-from runner.mcp_progress import HEARTBEAT_SECONDS, ProgressRelay, reporting_progress
-from runner.resource_server import caller_of
+from runner.server.cancel import CancelOnDisconnect
+from runner.server.elicitation import ConsentRequest
+from runner.server.progress import HEARTBEAT_SECONDS, ProgressRelay, reporting_progress
+from runner.server.resource import caller_of
 from runner.structured import structured_result
 
 if TYPE_CHECKING:
-    from runner.consent_links import ConsentLinks
     from runner.pocket import Pocket, Tool
+    from runner.server.consent_links import ConsentLinks
     from runner.settings import ServerSettings
 
 __all__ = [
@@ -72,7 +72,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # One JSON body per response over HTTP: the official Python client refuses an SSE event over 1 MiB, so a large
 # result would never arrive as an event. The price: nothing else travels with a call's response, so progress
 # takes the session's stream (handshake era only: a stateless request has none) and the server cannot send a
-# request back on it (elicitation); stdio keeps both. runner.mcp_cancel restores cancellation on disconnect.
+# request back on it (elicitation); stdio keeps both. runner.server.cancel restores cancellation on disconnect.
 JSON_RESPONSES = True
 RESULT_SHOWN = 4096  # characters of a result shown in the error saying it breaks its outputSchema
 
@@ -153,7 +153,7 @@ def build_server(
     links: ConsentLinks | None = None,
 ) -> Server[Any]:
     """An MCP server (the SDK's low-level `Server`) exposing every tool of `pocket`. Calls run as the user the
-    request's access token names (see resource_server), else as `user_id` (stdio, unauthenticated loopback);
+    request's access token names (see runner.server.resource), else as `user_id` (stdio, unauthenticated loopback);
     consent URLs are shown as `links` hands them out, when given. A call asking for progress hears from it every
     `progress_interval` seconds at least."""
     tools = mcp_tools(pocket)
@@ -222,8 +222,8 @@ def http_app(pocket: Pocket, *, host: str = "127.0.0.1", port: int = DEFAULT_POR
     from mcp.server.transport_security import TransportSecuritySettings
 
     from runner.auth.asgi_pages import ConsentPages
-    from runner.consent_links import ConsentLinks
-    from runner.resource_server import ResourceServer, TokenValidator, canonical_resource
+    from runner.server.consent_links import ConsentLinks
+    from runner.server.resource import ResourceServer, TokenValidator, canonical_resource
 
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     resource = canonical_resource(settings.public_url or f"http://{where}/mcp")

@@ -37,7 +37,7 @@ from runner.invocation import Invocation, Outcome
 
 if TYPE_CHECKING:
     from runner.auth.authenticator import Authenticator
-    from runner.consent_links import ConsentLinks
+    from runner.server.consent_links import ConsentLinks
 
 __all__ = ["INPUT_KEY", "ConsentRequest"]
 

@@ -23,7 +23,7 @@ import httpx
 from runner.auth.callback import Page, page_headers, render
 from runner.auth.oauth import pkce_pair
 from runner.invocation import Invocation
-from runner.resource_server import Refusal, TrustedIssuer
+from runner.server.resource import Refusal, TrustedIssuer
 from runner.settings import ServerSettings
 
 __all__ = ["ConsentLinks"]
