@@ -234,6 +234,39 @@ def test_a_writer_killed_mid_record_loses_nothing_already_written_and_others_go_
         assert set(range(last + 1)) <= written, f"{name}: lost {sorted(set(range(last + 1)) - written)[:10]}"
 
 
+UNCLOSED = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+    from runner import Pocket, function_tool
+    from runner.settings import Settings
+
+    @function_tool
+    def add(a: int, b: int = 1) -> int:
+        \"\"\"Add.\"\"\"
+        return a + b
+
+    folder = Path(sys.argv[1])
+    pocket = Pocket([add], settings=Settings(cache_dir=folder / "cache", data_dir=folder / "data"))
+    with ThreadPoolExecutor(8) as threads:  # calls from several threads at once
+        assert all(r.ok for r in threads.map(lambda n: pocket.invoke("add", {{"a": n}}), range(200)))
+    print("returned", flush=True)  # and exits without closing the Pocket
+    """
+)
+
+
+def test_records_written_behind_the_calls_are_all_there_when_the_process_exits_without_closing(tmp_path):
+    script = tmp_path / "unclosed.py"
+    script.write_text(UNCLOSED.format(repo=str(REPO)))
+    ran = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout == "returned\n", ran.stderr
+    records = _records(tmp_path, tool="add", limit=1000)
+    assert sorted(record.bytes_in for record in records) == sorted(len(f'{{"a": {n}}}') for n in range(200))
+    assert {record.outcome for record in records} == {Outcome.OK}
+
+
 @pytest.mark.docker
 def test_pocket_invoke_records_its_calls_as_the_cli_s(tmp_path, cli, docker_api):
     (tmp_path / "settings.toml").write_text(f'data_dir = "{tmp_path / "data"}"\ncache_dir = "{tmp_path / "cache"}"\n')
