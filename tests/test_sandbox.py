@@ -94,12 +94,12 @@ def test_a_host_list_allows_those_hosts_through_the_egress_proxy_and_nothing_els
         result = box.run(tool("egress"), {}, {})
         networks = [n["Id"] for n in docker_api.networks(filters={"label": f"pocket-runner.sandbox={box.id}"})]
         assert len(networks) == 1 and docker_api.inspect_network(networks[0])["Internal"] is True
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     # pypi.org passes the allow-list; whether it then connects depends on where this machine resolves it
     # (here: a documentation address, which is not global, so the proxy refuses to connect there).
     let_through = ("HTTP/1.1 200 Connection established", "HTTP/1.1 403 Forbidden pocket egress proxy: pypi.org "
                    "resolves only to local addresses")  # fmt: skip
-    assert result.value["allowed"] in let_through and result.value["after_flood"] in let_through
+    assert result.value["allowed"] in let_through and result.value["after_flood"] in let_through, result.value
     assert result.value == {
         "allowed": result.value["allowed"],
         "denied": "HTTP/1.1 403 Forbidden pocket egress proxy: example.com:443 is not in the tool's allow-list",
@@ -147,7 +147,7 @@ def test_hello_returns_its_json_result(sandbox, tool):
 @docker
 def test_stdout_is_the_result_and_stderr_is_kept_apart(sandbox, tool):
     result = sandbox.run(tool("echo"), {"text": "é", "n": [1, 2]}, {"GREETING": "bonjour"})
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     assert result.value == {"body": {"text": "é", "n": [1, 2]}, "greeting": "bonjour", "calls": 1}
     assert result.stderr == "a line for stderr\n"
 
@@ -174,7 +174,7 @@ def test_environment_is_exactly_the_tool_variables_plus_runtime_needs(sandbox, t
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak-either")
     environment = {"CHANNEL": "general", "SLACK_BOT_TOKEN": "xoxb-test-token"}
     result = sandbox.run(tool("dumpenv"), {}, environment)
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     env = result.value["env"]
     assert {k: env[k] for k in environment} == environment
     runtime = set(env) - set(environment)
@@ -346,7 +346,7 @@ def test_the_pool_keeps_containers_started_and_calls_skip_the_start(docker_api, 
         ready = {started.id for started in pool.idle}
         assert len(ready) == 2
         result = box.run(manifest, {"name": "Ada"}, {})
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     assert len(served) == 1 and served[0] in ready
 
 
@@ -669,7 +669,7 @@ def test_build_settings_reach_the_build_step_only(docker_api, tmp_path):
     settings = SandboxSettings(pool_size=0, pip_index_url="https://mirror.invalid/simple")
     with Sandbox(settings) as box:
         result = box.run(manifest, {}, {})
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     index, cert, at_run = result.value.split("|")
     assert index == "https://mirror.invalid/simple" and cert == "/pocket-build/ca.crt" and at_run == "-"
 
@@ -681,7 +681,7 @@ def test_build_settings_reach_the_build_step_only(docker_api, tmp_path):
 def test_a_build_can_pip_install_the_tool(sandbox, tool):
     """`pip install .` in the base image, as root at build time, fetching setuptools from the index."""
     result = sandbox.run(tool("pipbuild"), {"q": 1}, {})
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     assert result.value["body"] == {"q": 1}
     assert "-packages/pipbuild_tool" in result.value["installed_at"]
 
@@ -736,7 +736,7 @@ def test_a_build_gets_no_network_when_tools_may_have_none_and_capped_memory(dock
         result = box.run(manifest, {}, {})
         image = box.image(manifest)
     docker_api.remove_image(image)
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     assert result.value.split() == ["lo", str(300 * 1024 * 1024)]
 
 
@@ -848,7 +848,7 @@ def test_a_base_image_volume_is_a_small_tmpfs_and_no_volume_is_created(docker_ap
         tool_image = box.image(load_manifest(folder))
         result = box.run(load_manifest(folder), {}, {})
     docker_api.remove_image(tool_image, force=True)
-    assert result.ok, result
+    assert result.ok, (result.error, result.stderr)
     assert result.value == "No space left on device"
     assert {v["Name"] for v in docker_api.volumes()["Volumes"] or []} <= volumes_before
 
