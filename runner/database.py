@@ -298,8 +298,10 @@ class SQLiteDatabase(Database):
         )
 
     def create(self, tables: Mapping[str, Sequence[str]]) -> None:
-        with self.read() as session:
-            session.execute("PRAGMA journal_mode=WAL")  # kept by the file; outside any transaction
+        with self.read() as session:  # kept by the file; outside any transaction. Set only when it is not WAL yet:
+            # setting it takes an exclusive lock, which a process writing without pause may never let go of
+            if session.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                session.execute("PRAGMA journal_mode=WAL")
         super().create(tables)
         os.chmod(self.path, 0o600)
 

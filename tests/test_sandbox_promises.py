@@ -190,7 +190,7 @@ def test_every_container_the_runner_starts_is_hardened_in_the_engines_own_view(
         mode, name = labels["pocket-runner.mode"], labels.get("pocket-runner.tool", "")
         kinds.add((mode, name))
         if mode == "egress-proxy":  # it parses what tools send: under the tools' runtime
-            _assert_hardened(config, memory=64 * MIB, nano_cpus=500_000_000, pids=256, network_mode="bridge")
+            _assert_hardened(config, memory=128 * MIB, nano_cpus=500_000_000, pids=1024, network_mode="bridge")
             assert config["HostConfig"]["Runtime"] == runtime_for("bridge")
             continue
         _assert_hardened(config, memory=512 * MIB, nano_cpus=10**9, pids=128, network_mode=expected_network[name])

@@ -123,10 +123,10 @@ class EgressNetworks:
         engine = self._engine
         api, image = engine.api, engine.settings.python_image
         host_config = engine.host_config(
-            # 128 MiB: under gVisor the sandbox's own memory counts too, and a flood of 100 idle connections (100
-            # threads) took a 64 MiB proxy down under load
-            image, pids_limit=256, mem_limit="128m", memswap_limit="128m", nano_cpus=500_000_000, network_mode="bridge",
-            runtime=engine.runtime("bridge"),  # it parses what tools send: under gVisor too when they are
+            # Under gVisor the sandbox's own threads and memory count against these too: with 256 pids, a flood of
+            # 100 connections (a thread each) made its Go runtime fail to start a thread and exit (status 2)
+            image, pids_limit=1024, mem_limit="128m", memswap_limit="128m", nano_cpus=500_000_000,
+            network_mode="bridge", runtime=engine.runtime("bridge"),  # it parses what tools send: under gVisor too
         )  # fmt: skip
         source = resources.files("runner.sandbox.container").joinpath("egress_proxy.py").read_text()
         proxy = api.create_container(

@@ -29,7 +29,7 @@ import sys
 import threading
 
 MAX_HEAD = 16384
-MAX_CLIENTS = 100  # the proxy's container allows 256 processes/threads
+MAX_CLIENTS = 100  # two threads each at most: the proxy's container allows 1024 (gVisor's own threads count too)
 MAX_REFUSALS = 100  # distinct refusals kept per client until the runner takes them
 MAX_NAME = 253
 TLS_HANDSHAKE = 22
