@@ -192,8 +192,8 @@ class AuditLog:
         self._pruned_at = 0.0
 
     def write(self, *records: AuditRecord) -> None:
-        """Append records, all or none (one statement per BATCH of them), deleting those past the retention now
-        and then."""
+        """Append records, one statement per BATCH of them (each all or none), deleting those past the retention
+        now and then."""
         for start in range(0, len(records), BATCH):
             batch = records[start : start + BATCH]
             rows = ", ".join(["(?, ?, ?, ?)"] * len(batch))

@@ -42,10 +42,6 @@ Tool: TypeAlias = "Manifest | FunctionTool"
 Progress = Callable[[str], None]
 
 
-def _load_source(source: ToolSource, settings: Settings, progress: Progress | None) -> list[Manifest]:
-    return [manifest for manifest, _ in _load_origins(source, settings, progress)]
-
-
 def _load_origins(
     source: ToolSource, settings: Settings, progress: Progress | None
 ) -> list[tuple[Manifest, tuple[str, str | None]]]:
@@ -105,7 +101,7 @@ def load_tools(sources: Iterable[ToolSource], settings: Settings, progress: Prog
     """Every tool the sources provide, validated. Duplicate names are an error naming both places."""
     manifests: dict[str, Tool] = {}
     for source in sources:
-        for manifest in _load_source(source, settings, progress):
+        for manifest, _ in _load_origins(source, settings, progress):
             _add(manifests, manifest)
     return list(manifests.values())  # type: ignore[arg-type]
 
@@ -381,14 +377,15 @@ class Pocket:
         from runner.function_tools import FunctionTool
 
         sandboxed = tool_name in self._tools and not isinstance(self._tools[tool_name], FunctionTool)
-        busy = self._sandbox_for_calls().busy() if sandboxed else contextlib.nullcontext()
+        sandbox = self._sandbox_for_calls() if sandboxed else None
+        busy = sandbox.busy() if sandbox is not None else contextlib.nullcontext()
         with busy, self._observed(tool_name, body, user_id) as finish:
             started = time.perf_counter()
             prepared = self._prepare(tool_name, body, user_id, timeout)
             if isinstance(prepared, Invocation):
                 return finish(prepared)
             tool, secrets, hidden = prepared
-            if isinstance(tool, FunctionTool):
+            if sandbox is None:  # a function tool
                 result = tool.run(body, secrets, timeout=timeout, workers=self._workers, started=started)
             else:
                 environment = {
@@ -398,7 +395,7 @@ class Pocket:
                     **(variables or {}),
                     **secrets,
                 }
-                result = self._sandbox_for_calls().run(
+                result = sandbox.run(
                     tool, body, environment, timeout=timeout, user_id=user_id, cancellation=cancellation
                 )
             return finish(redact(result, hidden))
@@ -451,23 +448,24 @@ class Pocket:
         with telemetry.span(f"execute_tool {tool_name}", attributes) as current:
 
             def finish(invocation: Invocation) -> Invocation:
-                origin = self._origins.get(tool_name) or (
-                    (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
-                )
-                record = record_of(
-                    invocation, at=at, duration=time.perf_counter() - started, user=user_id, body=body,
-                    surface=surface() or Surface.PYTHON,
-                    backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
-                    trace_id=telemetry.trace_id(),
-                )  # fmt: skip
-                telemetry.annotate(current, record.span_attributes())
+                finished.append(invocation)
+                if self.settings.audit.enabled or current.is_recording():  # else nobody keeps the record
+                    origin = self._origins.get(tool_name) or (
+                        (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
+                    )
+                    record = record_of(
+                        invocation, at=at, duration=time.perf_counter() - started, user=user_id, body=body,
+                        surface=surface() or Surface.PYTHON,
+                        backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
+                        trace_id=telemetry.trace_id(),
+                    )  # fmt: skip
+                    telemetry.annotate(current, record.span_attributes())
+                    self._write_audit(record)
                 if not invocation.ok:
                     telemetry.failed(current, invocation.outcome.value)
-                self._write_audit(record)
-                finished.append(record)
                 return invocation
 
-            finished: list[Any] = []
+            finished: list[Invocation] = []
             try:
                 yield finish
             except BaseException as exc:  # cancelled, or interrupted: still a call to account for

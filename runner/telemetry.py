@@ -19,7 +19,6 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from runner import __version__
@@ -42,7 +41,9 @@ def tracer() -> Any:
     return trace.get_tracer(TRACER_NAME, __version__)
 
 
-def span(name: str, attributes: Mapping[str, Attribute | None] | None = None) -> AbstractContextManager[Span]:
+def span(
+    name: str, attributes: Mapping[str, Attribute | None] | None = None
+) -> contextlib.AbstractContextManager[Span]:
     """A span around the block, child of the current one; an exception ends it with an error status. Without
     a tracer provider the API's span would be a no-op that still costs ~40 us: none is made."""
     from opentelemetry import trace
