@@ -110,6 +110,19 @@ def _network(
     return tuple(provider_hosts)
 
 
+def check_environment(environment: Mapping[str, str]) -> None:
+    """Raise PocketError for a variable no transport of a call can pass (see `launcher_input`), naming it,
+    never its value."""
+    for name, value in environment.items():
+        if not _ENV_NAME.match(name) or name.startswith(RESERVED_PREFIX):
+            raise PocketError(f"variable name {name!r} is not a valid environment variable name")
+        if name in RESERVED_VARIABLES:
+            raise PocketError(f"variable {name!r} is reserved for the sandbox")
+        value = str(value)
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise PocketError(f"variable {name!r} contains a newline or NUL byte, which the sandbox cannot pass")
+
+
 def launcher_input(environment: Mapping[str, str], body: bytes, nonce: str = "") -> bytes:
     """What the launcher reads for a call: the nonce, the `export` lines, the sentinel with the body's length
     in bytes, then the body.
@@ -119,15 +132,8 @@ def launcher_input(environment: Mapping[str, str], body: bytes, nonce: str = "")
     identifiers; values may hold anything but NUL and newlines (the launcher reads one line per variable).
     Errors name the variable, never its value.
     """
+    check_environment(environment)
     lines = [f"pocket_nonce={nonce}\n"] if nonce else []
-    for name, value in environment.items():
-        if not _ENV_NAME.match(name) or name.startswith(RESERVED_PREFIX):
-            raise PocketError(f"variable name {name!r} is not a valid environment variable name")
-        if name in RESERVED_VARIABLES:
-            raise PocketError(f"variable {name!r} is reserved for the sandbox")
-        value = str(value)
-        if "\n" in value or "\r" in value or "\0" in value:
-            raise PocketError(f"variable {name!r} contains a newline or NUL byte, which the sandbox cannot pass")
-        lines.append(f"export {name}={shlex.quote(value)}\n")
+    lines += [f"export {name}={shlex.quote(str(value))}\n" for name, value in environment.items()]
     lines.append(f"{SENTINEL} {len(body)}\n")
     return "".join(lines).encode() + body

@@ -22,7 +22,7 @@ from runner.sandbox.background import Background
 from runner.sandbox.engine import DockerEngine, Engine, Spec, Started
 from runner.sandbox.labels import owner_label
 from runner.sandbox.launch import Ending, Launched, launch, python_command, stdin_for
-from runner.sandbox.limits import Limits, resolve_limits
+from runner.sandbox.limits import Limits, check_environment, resolve_limits
 from runner.sandbox.pool import Pools
 from runner.sandbox.stream import DRAIN_FACTOR
 from runner.sandbox.warm_pool import WarmPool, WarmReply, WarmState
@@ -62,6 +62,7 @@ class Sandbox:
         self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
         self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
         self._tool_slots: dict[str, threading.Semaphore] = {}
+        self._resolved: dict[tuple[int, float | None], tuple[Manifest, Limits]] = {}
         self._closed = False
 
     @property
@@ -114,7 +115,7 @@ class Sandbox:
             return result.failed("the sandbox is closed")
         try:
             limits = self._limits(manifest, timeout)
-            stdin, nonce = stdin_for(environment, body)
+            check_environment(environment)
         except PocketError as exc:
             return result.failed(str(exc), Outcome.BAD_INPUT)
         self._say_lowered(limits)
@@ -126,8 +127,8 @@ class Sandbox:
             )
         try:
             waited = time.perf_counter() - started_at
-            return self._run(result, manifest, body, environment, replace(limits, waited=waited),
-                             stdin, nonce, user_id, cancellation)  # fmt: skip
+            return self._run(result, manifest, body, environment, replace(limits, waited=waited), user_id,
+                             cancellation)  # fmt: skip
         finally:
             slots.release()
 
@@ -138,8 +139,6 @@ class Sandbox:
         body: Any,
         environment: Mapping[str, str],
         limits: Limits,
-        stdin: bytes,
-        nonce: str,
         user_id: str,
         cancellation: Cancellation | None,
     ) -> Invocation:
@@ -161,7 +160,7 @@ class Sandbox:
             return result.failed(self._engine.failure(exc))
         try:
             with self._serving(started, cancellation), self._running(started, limits) as current:
-                launched = launch(self._engine, started, stdin, nonce, limits)
+                launched = launch(self._engine, started, *stdin_for(environment, body), limits)
                 telemetry.annotate(current, {"process.exit.code": launched.exit_code})
         finally:  # the receipt is taken whatever happened, before the container's address can be another's
             result.network = self._receipt(limits, started)
@@ -217,18 +216,26 @@ class Sandbox:
         return outcome
 
     def _limits(self, manifest: Manifest, timeout: float | None = None) -> Limits:
+        """The call's limits, resolved once per manifest and timeout (settings and catalog do not change)."""
+        key = (id(manifest), timeout)
+        known = self._resolved.get(key)
+        if known is not None and known[0] is manifest:  # held in the entry, so its id is not another's
+            return known[1]
         provider = manifest.auth.provider if manifest.auth else None
         hosts = self._provider_hosts(provider) if provider and self._provider_hosts else ()
-        return resolve_limits(self.settings, manifest, timeout, hosts)
+        limits = resolve_limits(self.settings, manifest, timeout, hosts)
+        with self._lock:
+            if len(self._resolved) >= 1024:
+                self._resolved.clear()
+            self._resolved[key] = (manifest, limits)
+        return limits
 
     def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> Spec:
-        prestarted = python_command(manifest.entrypoint.run) if self.settings.prestart_python else None
         if mode == "warm":
             command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
-        elif prestarted:
-            command = prestarted
         else:
-            command = ("/bin/sh", "/pocket/launch.sh")
+            prestarted = python_command(manifest.entrypoint.run) if self.settings.prestart_python else None
+            command = prestarted or ("/bin/sh", "/pocket/launch.sh")
         return Spec(self.image(manifest), manifest.name, limits.container_key, command, mode)
 
     @contextlib.contextmanager
