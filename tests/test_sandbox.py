@@ -1014,17 +1014,23 @@ def _wait_readable(stream, timeout: float = 10) -> None:
 
 
 @docker
-def test_a_warm_handler_logging_between_calls_keeps_its_container_and_state(docker_api, tmp_path):
+def test_a_warm_handler_logging_between_calls_keeps_its_container_and_state(docker_api, tmp_path, runtime):
+    """Under runc the handler's output reaches the runner through its channel's pipe, under gVisor on the attach
+    stream: either way, a line written between calls belongs to no call."""
     manifest = _warm_tool(
         tmp_path, "chatty",
-        "import sys, threading\nseen = []\n\ndef later():\n    print('late log line', file=sys.stderr, flush=True)\n\n"
+        "import sys, threading\nseen = []\n\ndef later():\n    print('late log line', file=sys.stderr, flush=True)\n"
+        "    seen.append('logged')\n\n"
         "def handle(body):\n    seen.append(body['n'])\n    threading.Timer(0.2, later).start()\n    return seen\n",
     )  # fmt: skip
-    with Sandbox(SandboxSettings(warm_tools=("chatty",), pool_size=0)) as box:
+    with Sandbox(SandboxSettings(warm_tools=("chatty",), pool_size=0, runtime=runtime)) as box:
         first = box.run(manifest, {"n": 1}, {})
-        _wait_readable(box._warm.groups()[0][0].started.stream)  # the late line arrives while no call runs
+        if runtime == "runsc":
+            _wait_readable(box._warm.groups()[0][0].started.stream)  # the late line arrives while no call runs
+        else:
+            time.sleep(1.5)
         second = box.run(manifest, {"n": 2}, {})
-    assert (first.value, second.value) == ([1], [1, 2])  # the same container: its state survived
+    assert first.value == [1] and second.value == [1, "logged", 2]  # the same container, logging in between
     assert "late log line" not in second.stderr  # it belongs to no call
 
 
@@ -1041,3 +1047,46 @@ def test_a_warm_handler_forging_replies_loses_its_container_and_nan_becomes_null
         after = box.run(manifest, {"n": 2}, {})
     assert forging.ok and forging.value == {"n": 1, "x": None}, forging  # the reply to this request, not the forgery
     assert after.ok and after.value == {"n": 2, "x": None}, after  # never a leftover of the previous call
+
+
+@docker
+def test_a_warm_handler_finds_no_channel_socket_and_may_print_more_than_a_pipe_holds(docker_api, tmp_path):
+    """Under runc a warm server speaks to the runner on a socket in a folder mounted into its container: once it
+    has connected, the socket is gone from the folder (nothing else can connect) and its variable from the
+    handler's environment. What the handler prints goes through a pipe the server drains: 3 MB do not block it."""
+    manifest = _warm_tool(
+        tmp_path, "lister",
+        "import os, sys\n\ndef handle(body):\n"
+        "    for i in range(1000):\n        print(str(i) * 1000)\n    print('LAST', file=sys.stderr)\n"
+        "    return {'socket': os.path.exists('/pocket-channel/s'), 'env': 'POCKET_CHANNEL' in os.environ}\n",
+    )  # fmt: skip
+    with Sandbox(SandboxSettings(warm_tools=("lister",), pool_size=0)) as box:
+        first = box.run(manifest, {}, {}, timeout=20)
+        second = box.run(manifest, {}, {}, timeout=20)
+        (worker,) = box._warm.groups()[0]
+    assert worker.started.channel is not None  # the calls went through the channel
+    for result in (first, second):
+        assert result.ok and result.value == {"socket": False, "env": False}, result.error
+        assert result.stderr.endswith("999" * 333 + "9\nLAST\n") and len(result.stderr) == 64 * 1024, result.stderr[:99]
+
+
+@docker
+def test_a_warm_server_that_cannot_reach_its_channel_serves_on_the_attach_stream(docker_api, tmp_path, monkeypatch):
+    """A channel the container's user cannot open (a folder closed to it here; a host that forbids it elsewhere):
+    the server says so and serves its calls over the engine's attach stream instead."""
+    from runner.sandbox import channel
+
+    opened = channel.Listener.__init__
+
+    def closed(self, folder):
+        opened(self, folder)
+        folder.chmod(0o700)  # uid 65534 cannot reach the socket in it
+
+    monkeypatch.setattr(channel.Listener, "__init__", closed)
+    manifest = _warm_tool(tmp_path, "plain", "def handle(body):\n    return body\n")
+    with Sandbox(SandboxSettings(warm_tools=("plain",), pool_size=0)) as box:
+        results = [box.run(manifest, {"n": n}, {}) for n in range(3)]
+        (worker,) = box._warm.groups()[0]
+    assert worker.started.channel is None
+    assert [r.value for r in results] == [{"n": 0}, {"n": 1}, {"n": 2}], results
+    assert "no channel" in results[0].stderr and "Permission denied" in results[0].stderr

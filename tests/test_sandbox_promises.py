@@ -122,7 +122,13 @@ def _assert_hardened(config: dict, *, memory: int, nano_cpus: int, pids: int, ne
     host = config["HostConfig"]
     what = (config["Name"], (config["Config"]["Labels"] or {}).get("pocket-runner.mode"))
     assert host["ReadonlyRootfs"] is True, what
-    assert not host.get("Binds") and not host.get("Mounts") and not config.get("Mounts"), what  # tmpfs only
+    if what[1] == "warm" and host["Runtime"] == "runc":  # its channel: a folder already removed from the host
+        (bind,) = host["Binds"]
+        source, target, mode = bind.split(":")
+        assert (target, mode) == ("/pocket-channel", "ro") and not Path(source).exists(), what
+        assert [mount["Destination"] for mount in config["Mounts"]] == ["/pocket-channel"], what
+    else:
+        assert not host.get("Binds") and not host.get("Mounts") and not config.get("Mounts"), what  # tmpfs only
     assert not host.get("VolumesFrom") and not host.get("Devices") and host.get("Privileged") is False, what
     assert host["Tmpfs"] == TMPFS, what  # python:3.11-slim declares no VOLUME
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd"), what

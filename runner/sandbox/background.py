@@ -74,12 +74,12 @@ class Background:
         try:
             self._reaper.submit(self._remove_later, started)
         except RuntimeError:  # the reaper is shut down: remove now
-            started.stream.close()
+            started.close()
             self._engine.remove(started.id)
 
     def _remove_later(self, started: Started) -> None:
         self.wait_quiet(QUIET_REMOVE, SETTLE_REMOVE)
-        started.stream.close()
+        started.close()
         self._engine.remove(started.id)
 
     def stop_waiting(self) -> None:

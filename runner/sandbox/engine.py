@@ -9,7 +9,8 @@ the container's config.
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a small
 /tmp tmpfs and a 16 MiB /dev/shm (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous
 volume holds the tool's files on the host's disk), pids/memory/CPU limits, private IPC, no logs kept by the
-engine, never a bind mount or the Docker socket. `network` false is `--network none`; true is the default
+engine, never the Docker socket, and no bind mount but a warm container's channel (an empty folder, read-only,
+once its server connected: `channel`). `network` false is `--network none`; true is the default
 bridge; a host list is an internal network whose only exit is the egress proxy (`egress`).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 from runner.errors import SandboxError
 from runner.invocation import NetworkReceipt
 from runner.manifest import Manifest
+from runner.sandbox.channel import Channels
 from runner.sandbox.egress import EGRESS_PORT, EgressNetworks
 from runner.sandbox.images import ImageBuilder, image_repository
 from runner.sandbox.labels import LABEL, LABEL_MODE, LABEL_OWNER, LABEL_SANDBOX, LABEL_TOOL, USER, owner_alive
@@ -68,6 +71,13 @@ class Started:
     stream: Stream
     started: float = field(default_factory=time.monotonic)
     address: str | None = None  # on its egress network, where its egress proxy's receipts name it
+    channel: socket.socket | None = None  # a warm server's direct line (`channel`), where there is one
+
+    def close(self) -> None:
+        """Close the stream and the channel (the container goes on until it is removed)."""
+        self.stream.close()
+        if self.channel is not None:
+            self.channel.close()
 
 
 class Engine(Protocol):
@@ -100,6 +110,7 @@ class DockerEngine:
         self._api: Any = None
         self._stale_removed: list[str] = []
         self._volumes: dict[str, dict[str, str]] = {}  # image -> tmpfs mounts over its VOLUMEs
+        self._channels = Channels()
         self._live: set[str] = set()  # every container id created and not yet removed
         self._unremoved: set[str] = set()  # removals that failed (the engine was down): tried again
         self._closed = False
@@ -242,9 +253,14 @@ class DockerEngine:
             environment.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
         else:
             network_mode = "bridge" if network else "none"
+        runtime = self.runtime(network_mode)
+        listener = self._channels.open() if spec.mode == "warm" and self._shares_folders(runtime) else None
+        if listener is not None:
+            environment.update(listener.environment)
         host_config = self.host_config(
             spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
-            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=self.runtime(network_mode),
+            nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=runtime,
+            binds=listener.binds if listener is not None else None,
         )  # fmt: skip
         name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
         try:
@@ -264,25 +280,38 @@ class DockerEngine:
             )
         except BaseException:  # the engine may have made it though its answer never came (a signal, a timeout)
             self.remove(name)
+            if listener is not None:
+                listener.close()
             raise
         cid = container["Id"]
         self.track(cid)
-        address = None
+        address = channel = None
         try:
             stream = Stream(api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}))
             api.start(cid)
             if isinstance(network, tuple):
                 address = self.egress.address(cid, network_mode)
+            if listener is not None:
+                channel = listener.accept(stream)
         except BaseException:  # SIGTERM's SystemExit too: the container must not outlive the call
+            if listener is not None:
+                listener.close()
             self.remove(cid)
             if self.settings.runtime is Runtime.RUNSC:
                 _stop_runsc_leftovers(cid)
             raise
         if self._closed:  # closed while this one started: close() may have missed it
             stream.close()
+            if channel is not None:
+                channel.close()
             self.remove(cid)
             raise SandboxError("the sandbox is closed")
-        return Started(cid, stream, address=address)
+        return Started(cid, stream, address=address, channel=channel)
+
+    def _shares_folders(self, runtime: str) -> bool:
+        """Whether a folder of this host can hold a socket a container of `runtime` connects to: a local engine
+        (its unix socket) under runc."""
+        return runtime == "runc" and self.address.startswith("unix://")
 
     def _volume_tmpfs(self, image: str) -> dict[str, str]:
         """A small tmpfs over each VOLUME the image declares, so the engine creates no anonymous volume."""
@@ -361,6 +390,7 @@ class DockerEngine:
             self.remove(cid)
         self.images.close()
         self.egress.close()
+        self._channels.close()
         with contextlib.suppress(Exception):
             self._api.close()
 

@@ -129,4 +129,4 @@ class Pools:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             for started in pool.close():
-                started.stream.close()  # the engine removes the containers
+                started.close()  # the engine removes the containers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+import socket
 import threading
 import time
 import uuid
@@ -18,6 +19,8 @@ from runner.sandbox.background import Background
 from runner.sandbox.engine import Engine, Spec, Started
 from runner.sandbox.limits import Limits
 from runner.sandbox.stream import STDERR_KEEP
+
+STDERR_LINE_LIMIT = 6 * STDERR_KEEP + 2  # the output line of a channel call: a JSON string of STDERR_KEEP bytes
 
 
 class WarmState(enum.Enum):
@@ -39,7 +42,8 @@ class WarmReply:
 
 
 class WarmWorker:
-    """A warm container serving one call at a time through JSON lines."""
+    """A warm container serving one call at a time through JSON lines: on its channel where it has one, else on
+    its attach stream."""
 
     def __init__(self, started: Started, key: tuple[Spec, str]):
         self.started = started
@@ -50,18 +54,68 @@ class WarmWorker:
         self.broken = False
 
     def call(self, environment: Mapping[str, str], body: Any, limits: Limits) -> WarmReply:
-        """Send one call and read its reply.
-
-        The reply is one JSON line on stdout carrying the request's id; warm.py then writes `\x1e<id>` on
-        stderr, so everything the handler wrote to stderr has arrived too (the two streams are not ordered
-        between them). A line that is not JSON fails the call; a reply with another id (one the handler
-        forged, or a late one) is skipped. Either way the protocol is corrupted: the container is discarded.
-        """
-        self.stderr.clear()
+        """Send one call and read its reply. Anything not of the protocol fails the call and discards the
+        container."""
         nonce = uuid.uuid4().hex
-        marker = b"\x1e" + nonce.encode() + b"\n"
         request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
         deadline = time.monotonic() + limits.time_left
+        if self.started.channel is not None:
+            return self._call_on_channel(self.started.channel, request, nonce, deadline, limits)
+        return self._call_on_stream(request, nonce, deadline, limits)
+
+    def _call_on_channel(
+        self, channel: socket.socket, request: bytes, nonce: str, deadline: float, limits: Limits
+    ) -> WarmReply:
+        """The reply line, then a line with what the handler wrote meanwhile (a JSON string). A reply with another
+        id (one the handler forged on the socket it can reach) is skipped, and the container discarded after."""
+        answer: dict[str, Any] | None = None
+        buffer = bytearray()
+        try:
+            while True:
+                newline = buffer.find(b"\n")
+                if newline < 0:
+                    if len(buffer) > (STDERR_LINE_LIMIT if answer else limits.output_limit):
+                        self.broken = True
+                        return WarmReply(WarmState.BAD_REPLY if answer else WarmState.TOO_BIG, None, "")
+                    channel.settimeout(max(deadline - time.monotonic(), 0.001))
+                    if request:
+                        channel.sendall(request)
+                        request = b""
+                        continue
+                    chunk = channel.recv(65536)
+                    if not chunk:
+                        self.broken = True
+                        return WarmReply(WarmState.EXITED, None, "")
+                    buffer += chunk
+                    continue
+                line = bytes(buffer[:newline])
+                del buffer[: newline + 1]
+                parsed = _parsed(line)
+                if answer is not None:  # the output line ends the call
+                    if not isinstance(parsed, str) or buffer:
+                        self.broken = True
+                        return WarmReply(WarmState.BAD_REPLY, line[:200].decode("utf-8", "replace"), "")
+                    return _answered(answer, parsed[-STDERR_KEEP:])
+                if not isinstance(parsed, dict):
+                    self.broken = True
+                    return WarmReply(WarmState.BAD_REPLY, line[:200].decode("utf-8", "replace"), "")
+                if parsed.get("id") == nonce:
+                    answer = parsed
+                else:
+                    self.broken = True
+        except TimeoutError:
+            self.broken = True
+            return WarmReply(WarmState.TIMEOUT, None, "")
+        except OSError:  # closed by a cancellation or close(), or the container's end
+            self.broken = True
+            return WarmReply(WarmState.EXITED, None, "")
+
+    def _call_on_stream(self, request: bytes, nonce: str, deadline: float, limits: Limits) -> WarmReply:
+        """The reply on stdout; warm.py then writes `\x1e<id>` on stderr, so everything the handler wrote to
+        stderr has arrived too (the two streams are not ordered between them). A reply with another id (one
+        the handler forged, or a late one) is skipped, and the container discarded after the call."""
+        self.stderr.clear()
+        marker = b"\x1e" + nonce.encode() + b"\n"
         answers: list[dict[str, Any]] = []
         not_protocol: list[bytes] = []
         too_big = False
@@ -71,10 +125,7 @@ class WarmWorker:
             while not answers and not not_protocol and b"\n" in self.line:
                 line, _, rest = bytes(self.line).partition(b"\n")
                 self.line = bytearray(rest)
-                try:  # NaN and infinities, which JSON cannot hold, become null (as for function tools)
-                    answer = json.loads(line, parse_constant=lambda _constant: None)
-                except ValueError:
-                    answer = None
+                answer = _parsed(line)
                 if not isinstance(answer, dict):
                     not_protocol.append(line)
                 elif answer.get("id") == nonce:
@@ -106,9 +157,7 @@ class WarmWorker:
             self.broken = True
             return WarmReply(WarmState.BAD_REPLY, not_protocol[0][:200].decode("utf-8", "replace"), self._stderr())
         if answers and stderr_done:
-            if answers[0].get("ok"):
-                return WarmReply(WarmState.OK, answers[0].get("value"), self._stderr())
-            return WarmReply(WarmState.ERROR, answers[0].get("error") or "the handler failed", self._stderr())
+            return _answered(answers[0], self._stderr())
         self.broken = True
         if too_big:
             return WarmReply(WarmState.TOO_BIG, None, self._stderr())
@@ -116,6 +165,20 @@ class WarmWorker:
 
     def _stderr(self) -> str:
         return bytes(self.stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
+
+
+def _parsed(line: bytes) -> Any:
+    """A protocol line's JSON; NaN and infinities, which JSON cannot hold, become null (as for function tools)."""
+    try:
+        return json.loads(line, parse_constant=lambda _constant: None)
+    except ValueError:
+        return None
+
+
+def _answered(answer: dict[str, Any], stderr: str) -> WarmReply:
+    if answer.get("ok"):
+        return WarmReply(WarmState.OK, answer.get("value"), stderr)
+    return WarmReply(WarmState.ERROR, answer.get("error") or "the handler failed", stderr)
 
 
 class WarmPool:
@@ -164,7 +227,7 @@ class WarmPool:
             if worker.broken and worker in workers:
                 workers.remove(worker)
         if worker.broken:
-            worker.started.stream.close()
+            worker.started.close()
             self._engine.kill(worker.started.id)
             self._background.discard(worker.started)
         self._schedule_sweep()
@@ -226,4 +289,4 @@ class WarmPool:
             idle = [w for workers in self._workers.values() for w in workers if id(w) not in self._busy]
             self._workers = {}
         for worker in idle:
-            worker.started.stream.close()
+            worker.started.close()
