@@ -1090,3 +1090,28 @@ def test_a_warm_server_that_cannot_reach_its_channel_serves_on_the_attach_stream
     assert worker.started.channel is None
     assert [r.value for r in results] == [{"n": 0}, {"n": 1}, {"n": 2}], results
     assert "no channel" in results[0].stderr and "Permission denied" in results[0].stderr
+
+
+@docker
+def test_an_edit_that_keeps_the_files_size_and_time_is_seen_by_the_next_call(docker_api, tool_copy):
+    """The runner learns of edits from the kernel (inotify), not by comparing file times and sizes: an edit that
+    keeps both (a tool's files copied in with their times kept, a same-size change within the clock's tick)
+    still makes the next call run the new code, and so does a file in a folder made after the first call."""
+    import os
+
+    folder = tool_copy("hello")
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        assert box.run(load_manifest(folder), {"name": "Ada"}, {}).value == {"greeting": "Hello, Ada!"}
+        script = folder / "hello.py"
+        before = script.stat()
+        script.write_text(script.read_text().replace("Hello", "Jello"))  # the same size
+        os.utime(script, ns=(before.st_atime_ns, before.st_mtime_ns))
+        jello = box.run(load_manifest(folder), {"name": "Ada"}, {})
+        (folder / "words").mkdir()
+        (folder / "words" / "greeting.txt").write_text("Hey")
+        script.write_text(script.read_text().replace('f"Jello, {body', 'open("words/greeting.txt").read() + f", {body'))
+        hey = box.run(load_manifest(folder), {"name": "Ada"}, {})
+        (folder / "words" / "greeting.txt").write_text("Yo!")
+        yo = box.run(load_manifest(folder), {"name": "Ada"}, {})
+    assert jello.value == {"greeting": "Jello, Ada!"}, jello
+    assert hey.value == {"greeting": "Hey, Ada!"} and yo.value == {"greeting": "Yo!, Ada!"}, (hey, yo)

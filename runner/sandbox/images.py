@@ -11,6 +11,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import telemetry
@@ -19,6 +20,7 @@ from runner.manifest import Manifest
 from runner.sandbox.build import Build
 from runner.sandbox.context import Context, file_stats, folder_key, missing_code
 from runner.sandbox.labels import LABEL_FOLDER, LABEL_TOOL
+from runner.sandbox.watch import FolderWatch
 from runner.settings import SandboxSettings
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ def image_repository(tool_name: str) -> str:
 class ImageBuilder:
     """Finds or builds the image of a tool, and removes the images its earlier versions built.
 
-    Caches which tool contents have which tag (by file stats, so an unchanged tool costs a few stat calls).
+    Caches which tool contents have which tag, by file stats (walked again when `watch` saw the folder change).
     """
 
     def __init__(self, engine: DockerEngine, settings: SandboxSettings, say: Callable[[str], None]):
@@ -42,10 +44,13 @@ class ImageBuilder:
         self.settings = settings
         self._say = say
         self._lock = threading.Lock()
-        self._images: dict[tuple[Any, ...], str] = {}  # (folder, entrypoint, base, file stats) -> tag
+        self._images: dict[tuple[Any, ...], str] = {}  # (folder, entrypoint, base, file stats, changes) -> tag
         self._build_locks: dict[str, threading.Lock] = {}
         self._superseded: dict[str, str] = {}  # image id -> name: images of edited tools still in use
         self._ids: dict[str, str] = {}  # tag -> image id
+        self._watch = FolderWatch()
+        self._looking = threading.Lock()
+        self._stats: dict[str, tuple[tuple[tuple[str, int, int, int], ...], int]] = {}  # folder -> _looked_at
         self._build = Build(engine, settings, say, self._image_exists)
         # Removing an edited tool's earlier image (~0.2 s) happens after the build, off the call's path
         self._pruner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocket-prune")
@@ -86,7 +91,23 @@ class ImageBuilder:
             ) from None
 
     def _stat_key(self, manifest: Manifest, base: str) -> tuple[Any, ...]:
-        return (str(manifest.folder), manifest.entrypoint, base, file_stats(manifest.folder))
+        folder = str(manifest.folder)
+        return (folder, manifest.entrypoint, base, *self._looked_at(folder))
+
+    def _looked_at(self, folder: str) -> tuple[tuple[tuple[str, int, int, int], ...], int]:
+        """The folder's file stats and how many changes the watch saw in it: walked again only after one (or when
+        the watch cannot tell). The count is in the key too, so an edit that keeps a file's size and time still
+        makes the contents hashed again. One look at a time: no call takes the stats of before a change another
+        call is walking."""
+        with self._looking:
+            known = self._stats.get(folder)
+            changed = self._watch.changed(folder)
+            if known is not None and changed is False:
+                return known
+            self._watch.looked(folder)
+            changes = known[1] + bool(changed) if known is not None else 0
+            looked = self._stats[folder] = (file_stats(Path(folder)), changes)
+            return looked
 
     def image(self, manifest: Manifest) -> str:
         """The tag of the tool's image, built first when no image holds exactly these contents."""
@@ -164,6 +185,7 @@ class ImageBuilder:
     def close(self) -> None:
         """Remove the superseded images that were still in use before (their containers are gone now)."""
         self._pruner.shutdown(wait=True)
+        self._watch.close()
         with self._lock:
             superseded = list(self._superseded.items())
         for image_id, name in superseded:
