@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import dataclasses
+import functools
 import json
 import re
 import threading
@@ -171,7 +172,7 @@ def record_of(
         duration_seconds=round(duration, 6),
         bytes_in=len(json.dumps(body, default=str).encode()),
         bytes_out=len(invocation.text().encode()),
-        source=url_credentials(origin[0]) if origin[0] else None,  # a git URL may carry a token
+        source=_shown_source(origin[0]) if origin[0] else None,
         commit=origin[1],
         image=invocation.image,
         exit_code=invocation.exit_code,
@@ -180,6 +181,12 @@ def record_of(
         network=invocation.network or (NetworkReceipt(NetworkAccess.IN_PROCESS) if backend == "function" else None),
         trace_id=trace_id,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _shown_source(source: str) -> str:
+    """A tool's source as records show it: a git URL may carry a token. The same few sources on every call."""
+    return url_credentials(source)
 
 
 class AuditLog:

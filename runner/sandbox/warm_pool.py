@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +56,7 @@ class WarmWorker:
     def call(self, environment: Mapping[str, str], body: Any, limits: Limits) -> WarmReply:
         """Send one call and read its reply. Anything not of the protocol fails the call and discards the
         container."""
-        nonce = uuid.uuid4().hex
+        nonce = os.urandom(16).hex()
         request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
         deadline = time.monotonic() + limits.time_left
         if self.started.channel is not None:
@@ -167,11 +167,16 @@ class WarmWorker:
         return bytes(self.stderr[-STDERR_KEEP:]).decode("utf-8", "replace")
 
 
+# NaN and infinities, which JSON cannot hold, become null (as for function tools). One decoder: json.loads with
+# an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=lambda _constant: None)
+
+
 def _parsed(line: bytes) -> Any:
-    """A protocol line's JSON; NaN and infinities, which JSON cannot hold, become null (as for function tools)."""
+    """A protocol line's JSON, or None."""
     try:
-        return json.loads(line, parse_constant=lambda _constant: None)
-    except ValueError:
+        return _DECODER.decode(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError too
         return None
 
 
