@@ -170,7 +170,7 @@ def record_of(
         backend=backend,
         outcome=invocation.outcome,
         duration_seconds=round(duration, 6),
-        bytes_in=len(json.dumps(body, default=str).encode()),
+        bytes_in=len(_ANY_JSON.encode(body).encode()),
         bytes_out=len(invocation.text().encode()),
         source=_shown_source(origin[0]) if origin[0] else None,
         commit=origin[1],
@@ -181,6 +181,9 @@ def record_of(
         network=invocation.network or (NetworkReceipt(NetworkAccess.IN_PROCESS) if backend == "function" else None),
         trace_id=trace_id,
     )
+
+
+_ANY_JSON = json.JSONEncoder(default=str)  # one: json.dumps with an option makes a new one per call
 
 
 @functools.lru_cache(maxsize=256)

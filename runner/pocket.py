@@ -459,7 +459,8 @@ class Pocket:
                         backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
                         trace_id=telemetry.trace_id(),
                     )  # fmt: skip
-                    telemetry.annotate(current, record.span_attributes())
+                    if current.is_recording():
+                        telemetry.annotate(current, record.span_attributes())
                     self._write_audit(record)
                 if not invocation.ok:
                     telemetry.failed(current, invocation.outcome.value)
@@ -476,12 +477,15 @@ class Pocket:
     def _backend(self, tool: Tool | None) -> str:
         """Where the call ran, for the audit record: "function", "docker/RUNTIME" or "kubernetes[/RUNTIME CLASS]"."""
         from runner.function_tools import FunctionTool
-        from runner.settings import Backend
 
         if tool is None:
             return "none"
-        if isinstance(tool, FunctionTool):
-            return "function"
+        return "function" if isinstance(tool, FunctionTool) else self._sandbox_backend
+
+    @functools.cached_property
+    def _sandbox_backend(self) -> str:
+        from runner.settings import Backend
+
         sandbox = self.settings.sandbox
         if sandbox.backend is Backend.KUBERNETES:
             runtime_class = sandbox.kubernetes.runtime_class_name

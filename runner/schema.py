@@ -33,6 +33,7 @@ _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 MESSAGE_MAX = 300  # characters of one body problem; the rest is cut
+_JSON_ONLY = json.JSONEncoder(allow_nan=False)  # one: json.dumps with an option makes a new one per call
 
 
 def schemas_dir() -> Path:
@@ -450,7 +451,7 @@ def body_problems(input_schema: dict[str, Any], body: Any, *, what: str = "body"
     if not isinstance(body, dict):
         return [f"the {what} must be a JSON object, got {_json_kind(body)}"]
     try:
-        json.dumps(body, allow_nan=False)
+        _JSON_ONLY.encode(body)
     except (TypeError, ValueError) as exc:  # a date, a set, NaN: nothing a tool could read as JSON
         return [f"the {what} is not JSON data: {exc}"]
     except RecursionError:

@@ -30,6 +30,8 @@ TRACER_NAME = "pocket-runner"
 Attribute = str | bool | int | float | tuple[str, ...]
 
 _configured = False
+_environment_read = False
+_UNKNOWN = object()
 _configure_lock = threading.Lock()
 
 
@@ -48,10 +50,23 @@ def span(
     a tracer provider the API's span would be a no-op that still costs ~40 us: none is made."""
     from opentelemetry import trace
 
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if not _provider_set(trace):
         return contextlib.nullcontext(trace.INVALID_SPAN)
     clean = {key: value for key, value in (attributes or {}).items() if value is not None}
     return tracer().start_as_current_span(name, attributes=clean)  # type: ignore[no-any-return]
+
+
+def _provider_set(trace: Any) -> bool:
+    """Whether a tracer provider is set. `get_tracer_provider()` looks OTEL_PYTHON_TRACER_PROVIDER up in the
+    environment on every call until one is (7 us, four times a call): the API's module global is read instead,
+    once the first call has loaded a provider that variable names."""
+    global _environment_read
+    if not _environment_read:
+        _environment_read = True
+        trace.get_tracer_provider()
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is _UNKNOWN:  # an API without it: the public way
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return trace._TRACER_PROVIDER is not None
 
 
 def annotate(current: Span, attributes: Mapping[str, Attribute | None]) -> None:

@@ -32,6 +32,11 @@ class Limits:
     lowered: tuple[str, ...] = field(default=(), compare=False)
     waited: float = field(default=0.0, compare=False)  # seconds the call waited for a container: part of its timeout
 
+    def after(self, waited: float) -> Limits:
+        """These limits for a call that waited `waited` seconds for a container (dataclasses.replace: 20 us)."""
+        return Limits(self.timeout, self.memory_mb, self.cpus, self.pids, self.output_limit, self.network,
+                      self.max_concurrent, self.lowered, waited)  # fmt: skip
+
     @property
     def time_left(self) -> float:
         return max(self.timeout - self.waited, 0.0)

@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 from runner import telemetry
@@ -127,7 +126,7 @@ class Sandbox:
             )
         try:
             waited = time.perf_counter() - started_at
-            return self._run(result, manifest, body, environment, replace(limits, waited=waited), user_id,
+            return self._run(result, manifest, body, environment, limits.after(waited), user_id,
                              cancellation)  # fmt: skip
         finally:
             slots.release()

@@ -70,18 +70,19 @@ class WarmWorker:
         id (one the handler forged on the socket it can reach) is skipped, and the container discarded after."""
         answer: dict[str, Any] | None = None
         buffer = bytearray()
+        reads = 0
         try:
+            channel.settimeout(max(deadline - time.monotonic(), 0.001))
+            channel.sendall(request)
             while True:
                 newline = buffer.find(b"\n")
                 if newline < 0:
                     if len(buffer) > (STDERR_LINE_LIMIT if answer else limits.output_limit):
                         self.broken = True
                         return WarmReply(WarmState.BAD_REPLY if answer else WarmState.TOO_BIG, None, "")
-                    channel.settimeout(max(deadline - time.monotonic(), 0.001))
-                    if request:
-                        channel.sendall(request)
-                        request = b""
-                        continue
+                    if reads:  # a reply in several pieces: what is left of the time for the next
+                        channel.settimeout(max(deadline - time.monotonic(), 0.001))
+                    reads += 1
                     chunk = channel.recv(65536)
                     if not chunk:
                         self.broken = True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import select
 import struct
 import sys
 import threading
@@ -36,6 +37,9 @@ class FolderWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fd = _inotify()
+        self._pending = select.poll()  # asking it costs no exception, where reading an empty queue raises one
+        if self._fd is not None:
+            self._pending.register(self._fd, select.POLLIN)
         self._folders: dict[int, set[str]] = {}  # watch descriptor -> the tool folders it is in (one may hold another)
         self._changed: set[str] = set()
         self._seen: set[str] = set()  # folders whose every subfolder is watched
@@ -71,7 +75,7 @@ class FolderWatch:
                 self._fd = None
 
     def _drain(self) -> None:
-        while True:
+        while self._pending.poll(0):
             try:
                 data = os.read(self._fd, 64 * 1024)  # type: ignore[arg-type]
             except BlockingIOError:

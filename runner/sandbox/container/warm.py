@@ -26,6 +26,7 @@ import traceback
 BUILD_HOME = "/home/pocket"
 CHANNEL = "POCKET_CHANNEL"
 KEEP = 64 * 1024  # the tail of a call's output kept (the runner keeps as much)
+_ENCODER = json.JSONEncoder(default=str)  # one: json.dumps with an option makes a new one per call
 
 
 class Captured:
@@ -72,7 +73,7 @@ class Captured:
 
     def take(self):
         """What was written since `clear`."""
-        for stream in (sys.stdout, sys.stderr):
+        for stream in {sys.stdout, sys.stderr}:
             try:
                 stream.flush()
             except (OSError, ValueError):
@@ -130,7 +131,7 @@ def answer(line, handler, load_error, baseline):
             reply = {"ok": False, "error": load_error}
         else:
             reply = {"ok": True, "value": handler(request.get("body"))}
-        text = json.dumps({"id": request.get("id"), **reply}, default=str)
+        text = _ENCODER.encode({"id": request.get("id"), **reply})
     except BaseException:
         text = json.dumps({"id": request.get("id"), "ok": False, "error": traceback.format_exc(limit=-3)})
     restore(baseline)  # the request's tokens do not stay in the environment between calls
@@ -157,7 +158,8 @@ def main():
             captured.clear()  # what was written between calls belongs to none
         text, request_id = answer(line, handler, load_error, baseline)
         if channel is not None:
-            channel.sendall((text + "\n" + json.dumps(captured.take()) + "\n").encode())
+            output = captured.take()
+            channel.sendall((text + "\n" + (json.dumps(output) if output else '""') + "\n").encode())
             continue
         sys.stderr.flush()
         protocol.write(text + "\n")
