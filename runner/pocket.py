@@ -376,6 +376,7 @@ class Pocket:
     ) -> Invocation:
         from runner.function_tools import FunctionTool
 
+        self._check_open()  # a call on a closed Pocket is refused before it is a call (no span, no record)
         sandboxed = tool_name in self._tools and not isinstance(self._tools[tool_name], FunctionTool)
         sandbox = self._sandbox_for_calls() if sandboxed else None
         busy = sandbox.busy() if sandbox is not None else contextlib.nullcontext()
@@ -405,6 +406,7 @@ class Pocket:
 
         from runner.function_tools import FunctionTool
 
+        self._check_open()
         tool = self._tools.get(tool_name)
         loop = asyncio.get_running_loop()
         if not isinstance(tool, FunctionTool):
@@ -499,10 +501,17 @@ class Pocket:
 
         try:
             with self._lock:
-                if self._audit is None:
+                if self._audit is None and not self._closed:
                     self._audit = AuditWriter(audit_log(self.settings))
                 writer = self._audit
-            writer.submit(record)
+            if writer is not None:
+                writer.submit(record)
+                return
+            log = audit_log(self.settings)  # a call that outlived close(): its record is written here, now
+            try:
+                log.write(record)
+            finally:
+                log.close()
         except (PocketError, OSError) as exc:
             import warnings
 

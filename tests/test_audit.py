@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mcp import Client
 from runner.audit import AuditLog, AuditRecord, Surface, audit_log, parse_since
 from runner.auth.store import STORE_FILE, database_path
 from runner.database import SQLiteDatabase
+from runner.errors import PocketError
 from runner.function_tools import function_tool
 from runner.integrations.langchain import langchain_tools
 from runner.invocation import Outcome
@@ -299,3 +301,34 @@ def test_a_cancelled_call_is_recorded_too(tmp_path):
         asyncio.run(scenario(pocket))
     (record,) = _records(tmp_path)
     assert (record.tool, record.outcome) == ("wait", Outcome.TOOL_FAILED)
+
+
+def test_a_call_that_outlives_close_is_recorded_and_a_call_after_it_is_refused_unrecorded(tmp_path):
+    """close() while a function tool runs: the call ends, its record is written (by the call's own thread: the
+    Pocket's writer is closed) and no writer thread is left behind; a call on the closed Pocket raises before
+    it is a call, as for a sandboxed tool, so it leaves no record."""
+    started, release = threading.Event(), threading.Event()
+
+    @function_tool
+    def slow() -> str:
+        """Wait to be let go."""
+        started.set()
+        release.wait(10)
+        return "done"
+
+    pocket = Pocket([slow, add], settings=settings(tmp_path))
+    assert pocket.invoke("add", {"a": 1}).ok  # the writer thread is running
+    results: list[Any] = []
+    call = threading.Thread(target=lambda: results.append(pocket.invoke("slow", {})))
+    call.start()
+    assert started.wait(10)
+    pocket.close()
+    release.set()
+    call.join(10)
+    assert results and results[0].ok and results[0].value == "done"
+    with pytest.raises(PocketError, match="this Pocket is closed"):
+        pocket.invoke("add", {"a": 2})
+    with pytest.raises(PocketError, match="this Pocket is closed"):
+        asyncio.run(pocket.ainvoke("add", {"a": 3}))
+    assert [(r.tool, r.outcome) for r in _records(tmp_path)] == [("add", Outcome.OK), ("slow", Outcome.OK)]
+    assert not [t for t in threading.enumerate() if t.name.startswith("pocket-audit")]
