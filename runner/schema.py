@@ -345,8 +345,10 @@ def _linear_time(cls: type) -> type:
 
 # The keywords fastjsonschema (draft 7) and jsonschema (2020-12, no format assertion) read alike: a schema made of
 # these alone is checked by code compiled from it first. Not among them: anything with a regular expression
-# (fastjsonschema's are Python's, which a hostile pattern can hang), `$ref` (it would fetch a remote one) and the
-# keywords whose meaning changed between the drafts (items as a list, dependencies, multipleOf on floats).
+# (fastjsonschema's are Python's, which a hostile pattern can hang), `$ref` (fastjsonschema fetches a remote one
+# with urllib, and finds one even inside the values of `const`, `enum` or `examples`: a schema holding the word
+# anywhere is left to jsonschema) and the keywords whose meaning changed between the drafts (items as a list,
+# dependencies, multipleOf on floats).
 _FAST_ASSERTIONS = {"type", "required", "enum", "const", "minLength", "maxLength", "minimum", "maximum"}
 _FAST_ASSERTIONS |= {"exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems", "uniqueItems"}
 _FAST_ASSERTIONS |= {"minProperties", "maxProperties"}
@@ -388,14 +390,16 @@ class _BodyCheck:
     valid: Callable[[Any], bool] | None
 
     @classmethod
-    def of(cls, schema: dict[str, Any]) -> _BodyCheck:
+    def of(cls, schema_json: str) -> _BodyCheck:
         from jsonschema.validators import Draft202012Validator, validator_for
         from jsonschema_specifications import REGISTRY
 
+        schema = json.loads(schema_json)
         kind = _linear_time(validator_for(schema, default=Draft202012Validator))
         # Only the metaschemas besides the schema itself: jsonschema's default registry would fetch a remote
         # `$ref` from the network (a tool's schema must not make the runner send requests).
-        return cls(kind(schema, registry=REGISTRY), _compiled(schema) if _fast_enough(schema) else None)
+        fast = _fast_enough(schema) and '"$ref"' not in schema_json
+        return cls(kind(schema, registry=REGISTRY), _compiled(schema) if fast else None)
 
     def passes(self, body: Any) -> bool:
         if self.valid is None:
@@ -426,7 +430,7 @@ def _compiled(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
 
 @lru_cache(maxsize=256)
 def _check_of_json(schema_json: str) -> _BodyCheck:
-    return _BodyCheck.of(json.loads(schema_json))
+    return _BodyCheck.of(schema_json)
 
 
 _CHECKS: dict[int, tuple[dict[str, Any], _BodyCheck]] = {}  # id(schema) -> (schema, its check)

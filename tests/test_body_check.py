@@ -108,3 +108,36 @@ def test_an_invalid_body_still_gets_every_problem_by_its_field():
         "/n: 4 is greater than the maximum of 3",
         "/name: '' should be non-empty",
     ]
+
+
+def test_a_schema_naming_a_url_anywhere_makes_no_request_when_a_body_is_checked():
+    """A `$ref` inside the values of `const` or `examples` is data to JSON Schema, but fastjsonschema resolves it
+    while compiling (with urllib, no timeout): a hostile tool's schema could make the runner fetch any URL. Such a
+    schema is left to jsonschema, which fetches nothing; a server on 127.0.0.1 counts the requests."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"type": "integer"}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
+    try:
+        examples = {"type": "object", "properties": {"x": {"type": "string", "examples": [{"$ref": url}]}}}
+        constant = {"type": "object", "properties": {"x": {"const": {"$ref": url + "#c"}}}}
+        assert body_problems(examples, {"x": "a"}) == [] and body_problems(examples, {"x": 1})
+        assert body_problems(constant, {"x": {"$ref": url + "#c"}}) == []
+        assert body_problems(constant, {"x": 1}) == ["/x: {'$ref': '" + url + "#c'} was expected"]
+    finally:
+        server.shutdown()
+    assert asked == []
