@@ -269,8 +269,8 @@ ECHO = "import os, sys\nfor line in sys.stdin.buffer:\n    os.write(1, line)\n"
 
 def bench_channel_floor(image: str, n: int, pause: float) -> list[float]:
     """Round trips of one JSON line through a warm container's channel (runner.sandbox.channel: a unix socket in a
-    folder mounted read-only into the container) to an echo process and back, with nothing of the runner's
-    around it: the transport of warm mode's calls under runc."""
+    folder mounted read-only into the container) to an echo process and back, read as warm calls read it, with
+    nothing else of the runner's around it: the transport of warm mode's calls under runc."""
     import docker
 
     from runner.sandbox.channel import MOUNT, SOCKET_NAME, Channels
@@ -278,8 +278,9 @@ def bench_channel_floor(image: str, n: int, pause: float) -> list[float]:
     api = docker.APIClient()
     channels = Channels()
     listener = channels.open()
-    echo = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('{MOUNT}/{SOCKET_NAME}')\n"
-    echo += "for line in s.makefile('rb'):\n    s.sendall(line)\n"
+    echo = "import socket\nconnections = [socket.socket(socket.AF_UNIX) for _ in range(2)]\n"
+    echo += f"for c in connections:\n    c.connect('{MOUNT}/{SOCKET_NAME}')\nreplies = connections[0]\n"
+    echo += "replies.recv(1)\nfor line in replies.makefile('rb'):\n    replies.sendall(line)\n"
     host_config = api.create_host_config(binds=listener.binds, network_mode="none", read_only=True)
     container = api.create_container(
         image, command=["python3", "-c", echo], user="65534:65534", host_config=host_config, network_disabled=True
@@ -291,12 +292,16 @@ def bench_channel_floor(image: str, n: int, pause: float) -> list[float]:
         assert channel is not None, "the echo process did not connect to its channel"
         samples = []
         for i in range(n + 5):
-            line = json.dumps({"id": i, "body": BODY}).encode() + b"\n"
+            echoed = bytearray()
+
+            def on_frame(kind: int, payload: bytes, echoed: bytearray = echoed) -> bool:
+                echoed.extend(payload)
+                return not echoed.endswith(b"\n")
+
             started = time.perf_counter()
-            channel.sendall(line)
-            echoed = b""
-            while not echoed.endswith(b"\n"):
-                echoed += channel.recv(65536)
+            channel.send(json.dumps({"id": i, "body": BODY}).encode() + b"\n", time.monotonic() + 10, on_frame)
+            if not echoed.endswith(b"\n"):
+                channel.read_until(time.monotonic() + 10, on_frame)
             if i >= 5:  # the first round trips warm the interpreter up
                 samples.append(time.perf_counter() - started)
             time.sleep(pause)

@@ -1053,7 +1053,8 @@ def test_a_warm_handler_forging_replies_loses_its_container_and_nan_becomes_null
 def test_a_warm_handler_finds_no_channel_socket_and_may_print_more_than_a_pipe_holds(docker_api, tmp_path):
     """Under runc a warm server speaks to the runner on a socket in a folder mounted into its container: once it
     has connected, the socket is gone from the folder (nothing else can connect) and its variable from the
-    handler's environment. What the handler prints goes through a pipe the server drains: 3 MB do not block it."""
+    handler's environment. What the handler prints goes to the runner on a connection of its own: 3 MB do not
+    block it, and the call keeps the last 64 KiB."""
     manifest = _warm_tool(
         tmp_path, "lister",
         "import os, sys\n\ndef handle(body):\n"
@@ -1115,3 +1116,40 @@ def test_an_edit_that_keeps_the_files_size_and_time_is_seen_by_the_next_call(doc
         yo = box.run(load_manifest(folder), {"name": "Ada"}, {})
     assert jello.value == {"greeting": "Jello, Ada!"}, jello
     assert hey.value == {"greeting": "Hey, Ada!"} and yo.value == {"greeting": "Yo!, Ada!"}, (hey, yo)
+
+
+@docker
+def test_a_warm_call_that_times_out_or_dies_still_shows_what_its_handler_printed(docker_api, tmp_path, runtime):
+    manifest = _warm_tool(
+        tmp_path, "stuck",
+        "import os, sys, time\n\ndef handle(body):\n    print('working on', body['n'], file=sys.stderr, flush=True)\n"
+        "    if body.get('die'):\n        os._exit(3)\n    time.sleep(30)\n",
+    )  # fmt: skip
+    with Sandbox(SandboxSettings(warm_tools=("stuck",), pool_size=0, runtime=runtime)) as box:
+        box.prepare(manifest, warm_workers=1)
+        started = time.monotonic()
+        stuck = box.run(manifest, {"n": 1}, {}, timeout=1)
+        waited = time.monotonic() - started
+        died = box.run(manifest, {"n": 2, "die": True}, {})
+    assert stuck.error == "timed out after 1 s" and waited < 2.5, (stuck.error, waited)
+    assert stuck.stderr == "working on 1\n", stuck.stderr
+    assert died.error == "the warm server exited (code 3)" and died.stderr == "working on 2\n", died
+
+
+@docker
+def test_a_warm_handler_flooding_its_channel_cannot_hold_the_call_past_its_timeout(docker_api, tmp_path):
+    """The handler runs in the server's process and can find the channel's socket: lines it writes there
+    without end are read and skipped until the call's deadline, which still holds."""
+    manifest = _warm_tool(
+        tmp_path, "flood",
+        "import socket, gc, threading, time\n\ndef flood():\n"
+        "    channel = next(o for o in gc.get_objects() if isinstance(o, socket.socket))\n"
+        "    while True:\n        channel.sendall(b'{\"id\": null, \"out\": \"x\"}\\n' * 1000)\n\n"
+        "def handle(body):\n    threading.Thread(target=flood, daemon=True).start()\n    time.sleep(30)\n",
+    )  # fmt: skip
+    with Sandbox(SandboxSettings(warm_tools=("flood",), pool_size=0)) as box:
+        box.prepare(manifest, warm_workers=1)
+        started = time.monotonic()
+        result = box.run(manifest, {}, {}, timeout=2)
+        waited = time.monotonic() - started
+    assert result.error == "timed out after 2 s" and waited < 3.5, (result.error, waited)

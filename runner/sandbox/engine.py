@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from typing import Any, Protocol
 from runner.errors import SandboxError
 from runner.invocation import NetworkReceipt
 from runner.manifest import Manifest
-from runner.sandbox.channel import Channels
+from runner.sandbox.channel import Channel, Channels
 from runner.sandbox.egress import EGRESS_PORT, EgressNetworks
 from runner.sandbox.images import ImageBuilder, image_repository
 from runner.sandbox.labels import LABEL, LABEL_MODE, LABEL_OWNER, LABEL_SANDBOX, LABEL_TOOL, USER, owner_alive
@@ -71,7 +70,12 @@ class Started:
     stream: Stream
     started: float = field(default_factory=time.monotonic)
     address: str | None = None  # on its egress network, where its egress proxy's receipts name it
-    channel: socket.socket | None = None  # a warm server's direct line (`channel`), where there is one
+    channel: Channel | None = None  # a warm server's direct line, where there is one
+
+    @property
+    def transport(self) -> Stream | Channel:
+        """Where calls go: the channel if there is one, else the attach stream."""
+        return self.channel if self.channel is not None else self.stream
 
     def close(self) -> None:
         """Close the stream and the channel (the container goes on until it is removed)."""
@@ -254,14 +258,14 @@ class DockerEngine:
         else:
             network_mode = "bridge" if network else "none"
         runtime = self.runtime(network_mode)
-        listener = self._channels.open() if spec.mode == "warm" and self._shares_folders(runtime) else None
-        if listener is not None:
-            environment.update(listener.environment)
         host_config = self.host_config(
             spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
             nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=runtime,
-            binds=listener.binds if listener is not None else None,
         )  # fmt: skip
+        listener = self._channels.open() if spec.mode == "warm" and self._shares_folders(runtime) else None
+        if listener is not None:
+            environment.update(listener.environment)
+            host_config["Binds"] = listener.binds
         name = f"pocket-{image_repository(spec.tool).split('/', 1)[1][:40]}-{uuid.uuid4().hex[:10]}"
         try:
             container = api.create_container(
@@ -278,11 +282,15 @@ class DockerEngine:
                 host_config=host_config,
                 name=name,
             )
-        except BaseException:  # the engine may have made it though its answer never came (a signal, a timeout)
+        except BaseException as exc:  # the engine may have made it though its answer never came (a signal, a timeout)
             self.remove(name)
-            if listener is not None:
-                listener.close()
-            raise
+            if listener is None:
+                raise
+            listener.close()
+            if "mount" not in str(exc).lower():
+                raise
+            self._channels.failed()  # an engine that cannot mount this host's folder (Docker Desktop): without
+            return self.start(spec)
         cid = container["Id"]
         self.track(cid)
         address = channel = None
@@ -293,6 +301,8 @@ class DockerEngine:
                 address = self.egress.address(cid, network_mode)
             if listener is not None:
                 channel = listener.accept(stream)
+                if channel is None:
+                    self._channels.failed()
         except BaseException:  # SIGTERM's SystemExit too: the container must not outlive the call
             if listener is not None:
                 listener.close()

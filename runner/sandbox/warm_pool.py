@@ -8,7 +8,6 @@ from __future__ import annotations
 import enum
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -19,8 +18,6 @@ from runner.sandbox.background import Background
 from runner.sandbox.engine import Engine, Spec, Started
 from runner.sandbox.limits import Limits
 from runner.sandbox.stream import STDERR_KEEP
-
-STDERR_LINE_LIMIT = 6 * STDERR_KEEP + 2  # the output line of a channel call: a JSON string of STDERR_KEEP bytes
 
 
 class WarmState(enum.Enum):
@@ -49,78 +46,26 @@ class WarmWorker:
         self.started = started
         self.key = key  # (spec, user id)
         self.last_used = time.monotonic()
-        self.line = bytearray()
+        self.line = bytearray()  # protocol bytes read but not taken yet
         self.stderr = bytearray()
         self.broken = False
 
     def call(self, environment: Mapping[str, str], body: Any, limits: Limits) -> WarmReply:
-        """Send one call and read its reply. Anything not of the protocol fails the call and discards the
-        container."""
+        """Send one call and read its reply, on the channel or the attach stream alike. On the attach stream the
+        reply is on stdout, and warm.py writes `\x1e<id>` on stderr after everything the handler wrote there (the
+        two are not ordered between them): the call waits for both. A reply with another id (one the handler
+        forged, or a late one) is skipped, and the container discarded after the call; anything else not of the
+        protocol fails the call and discards the container."""
         nonce = os.urandom(16).hex()
         request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
         deadline = time.monotonic() + limits.time_left
-        if self.started.channel is not None:
-            return self._call_on_channel(self.started.channel, request, nonce, deadline, limits)
-        return self._call_on_stream(request, nonce, deadline, limits)
-
-    def _call_on_channel(
-        self, channel: socket.socket, request: bytes, nonce: str, deadline: float, limits: Limits
-    ) -> WarmReply:
-        """The reply line, then a line with what the handler wrote meanwhile (a JSON string). A reply with another
-        id (one the handler forged on the socket it can reach) is skipped, and the container discarded after."""
-        answer: dict[str, Any] | None = None
-        buffer = bytearray()
-        reads = 0
-        try:
-            channel.settimeout(max(deadline - time.monotonic(), 0.001))
-            channel.sendall(request)
-            while True:
-                newline = buffer.find(b"\n")
-                if newline < 0:
-                    if len(buffer) > (STDERR_LINE_LIMIT if answer else limits.output_limit):
-                        self.broken = True
-                        return WarmReply(WarmState.BAD_REPLY if answer else WarmState.TOO_BIG, None, "")
-                    if reads:  # a reply in several pieces: what is left of the time for the next
-                        channel.settimeout(max(deadline - time.monotonic(), 0.001))
-                    reads += 1
-                    chunk = channel.recv(65536)
-                    if not chunk:
-                        self.broken = True
-                        return WarmReply(WarmState.EXITED, None, "")
-                    buffer += chunk
-                    continue
-                line = bytes(buffer[:newline])
-                del buffer[: newline + 1]
-                parsed = _parsed(line)
-                if answer is not None:  # the output line ends the call
-                    if not isinstance(parsed, str) or buffer:
-                        self.broken = True
-                        return WarmReply(WarmState.BAD_REPLY, line[:200].decode("utf-8", "replace"), "")
-                    return _answered(answer, parsed[-STDERR_KEEP:])
-                if not isinstance(parsed, dict):
-                    self.broken = True
-                    return WarmReply(WarmState.BAD_REPLY, line[:200].decode("utf-8", "replace"), "")
-                if parsed.get("id") == nonce:
-                    answer = parsed
-                else:
-                    self.broken = True
-        except TimeoutError:
-            self.broken = True
-            return WarmReply(WarmState.TIMEOUT, None, "")
-        except OSError:  # closed by a cancellation or close(), or the container's end
-            self.broken = True
-            return WarmReply(WarmState.EXITED, None, "")
-
-    def _call_on_stream(self, request: bytes, nonce: str, deadline: float, limits: Limits) -> WarmReply:
-        """The reply on stdout; warm.py then writes `\x1e<id>` on stderr, so everything the handler wrote to
-        stderr has arrived too (the two streams are not ordered between them). A reply with another id (one
-        the handler forged, or a late one) is skipped, and the container discarded after the call."""
         self.stderr.clear()
         marker = b"\x1e" + nonce.encode() + b"\n"
         answers: list[dict[str, Any]] = []
         not_protocol: list[bytes] = []
         too_big = False
-        stderr_done = False
+        marked = self.started.channel is None  # a channel hands on the output before the reply, without a marker
+        stderr_done = not marked
 
         def take_lines() -> None:
             while not answers and not not_protocol and b"\n" in self.line:
@@ -136,9 +81,9 @@ class WarmWorker:
 
         def on_frame(kind: int, payload: bytes) -> bool:
             nonlocal too_big, stderr_done
-            if kind == 2 and not stderr_done:
+            if kind == 2 and not (marked and stderr_done):
                 self.stderr += payload
-                if self.stderr.endswith(marker):
+                if marked and self.stderr.endswith(marker):
                     del self.stderr[-len(marker) :]
                     stderr_done = True
                 elif len(self.stderr) > 2 * STDERR_KEEP:
@@ -149,8 +94,9 @@ class WarmWorker:
                 too_big = not answers and len(self.line) > limits.output_limit
             return not (answers and stderr_done) and not not_protocol and not too_big
 
-        stream = self.started.stream
+        stream = self.started.transport
         if not stream.send(request, deadline, on_frame):
+            self.broken = True  # it did not read its request: stuck
             return WarmReply(WarmState.TIMEOUT, None, self._stderr())
         done = (answers and stderr_done) or not_protocol or too_big
         state = "stop" if done else stream.read_until(deadline, on_frame)
@@ -177,7 +123,7 @@ def _parsed(line: bytes) -> Any:
     """A protocol line's JSON, or None."""
     try:
         return _DECODER.decode(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError too
+    except (ValueError, RecursionError):  # UnicodeDecodeError too
         return None
 
 
@@ -208,7 +154,7 @@ class WarmPool:
             for candidate in list(self._workers.setdefault(key, [])):
                 if id(candidate) in self._busy:
                     continue
-                if not candidate.started.stream.alive():  # its container died between calls
+                if not candidate.started.transport.alive():  # its container died between calls
                     self._workers[key].remove(candidate)
                     dead.append(candidate)
                     continue

@@ -55,18 +55,32 @@ class FolderWatch:
 
     def looked(self, folder: str) -> None:
         """`folder` is being looked at now: watch it (and its subfolders) for the next change. Called before the
-        walk, so a change during the walk counts for the next call."""
+        walk, so a change during the walk counts for the next call. Only on a local file system: edits made on
+        another machine (NFS, SMB) or through a virtual machine's share (9p, virtiofs) raise no event here."""
         with self._lock:
             if self._fd is None:
                 return
             self._changed.discard(folder)
-            for path in _folders(folder):
-                wd = _libc().inotify_add_watch(self._fd, os.fsencode(path), CHANGES | IN_ONLYDIR | IN_DONT_FOLLOW)
-                if wd < 0:  # the user's watches are used up, or it went away: no promise for this folder
-                    self._seen.discard(folder)
-                    return
-                self._folders.setdefault(wd, set()).add(folder)
+            if not _local(folder) or not self._watch_tree(folder):
+                self._seen.discard(folder)  # no promise for this folder: walked on every call
+                return
             self._seen.add(folder)
+
+    def _watch_tree(self, folder: str) -> bool:
+        """Watch each folder before listing it, so a subfolder made meanwhile is in the listing or an event."""
+        pending = [folder]
+        while pending:
+            path = pending.pop()
+            wd = _libc().inotify_add_watch(self._fd, os.fsencode(path), CHANGES | IN_ONLYDIR | IN_DONT_FOLLOW)
+            if wd < 0:  # the user's watches are used up, or it went away
+                return False
+            self._folders.setdefault(wd, set()).add(folder)
+            try:
+                with os.scandir(path) as listing:
+                    pending += [e.path for e in listing if e.is_dir(follow_symlinks=False) and e.name not in EXCLUDED]
+            except OSError:
+                return False
+        return True
 
     def close(self) -> None:
         with self._lock:
@@ -91,13 +105,18 @@ class FolderWatch:
                     self._changed.update(folders)
 
 
-def _folders(folder: str) -> list[str]:
-    """The folder and its subfolders the tool's files are taken from (links to folders are not followed)."""
-    found = []
-    for path, subfolders, _files in os.walk(folder):
-        subfolders[:] = [name for name in subfolders if name not in EXCLUDED]
-        found.append(path)
-    return found
+# statfs(2)'s f_type of the file systems whose every change this kernel makes (and so reports)
+LOCAL = {
+    0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs", 0x794C7630: "overlay",
+    0x2FC12FC1: "zfs", 0xF2F52010: "f2fs", 0x858458F6: "ramfs", 0x3153464A: "jfs", 0x52654973: "reiserfs",
+}  # fmt: skip
+
+
+def _local(folder: str) -> bool:
+    buffer = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field
+    if _libc().statfs(os.fsencode(folder), buffer) != 0:
+        return False
+    return struct.unpack_from("l", buffer)[0] in LOCAL
 
 
 def _inotify() -> int | None:
