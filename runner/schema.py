@@ -15,7 +15,6 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -380,14 +379,17 @@ def _fast_enough(schema: Any, depth: int = 0) -> bool:
     return True
 
 
-@dataclass(frozen=True)
 class _BodyCheck:
     """A schema's checks: jsonschema's finds every problem, with its message; fastjsonschema's, where the schema
     allows it, only tells a valid body (~1 us instead of ~40, 45 us instead of 290 after an idle second): most
-    bodies are valid, and an invalid one is then checked again for the messages."""
+    bodies are valid, and an invalid one is then checked again for the messages. The compiled check is made at
+    a schema's second body (importing and compiling take 15 ms: not worth it for a one-shot command's one call)."""
 
-    validator: Any
-    valid: Callable[[Any], bool] | None
+    def __init__(self, validator: Any, schema: dict[str, Any] | None):
+        self.validator = validator
+        self._schema = schema  # None: jsonschema alone checks it
+        self._valid: Callable[[Any], bool] | None = None
+        self._checked = 0
 
     @classmethod
     def of(cls, schema_json: str) -> _BodyCheck:
@@ -399,13 +401,23 @@ class _BodyCheck:
         # Only the metaschemas besides the schema itself: jsonschema's default registry would fetch a remote
         # `$ref` from the network (a tool's schema must not make the runner send requests).
         fast = _fast_enough(schema) and '"$ref"' not in schema_json
-        return cls(kind(schema, registry=REGISTRY), _compiled(schema) if fast else None)
+        return cls(kind(schema, registry=REGISTRY), schema if fast else None)
+
+    def compiled(self) -> Callable[[Any], bool] | None:
+        """The compiled check, made now if it was not; None for a schema jsonschema alone checks."""
+        if self._valid is None and self._schema is not None:
+            self._valid = _compiled(self._schema)
+            if self._valid is None:
+                self._schema = None
+        return self._valid
 
     def passes(self, body: Any) -> bool:
-        if self.valid is None:
-            return False
+        if self._valid is None:
+            self._checked += 1
+            if self._checked < 2 or self.compiled() is None:
+                return False
         try:
-            return self.valid(body)
+            return self._valid(body)  # type: ignore[misc]
         except Exception:  # anything it cannot read (a nesting too deep...): jsonschema says what is wrong
             return False
 

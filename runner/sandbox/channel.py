@@ -2,7 +2,7 @@
 is bind-mounted read-only into that one container. The warm server connects to it twice as it starts: replies
 come on the first connection, and what the handler writes (its fds 1 and 2) on the second, straight from the
 handler's process, so nothing is lost when it dies. `Channel` reads the two like an attach stream's stdout and
-stderr, and the call skips dockerd's copy of the attach stream (a round trip of 0.14 ms instead of 0.73 ms on
+stderr, and the call skips dockerd's copy of the attach stream (a round trip of 0.27 ms instead of 0.74 ms on
 this machine: benchmarks/bench_sandbox.py, "channel echo" and "attach echo").
 
 Once the server is connected, the socket's name and folder are removed: the mount is an empty folder from then

@@ -3,8 +3,8 @@ the Docker one, through the docker SDK's low-level client.
 
 It owns the client (connected, and stale containers cleaned, on first use), the labels on what it creates,
 the hardened container configuration, and create / start / kill / remove. Each container it starts has its
-stdin, stdout and stderr attached (`Started.stream`): a call's environment and body travel there, never in
-the container's config.
+stdin, stdout and stderr attached (`Started.stream`): a call's environment and body travel there (a warm
+container's under runc on its `channel`), never in the container's config.
 
 Hardening, always: uid 65534, all capabilities dropped, no-new-privileges, read-only root with a small
 /tmp tmpfs and a 16 MiB /dev/shm (and a 16 MB tmpfs over each VOLUME the image declares, so no anonymous
