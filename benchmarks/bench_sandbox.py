@@ -41,6 +41,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -267,6 +268,27 @@ def bench_bare(image: str, run: str) -> tuple[float, float]:
 ECHO = "import os, sys\nfor line in sys.stdin.buffer:\n    os.write(1, line)\n"
 
 
+def round_trips(transport: Any, n: int, pause: float) -> list[float]:
+    """Seconds of n round trips of one JSON line through `transport` (an attach `Stream` or a `Channel`: read as
+    warm calls read them) to an echo process and back, `pause` apart, after 5 that warm the interpreter up."""
+    samples = []
+    for i in range(n + 5):
+        echoed = bytearray()
+
+        def on_frame(kind: int, payload: bytes, echoed: bytearray = echoed) -> bool:
+            echoed.extend(payload)
+            return not echoed.endswith(b"\n")
+
+        started = time.perf_counter()
+        transport.send(json.dumps({"id": i, "body": BODY}).encode() + b"\n", time.monotonic() + 10, on_frame)
+        if not echoed.endswith(b"\n"):
+            transport.read_until(time.monotonic() + 10, on_frame)
+        if i >= 5:
+            samples.append(time.perf_counter() - started)
+        time.sleep(pause)
+    return samples
+
+
 def bench_channel_floor(image: str, n: int, pause: float) -> list[float]:
     """Round trips of one JSON line through a warm container's channel (runner.sandbox.channel: a unix socket in a
     folder mounted read-only into the container) to an echo process and back, read as warm calls read it, with
@@ -290,21 +312,7 @@ def bench_channel_floor(image: str, n: int, pause: float) -> list[float]:
         api.start(container["Id"])
         channel = listener.accept(attached)
         assert channel is not None, "the echo process did not connect to its channel"
-        samples = []
-        for i in range(n + 5):
-            echoed = bytearray()
-
-            def on_frame(kind: int, payload: bytes, echoed: bytearray = echoed) -> bool:
-                echoed.extend(payload)
-                return not echoed.endswith(b"\n")
-
-            started = time.perf_counter()
-            channel.send(json.dumps({"id": i, "body": BODY}).encode() + b"\n", time.monotonic() + 10, on_frame)
-            if not echoed.endswith(b"\n"):
-                channel.read_until(time.monotonic() + 10, on_frame)
-            if i >= 5:  # the first round trips warm the interpreter up
-                samples.append(time.perf_counter() - started)
-            time.sleep(pause)
+        samples = round_trips(channel, n, pause)
         channel.close()
         attached.close()
         return samples
@@ -323,21 +331,7 @@ def bench_attach_floor(image: str, n: int, pause: float) -> list[float]:
     try:
         stream = Stream(api.attach_socket(container["Id"], params={"stdin": 1, "stdout": 1, "stream": 1}))
         api.start(container["Id"])
-        samples = []
-        for i in range(n + 5):
-            echoed = bytearray()
-
-            def on_frame(kind: int, payload: bytes, echoed: bytearray = echoed) -> bool:
-                echoed.extend(payload)
-                return not echoed.endswith(b"\n")
-
-            started = time.perf_counter()
-            stream.send(json.dumps({"id": i, "body": BODY}).encode() + b"\n", time.monotonic() + 10, on_frame)
-            if not echoed.endswith(b"\n"):
-                stream.read_until(time.monotonic() + 10, on_frame)
-            if i >= 5:  # the first round trips warm the interpreter up
-                samples.append(time.perf_counter() - started)
-            time.sleep(pause)
+        samples = round_trips(stream, n, pause)
         stream.close()
         return samples
     finally:
