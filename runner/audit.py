@@ -13,17 +13,18 @@ at once. Records older than `[audit] retention_days` are deleted as new ones are
 
 from __future__ import annotations
 
-import concurrent.futures
+import atexit
 import contextvars
 import dataclasses
 import functools
 import json
+import queue
 import re
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -250,35 +251,50 @@ class AuditLog:
 
 class AuditWriter:
     """Writes a Pocket's records on a thread of its own, after the calls that made them have returned: a record
-    costs about 0.3 ms of CPU (an SQLite commit; a round trip to PostgreSQL), which a call no longer waits for.
-    Records that pile up meanwhile are written together. `close()` writes what is queued, and so does
-    interpreter exit (the executor's threads finish their queue before it). A runner killed outright loses the
-    records of the calls that ended in the last moment before it, as it loses those of the calls it was running."""
+    costs about 0.3 ms of CPU (an SQLite commit; a round trip to PostgreSQL), which a call no longer waits for;
+    handing it over is one put on a queue. Records that pile up meanwhile are written together. `close()` writes
+    what is queued, and so does interpreter exit (an atexit hook: the thread is a daemon, which exit would not
+    wait for). A runner killed outright loses the records of the calls that ended in the last moment before it,
+    as it loses those of the calls it was running."""
 
     def __init__(self, log: AuditLog):
         self.log = log
-        self._queue: list[AuditRecord] = []
+        self._queue: queue.SimpleQueue[AuditRecord | None] = queue.SimpleQueue()  # None: stop
         self._lock = threading.Lock()
-        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocket-audit")
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name="pocket-audit", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
 
     def submit(self, record: AuditRecord) -> None:
         with self._lock:
-            self._queue.append(record)
-            if len(self._queue) > 1:
-                return  # a drain is already queued and will take this one too
-        try:
-            self._thread.submit(self._drain)
-        except RuntimeError:  # closed meanwhile (a call that outlived its Pocket): written here, now
-            self._drain()
+            if not self._closed:
+                self._queue.put(record)
+                return
+        self._write([record])  # closed meanwhile (a call that outlived its Pocket): written here, now
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
-        self._drain()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        atexit.unregister(self.close)
+        self._thread.join()
         self.log.close()
 
-    def _drain(self) -> None:
-        with self._lock:
-            records, self._queue = self._queue, []
+    def _serve(self) -> None:
+        while True:
+            records = [self._queue.get()]
+            with suppress(queue.Empty):
+                while True:
+                    records.append(self._queue.get_nowait())
+            stop = records[-1] is None  # close() puts it last
+            self._write([record for record in records if record is not None])
+            if stop:
+                return
+
+    def _write(self, records: list[AuditRecord]) -> None:
         if not records:
             return
         try:
