@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -26,38 +26,46 @@ class Background:
         self._engine = engine
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pocket-sandbox")
         self._reaper = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pocket-reaper")
-        self._quiet = threading.Condition()
+        self._lock = threading.Lock()  # entered as itself on a call's path: a Condition's enter and exit are Python
+        self._quiet = threading.Condition(self._lock)
         self._active = 0  # calls running now
+        self._waiting = 0  # threads in wait_quiet: the last call to end wakes them
         self._last_call_end = 0.0
         self.closed = False
 
-    @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """Around each call: background work waits while any runs."""
-        with self._quiet:
+    def call(self) -> Background:
+        """`with background.call():` around each call: background work waits while any runs. (A class's enter and
+        exit, not a generator's: this is on every call's path, twice.)"""
+        return self
+
+    def __enter__(self) -> None:
+        with self._lock:
             self._active += 1
-        try:
-            yield
-        finally:
-            with self._quiet:
-                self._active -= 1
-                self._last_call_end = time.monotonic()
-                if not self._active:
-                    self._quiet.notify_all()
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._active -= 1
+            self._last_call_end = time.monotonic()
+            if not self._active and self._waiting:
+                self._quiet.notify_all()
 
     def wait_quiet(self, limit: float, settle: float = 0.0) -> None:
         """Block until no call has run for `settle` seconds (or `limit` seconds passed, or this closes)."""
         deadline = time.monotonic() + limit
         with self._quiet:
-            while not self.closed:
-                now = time.monotonic()
-                idle_for = now - self._last_call_end
-                if not self._active and idle_for >= settle:
-                    return
-                left = deadline - now
-                if left <= 0:
-                    return
-                self._quiet.wait(min(left, settle - idle_for) if not self._active else left)
+            self._waiting += 1
+            try:
+                while not self.closed:
+                    now = time.monotonic()
+                    idle_for = now - self._last_call_end
+                    if not self._active and idle_for >= settle:
+                        return
+                    left = deadline - now
+                    if left <= 0:
+                        return
+                    self._quiet.wait(min(left, settle - idle_for) if not self._active else left)
+            finally:
+                self._waiting -= 1
 
     def submit(self, function: Callable[[], None]) -> None:
         if not self.closed:
