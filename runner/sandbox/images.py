@@ -51,6 +51,9 @@ class ImageBuilder:
         self._watch = FolderWatch()
         self._looking = threading.Lock()
         self._stats: dict[str, tuple[tuple[tuple[str, int, int, int], ...], int]] = {}  # folder -> _looked_at
+        # folder -> (manifest, look, tag) of its last call: a call after it with the folder unchanged compares two
+        # objects by identity instead of hashing every file's stats again
+        self._last: dict[str, tuple[Manifest, tuple[Any, ...], str]] = {}
         self._build = Build(engine, settings, say, self._image_exists)
         # Removing an edited tool's earlier image (~0.2 s) happens after the build, off the call's path
         self._pruner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pocket-prune")
@@ -90,10 +93,6 @@ class ImageBuilder:
                 f"base image {base!r} is not on this machine and cannot be pulled ({exc.explanation or exc}); {hint}"
             ) from None
 
-    def _stat_key(self, manifest: Manifest, base: str) -> tuple[Any, ...]:
-        folder = str(manifest.folder)
-        return (folder, manifest.entrypoint, base, *self._looked_at(folder))
-
     def _looked_at(self, folder: str) -> tuple[tuple[tuple[str, int, int, int], ...], int]:
         """The folder's file stats and how many changes the watch saw in it: walked again only after one (or when
         the watch cannot tell). The count is in the key too, so an edit that keeps a file's size and time still
@@ -111,15 +110,20 @@ class ImageBuilder:
 
     def image(self, manifest: Manifest) -> str:
         """The tag of the tool's image, built first when no image holds exactly these contents."""
+        folder = str(manifest.folder)
+        looked = self._looked_at(folder)
+        last = self._last.get(folder)
+        if last is not None and last[0] is manifest and last[1] is looked:  # the same look as this tool's last call
+            return last[2]
         base = self.base_image(manifest)
-        key = self._stat_key(manifest, base)
+        key = (folder, manifest.entrypoint, base, *looked)
         tag = self._images.get(key)
-        if tag is not None:  # files unchanged since this runner last used them: a lookup, not worth a span
-            return tag
-        with telemetry.span("pocket.image", {"gen_ai.tool.name": manifest.name}) as current:
-            tag = self._resolve(manifest, base, key)
-            telemetry.annotate(current, {"container.image.name": tag})
-        self._images[key] = tag
+        if tag is None:  # else files unchanged since this runner last used them: a lookup, not worth a span
+            with telemetry.span("pocket.image", {"gen_ai.tool.name": manifest.name}) as current:
+                tag = self._resolve(manifest, base, key)
+                telemetry.annotate(current, {"container.image.name": tag})
+            self._images[key] = tag
+        self._last[folder] = (manifest, looked, tag)
         return tag
 
     def _resolve(self, manifest: Manifest, base: str, key: tuple[Any, ...]) -> str:

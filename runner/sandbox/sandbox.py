@@ -6,6 +6,7 @@ report to an `Invocation`."""
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import threading
 import time
@@ -60,7 +61,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._said: set[str] = set()  # progress messages said once (limits lowered to the ceilings)
         self._in_flight: set[str] = set()  # containers serving a call now: close() kills them first
-        self._tool_slots: dict[str, threading.Semaphore] = {}
+        self._tool_slots: dict[str, queue.SimpleQueue[None]] = {}
         self._resolved: dict[tuple[int, float | None], tuple[Manifest, Limits]] = {}
         self._closed = False
 
@@ -119,7 +120,9 @@ class Sandbox:
             return result.failed(str(exc), Outcome.BAD_INPUT)
         self._say_lowered(limits)
         slots = self._slots(manifest.name, limits.max_concurrent)
-        if not slots.acquire(timeout=limits.timeout):
+        try:
+            slots.get(timeout=limits.timeout)
+        except queue.Empty:
             return result.failed(
                 f"timed out after {limits.timeout:g} s waiting for a container: tool {manifest.name!r} runs at most "
                 f"{limits.max_concurrent} at once (sandbox.max_concurrent, or [sandbox.tools.{manifest.name}])"
@@ -129,7 +132,7 @@ class Sandbox:
             return self._run(result, manifest, body, environment, limits.after(waited), user_id,
                              cancellation)  # fmt: skip
         finally:
-            slots.release()
+            slots.put(None)
 
     def _run(
         self,
@@ -321,10 +324,18 @@ class Sandbox:
                 self._said.add(message)
             self._say(message)
 
-    def _slots(self, tool: str, count: int) -> threading.Semaphore:
-        """The calls of one tool that may have a container at once; the others wait for one to end."""
-        with self._lock:
-            return self._tool_slots.setdefault(tool, threading.Semaphore(count))
+    def _slots(self, tool: str, count: int) -> queue.SimpleQueue[None]:
+        """The calls of one tool that may have a container at once, as tokens in a queue: a call takes one and puts
+        it back, the others wait for one (a semaphore whose wait and post are single calls into C)."""
+        slots = self._tool_slots.get(tool)  # no lock on a call's path once it exists
+        if slots is None:
+            with self._lock:
+                slots = self._tool_slots.get(tool)
+                if slots is None:
+                    slots = self._tool_slots[tool] = queue.SimpleQueue()
+                    for _ in range(count):
+                        slots.put(None)
+        return slots
 
     def _is_warm(self, manifest: Manifest) -> bool:
         return manifest.name in self.settings.warm_tools or "*" in self.settings.warm_tools

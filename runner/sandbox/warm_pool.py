@@ -147,7 +147,6 @@ class WarmPool:
     def acquire(self, spec: Spec, user_id: str) -> WarmWorker:
         """An idle live worker of (spec, user), or a new one; marked busy until `release`."""
         key = (spec, user_id)
-        self._reap_idle()
         worker = None
         dead: list[WarmWorker] = []
         with self._lock:
@@ -200,8 +199,8 @@ class WarmPool:
             return [list(workers) for workers in self._workers.values()]
 
     def _schedule_sweep(self) -> None:
-        """Reap idle warm containers on time, not only when the next warm call comes: one timer, set for the
-        moment the least recently used idle worker reaches the idle limit."""
+        """Reap idle warm containers on time (calls do not look for them): one timer, set for the moment the least
+        recently used idle worker reaches the idle limit."""
         with self._lock:
             if self._closed or self._sweep is not None:
                 return
