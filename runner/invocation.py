@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -118,7 +118,10 @@ class Invocation:
             return f"error: {self.error}" + (f"\nthe tool printed:\n{printed}" if printed else "")
         if isinstance(self.value, str):
             return self.value
-        return json.dumps(self.value, ensure_ascii=False)
+        return _TEXT.encode(self.value)
+
+
+_TEXT = json.JSONEncoder(ensure_ascii=False)  # one: json.dumps with an option makes a new one per call
 
 
 class Cancellation:
@@ -144,11 +147,13 @@ class Cancellation:
             stop()
 
 
-def redact(invocation: Invocation, secrets: Iterable[str]) -> Invocation:
+def redact(invocation: Invocation, secrets: Collection[str]) -> Invocation:
     """The invocation with every secret replaced in its value, error, stderr, stdout and network receipt.
 
     A tool that prints the token it was given must not hand it to the agent (or its logs).
     """
+    if not secrets:  # a tool without credentials, or with none to hide (a username is shown)
+        return invocation
     redactor = Redactor.of(secrets, encoded=True)
     if not redactor:
         return invocation

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
+from runner import telemetry
 from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError, SourceError
 from runner.invocation import Cancellation, Invocation, Outcome, redact
 from runner.progress import ProgressLines
@@ -336,7 +337,6 @@ class Pocket:
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
-        from runner import telemetry
         from runner.schema import body_problems
 
         with telemetry.span("pocket.body_check", {"gen_ai.tool.name": tool_name}):
@@ -439,7 +439,6 @@ class Pocket:
     def _observed(self, tool_name: str, body: Any, user_id: str) -> Iterator[Callable[[Invocation], Invocation]]:
         """Around one call: its span; `finish(invocation)` puts the outcome on the span and writes the audit
         record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
-        from runner import telemetry
         from runner.audit import Surface, record_of, surface
         from runner.function_tools import FunctionTool
 
@@ -573,6 +572,9 @@ class Pocket:
         return self._sandbox_for_calls()
 
     def _sandbox_for_calls(self) -> Sandbox:
+        sandbox = self._sandbox  # once there, a call takes it without the lock
+        if sandbox is not None and not self._closed:
+            return sandbox
         with self._lock:
             self._check_open()  # a call already under way when close() ran must not start a new sandbox
             if self._sandbox is None:

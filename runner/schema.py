@@ -388,7 +388,7 @@ class _BodyCheck:
     def __init__(self, validator: Any, schema: dict[str, Any] | None):
         self.validator = validator
         self._schema = schema  # None: jsonschema alone checks it
-        self._valid: Callable[[Any], bool] | None = None
+        self._valid: Callable[[Any], Any] | None = None  # raises for an invalid body
         self._checked = 0
 
     @classmethod
@@ -403,7 +403,7 @@ class _BodyCheck:
         fast = _fast_enough(schema) and '"$ref"' not in schema_json
         return cls(kind(schema, registry=REGISTRY), schema if fast else None)
 
-    def compiled(self) -> Callable[[Any], bool] | None:
+    def compiled(self) -> Callable[[Any], Any] | None:
         """The compiled check, made now if it was not; None for a schema jsonschema alone checks."""
         if self._valid is None and self._schema is not None:
             self._valid = _compiled(self._schema)
@@ -417,27 +417,20 @@ class _BodyCheck:
             if self._checked < 2 or self.compiled() is None:
                 return False
         try:
-            return self._valid(body)  # type: ignore[misc]
-        except Exception:  # anything it cannot read (a nesting too deep...): jsonschema says what is wrong
-            return False
-
-
-def _compiled(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
-    import fastjsonschema
-
-    try:  # no defaults written into the body, no format asserted (jsonschema asserts none either)
-        check = fastjsonschema.compile(schema, use_default=False, use_formats=False)
-    except Exception:  # a schema it cannot compile: jsonschema alone checks it
-        return None
-
-    def valid(body: Any) -> bool:
-        try:
-            check(body)
-        except fastjsonschema.JsonSchemaValueException:
+            self._valid(body)  # type: ignore[misc]
+        except Exception:  # not valid, or anything it cannot read (a nesting too deep...): jsonschema says what
             return False
         return True
 
-    return valid
+
+def _compiled(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """fastjsonschema's check of `schema`: it raises for an invalid body."""
+    import fastjsonschema
+
+    try:  # no defaults written into the body, no format asserted (jsonschema asserts none either)
+        return fastjsonschema.compile(schema, use_default=False, use_formats=False)  # type: ignore[no-any-return]
+    except Exception:  # a schema it cannot compile: jsonschema alone checks it
+        return None
 
 
 @lru_cache(maxsize=256)

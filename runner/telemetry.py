@@ -51,9 +51,17 @@ def span(
     from opentelemetry import trace
 
     if not _provider_set(trace):
-        return contextlib.nullcontext(trace.INVALID_SPAN)
+        return _no_span()
     clean = {key: value for key, value in (attributes or {}).items() if value is not None}
     return tracer().start_as_current_span(name, attributes=clean)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def _no_span() -> contextlib.nullcontext[Span]:
+    """What `span` gives without a tracer provider: the API's invalid span, one context manager for every block."""
+    from opentelemetry import trace
+
+    return contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 def _provider_set(trace: Any) -> bool:
@@ -86,8 +94,11 @@ def failed(current: Span, error_type: str) -> None:
 
 def trace_id() -> str | None:
     """The current trace's id (32 hex digits), or None outside a valid trace."""
+    from opentelemetry import context as contexts
     from opentelemetry import trace
 
+    if not contexts.get_current():  # nothing in the context, so no span: the common case without tracing
+        return None
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
