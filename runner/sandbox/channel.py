@@ -128,6 +128,8 @@ class Channel:
         self._replies, self._output = replies, output
         self._by_fd = {replies.fileno(): (replies, 1), output.fileno(): (output, 2)}
         self._readable = select.poll()  # registered once: cheaper per call than select's lists
+        self._output_queued = select.poll()  # asked before a recv: a recv of nothing raises (and most calls print none)
+        self._output_queued.register(output, select.POLLIN)
         for connection, _kind in self._by_fd.values():
             connection.setblocking(False)
             self._readable.register(connection, select.POLLIN)
@@ -188,7 +190,7 @@ class Channel:
         gone or `on_frame` asks to stop."""
         connection, kind = self._by_fd[fd]
         if kind == 1:
-            while (queued := _received(self._output)) is not None:
+            while self._output_queued.poll(0) and (queued := _received(self._output)) is not None:
                 if not self._hand_on(2, queued, on_frame):
                     return False
         chunk = _received(connection)

@@ -238,7 +238,7 @@ class Sandbox:
         else:
             prestarted = python_command(manifest.entrypoint.run) if self.settings.prestart_python else None
             command = prestarted or ("/bin/sh", "/pocket/launch.sh")
-        return Spec(self.image(manifest), manifest.name, limits.container_key, command, mode)
+        return Spec(self._engine.image(manifest), manifest.name, limits.container_key, command, mode)
 
     @contextlib.contextmanager
     def _serving(self, started: Started, cancellation: Cancellation | None) -> Iterator[None]:

@@ -57,7 +57,7 @@ class WarmWorker:
         forged, or a late one) is skipped, and the container discarded after the call; anything else not of the
         protocol fails the call and discards the container."""
         nonce = os.urandom(16).hex()
-        request = json.dumps({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
+        request = _ENCODER.encode({"id": nonce, "env": dict(environment), "body": body}).encode() + b"\n"
         deadline = time.monotonic() + limits.time_left
         self.stderr.clear()
         marker = b"\x1e" + nonce.encode() + b"\n"
@@ -115,8 +115,9 @@ class WarmWorker:
 
 
 # NaN and infinities, which JSON cannot hold, become null (as for function tools). One decoder: json.loads with
-# an option builds a new one per call.
+# an option builds a new one per call. The encoder has json.dumps's defaults, without the call around it.
 _DECODER = json.JSONDecoder(parse_constant=lambda _constant: None)
+_ENCODER = json.JSONEncoder()
 
 
 def _parsed(line: bytes) -> Any:
