@@ -44,6 +44,12 @@ def median_seconds(python: Path, code: str, runs: int) -> tuple[float, float, fl
     return statistics.median(walls), min(walls), statistics.median(cpus)
 
 
+def pocket_import_seconds(runs: int) -> float:
+    """The best time of `from runner import Pocket` in a fresh interpreter, its start subtracted (the target's)."""
+    python = Path(sys.executable)
+    return median_seconds(python, "from runner import Pocket", runs)[1] - median_seconds(python, "pass", runs)[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)

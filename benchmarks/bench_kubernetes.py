@@ -70,18 +70,14 @@ def measure(settings: Any, calls: int, burst_size: int) -> dict[str, float]:
             "burst_p50": pct(burst, 0.5), "burst_p95": pct(burst, 0.95)}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--concurrent", type=int, default=32)
-    args = parser.parse_args()
-
+def compare(calls: int, concurrent: int) -> dict[str, dict[str, float]]:
+    """`measure` of the Docker backend and of the Kubernetes one (on the stand-in), by backend."""
     import docker
 
     from runner.settings import KubernetesSettings, SandboxSettings
     from tests.kube_standin import KubeStandin, Registry
 
-    common = {"pool_size": 1, "pool_max": args.concurrent, "max_concurrent": args.concurrent}
+    common = {"pool_size": 1, "pool_max": concurrent, "max_concurrent": concurrent}
     folder = Path(tempfile.mkdtemp(prefix="bench-kubernetes-"))
     registry = Registry(folder).start()
     standin = KubeStandin(docker.APIClient(version="auto", max_pool_size=64), folder).start()
@@ -90,13 +86,21 @@ def main() -> None:
             backend="kubernetes", registry=registry.address,
             kubernetes=KubernetesSettings(namespace=standin.namespace, kubeconfig=standin.kubeconfig), **common,
         )  # fmt: skip
-        results = {
-            "docker": measure(SandboxSettings(**common), args.calls, args.concurrent),
-            "kubernetes": measure(kubernetes, args.calls, args.concurrent),
+        return {
+            "docker": measure(SandboxSettings(**common), calls, concurrent),
+            "kubernetes": measure(kubernetes, calls, concurrent),
         }
     finally:
         standin.stop()
         registry.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=32)
+    args = parser.parse_args()
+    results = compare(args.calls, args.concurrent)
     print(f"\n{args.calls} sequential calls (pool of 1), then {args.concurrent} concurrent (pool grown), seconds:")
     print(f"{'backend':<12}{'p50':>9}{'p95':>9}{'burst wall':>12}{'burst p50':>11}{'burst p95':>11}")
     for name, r in results.items():

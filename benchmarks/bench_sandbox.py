@@ -2,7 +2,7 @@
 sandbox's performance as a ratio, with met / MISSED.
 
     .venv/bin/python benchmarks/bench_sandbox.py [--calls 30] [--pause 1.0] [--no-hyperpocket] [--no-gvisor]
-                                                 [--no-rebuild]
+                                                 [--no-rebuild] [--no-cli] [--no-kubernetes]
 
 Modes, each measured over N sequential calls (p50, p95), `--pause` seconds apart (an agent's turn between calls;
 0 measures calls back to back, which the engine's container starts per second bound: printed too):
@@ -21,8 +21,10 @@ Then 8 concurrent calls against 1 (default and warm mode), next to the same for 
 command started 1 and 8 at a time by a script inside one container (no sandbox, no engine per call), which is
 what this machine's cores allow at best; a burst of 64 concurrent calls (every one must succeed, and no more
 than the tool's cap, sandbox.max_concurrent, may run at once); and the rebuild of a `pip install .` tool
-depending on pydantic after an edit of its code alone, against its first build. Prints a table and the ratios
-against the targets.
+depending on pydantic after an edit of its code alone, against its first build; the one-shot `pocket invoke`
+against `docker run` and the import time (benchmarks/bench_cli.py, bench_import.py); the Kubernetes backend on
+the stand-in API server against the Docker one (bench_kubernetes.py). Prints a table and the ratios against the
+targets.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import bench_cli  # noqa: E402 - the one-shot command, in this run too
+import bench_kubernetes  # noqa: E402 - the Kubernetes backend on the stand-in, in this run too
+from bench_import import pocket_import_seconds  # noqa: E402
 
 from runner.sandbox.stream import Stream  # noqa: E402 - after the path
 
@@ -431,6 +437,8 @@ def main() -> int:
     parser.add_argument("--no-hyperpocket", action="store_true")
     parser.add_argument("--no-gvisor", action="store_true")
     parser.add_argument("--no-rebuild", action="store_true")
+    parser.add_argument("--no-cli", action="store_true", help="skip the one-shot command and the import time")
+    parser.add_argument("--no-kubernetes", action="store_true", help="skip the Kubernetes backend (on the stand-in)")
     args = parser.parse_args()
 
     from runner.manifest import load_manifest
@@ -482,6 +490,8 @@ def main() -> int:
     else:
         rows["hyperpocket"], notes["hyperpocket"] = bench_hyperpocket(base_image, args.calls, args.pause)
     rebuild = "skipped (--no-rebuild)" if args.no_rebuild else bench_rebuild(default_settings)
+    one_shot = None if args.no_cli else (bench_cli.ratio(bench_cli.measure(10)[0]), pocket_import_seconds(20))
+    kubernetes = None if args.no_kubernetes else bench_kubernetes.compare(args.calls, 32)
 
     print()
     print(f"{'mode':<12} {'p50 ms':>9} {'p95 ms':>9}")
@@ -543,10 +553,22 @@ def main() -> int:
     else:
         table.add("rebuild after a code edit / first build", "-", "<= 0.3", None)
         print(f"rebuild: not measured: {rebuild}")
+    if one_shot is not None:
+        cli, imported = one_shot
+        table.add("one-shot `pocket invoke` / `docker run` (medians of 10)", f"{cli:.2f}", "<= 1.0", cli <= 1.0)
+        table.add("`from runner import Pocket` (s, best of 20)", f"{imported:.3f}", "< 0.1", imported < 0.1)
+    else:
+        table.add("one-shot `pocket invoke` / `docker run`", "-", "<= 1.0", None)
     for mode, against in (("gvisor", "default"), ("gvisor-warm", "warm")):
         if mode in p50:
             gvisor = p50[mode] / p50[against]
             table.add(f"{mode} p50 / {against} p50 (what gVisor adds)", f"{gvisor:.2f}", "(info)", None)
+    if kubernetes is not None:
+        docker_p50, kube_p50 = kubernetes["docker"]["p50"], kubernetes["kubernetes"]["p50"]
+        table.add("kubernetes p50 / docker p50 (stand-in API server, pool of 1)", f"{kube_p50 / docker_p50:.2f}",
+                  "(info)", None)  # fmt: skip
+        grown = kubernetes["kubernetes"]["burst_wall"] / kubernetes["docker"]["burst_wall"]
+        table.add("kubernetes / docker, 32 concurrent calls (wall)", f"{grown:.2f}", "(info)", None)
     table.print()
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
