@@ -19,7 +19,7 @@ from runner.auth import Authenticator
 from runner.settings import load_settings
 from tests.auth_helpers import make_tool, pocket_auth_login, write_settings
 from tests.fixtures_oauth import CLIENT_SECRET
-from tests.helpers import free_port, wait_listening
+from tests.helpers import NO_DAEMON, free_port, wait_listening
 
 
 def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
@@ -69,6 +69,7 @@ def _child_environment(tmp_path) -> dict[str, str]:
         "POCKET_AUTH__SERPAPI__TOKEN": TOKEN,
         "POCKET_CACHE_DIR": str(tmp_path / "cache"),
         "POCKET_DATA_DIR": str(tmp_path / "data"),
+        **NO_DAEMON,  # a first `pocket invoke` runs its call itself anyway; it must not leave a local process behind
     }
 
 
