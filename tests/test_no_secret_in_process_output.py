@@ -8,7 +8,6 @@ file descriptors of a child process, where print(), tracebacks and uvicorn's acc
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +18,7 @@ from runner.auth import Authenticator
 from runner.settings import load_settings
 from tests.auth_helpers import make_tool, pocket_auth_login, write_settings
 from tests.fixtures_oauth import CLIENT_SECRET
-from tests.helpers import NO_DAEMON, free_port, wait_listening
+from tests.helpers import environment, free_port, wait_listening
 
 
 def secrets_in(text: str, secrets: dict[str, str]) -> list[str]:
@@ -65,11 +64,10 @@ BODY = '{"echo": true, "variable": "SERPAPI_TOKEN"}'  # the tool prints the toke
 
 def _child_environment(tmp_path) -> dict[str, str]:
     return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("POCKET_")},
+        **environment(),  # without the local pocket process: a first `pocket invoke` runs its call itself anyway
         "POCKET_AUTH__SERPAPI__TOKEN": TOKEN,
         "POCKET_CACHE_DIR": str(tmp_path / "cache"),
         "POCKET_DATA_DIR": str(tmp_path / "data"),
-        **NO_DAEMON,  # a first `pocket invoke` runs its call itself anyway; it must not leave a local process behind
     }
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import http.server
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -32,7 +31,7 @@ from runner.pocket import Pocket
 from runner.server import build_server
 from tests.auth_helpers import SPEC, authorize
 from tests.fixtures_oauth import ACCESS_TOKEN_TTL
-from tests.helpers import HELLO, NO_DAEMON, REPO, free_port, settings, wait_listening
+from tests.helpers import HELLO, REPO, environment, free_port, settings, wait_listening
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -213,10 +212,9 @@ def receiver() -> Iterator[Receiver]:
 
 def _otel_environment(tmp_path: Any, receiver: Receiver) -> dict[str, str]:
     """A child's environment exporting to `receiver`; a `pocket invoke` runs its call itself (no local process)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "POCKET_"))}
-    return {**environment, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "audit-test",
-            "POCKET_DATA_DIR": str(tmp_path / "data"), "POCKET_CACHE_DIR": str(tmp_path / "cache"),
-            **NO_DAEMON}  # fmt: skip
+    inherited = {k: v for k, v in environment().items() if not k.startswith("OTEL_")}
+    return {**inherited, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_SERVICE_NAME": "audit-test",
+            "POCKET_DATA_DIR": str(tmp_path / "data"), "POCKET_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
 
 
 @pytest.mark.docker
