@@ -1,5 +1,6 @@
 """The started-container pool under load: a call finding it empty waits for a container already being started
-(no start of its own), and a burst far over the tool's cap all succeeds with the cap holding."""
+(no start of its own), a call's container is replaced after the call, not while it runs, and a burst far over
+the tool's cap all succeeds with the cap holding."""
 
 from __future__ import annotations
 
@@ -73,8 +74,7 @@ print(json.dumps({"start": start, "end": time.time()}))
 """
 
 
-@docker
-def test_a_burst_of_64_calls_all_succeed_and_never_more_than_the_cap_run_at_once(docker_api, tmp_path: Path):
+def _timed_tool(tmp_path: Path):
     folder = tmp_path / "timed"
     folder.mkdir()
     (folder / "timed.py").write_text(TIMED)
@@ -82,7 +82,35 @@ def test_a_burst_of_64_calls_all_succeed_and_never_more_than_the_cap_run_at_once
         "tool": {"name": "timed", "description": "sleeps", "inputSchema": {"type": "object"}},
         "language": "python", "entrypoint": {"run": "python timed.py"},
     }))  # fmt: skip
-    manifest = load_manifest(folder)
+    return load_manifest(folder)
+
+
+@docker
+def test_the_container_a_call_took_is_replaced_after_the_call_not_while_it_runs(docker_api, tmp_path: Path):
+    """A start is ~0.2 s of the engine's CPU: during a call it would compete with the call's own container."""
+    manifest = _timed_tool(tmp_path)
+    with Sandbox(SandboxSettings(pool_size=1)) as box:
+        engine = box._engine
+        real_start = engine.start
+        starts: list[float] = []
+
+        def start(spec):
+            starts.append(time.time())  # the container's clock is the host's: comparable with the tool's times
+            return real_start(spec)
+
+        engine.start = start
+        box.prepare(manifest)
+        _pool(box, "timed", 1)
+        starts.clear()
+        result = box.run(manifest, {"seconds": 1.0}, {})
+        _pool(box, "timed", 1)  # refilled
+    assert result.ok, result.error
+    assert len(starts) == 1 and starts[0] >= result.value["end"], (starts, result.value)
+
+
+@docker
+def test_a_burst_of_64_calls_all_succeed_and_never_more_than_the_cap_run_at_once(docker_api, tmp_path: Path):
+    manifest = _timed_tool(tmp_path)
     cap = 4
     with Sandbox(SandboxSettings(pool_size=2, pool_max=8, max_concurrent=cap)) as box:
         box.prepare(manifest)

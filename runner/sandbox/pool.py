@@ -38,7 +38,6 @@ class Pool:
             if not self.idle:  # a read without the lock: at worst a refill starts one call later
                 self.refill()  # so that a start is in flight to wait for
             started = self._ready_one()
-            self.refill()
             return started if started is not None else self._engine.start(self.spec)
         except BaseException:
             self.release()
@@ -62,8 +61,11 @@ class Pool:
             self._background.discard(started)  # it died while waiting (engine restart, someone removed it)
 
     def release(self) -> None:
+        """The call is over: replace its container now, not while it ran (a start is ~0.2 s of the engine's CPU,
+        and the call's container needs it)."""
         with self.lock:
             self.in_use -= 1
+        self.refill()
 
     def refill(self) -> None:
         with self.lock:
