@@ -1093,6 +1093,75 @@ def test_a_warm_server_that_cannot_reach_its_channel_serves_on_the_attach_stream
     assert "no channel" in results[0].stderr and "Permission denied" in results[0].stderr
 
 
+PRESTARTED = """
+import json, os, sys
+body = json.load(sys.stdin)
+for i in range(body["lines"]):
+    print(str(i % 10) * 1000, file=sys.stderr)
+print("LAST", file=sys.stderr)
+print(json.dumps({"n": body["n"], "socket": os.path.exists("/pocket-channel/s"), "env": "POCKET_CHANNEL" in os.environ,
+                  "stdin": sys.stdin.read()}))
+"""
+
+
+def _prestarted_tool(tmp_path: Path) -> Any:
+    folder = _write_tool(tmp_path / "prestarted", "prestarted", "python prestarted.py")
+    (folder / "prestarted.py").write_text(PRESTARTED)
+    return load_manifest(folder)
+
+
+def _recording_starts(box: Sandbox) -> list:
+    """The Started of every container the box's engine starts, from now on."""
+    engine, starts = box._engine, []
+    real_start = engine.start
+
+    def start(spec):
+        starts.append(real_start(spec))
+        return starts[-1]
+
+    engine.start = start
+    return starts
+
+
+@docker
+def test_a_prestarted_python_tool_is_called_over_the_channel_it_cannot_reach(docker_api, tmp_path):
+    """Under runc the prestarted launcher takes the call, and gives the tool's stdout and stderr, on a channel
+    (dockerd copies nothing): the tool sees neither its socket nor its variable, its stdin is the body alone, and
+    its stderr (300 KB, more than a socket holds) comes back whole up to the 64 KiB tail."""
+    manifest = _prestarted_tool(tmp_path)
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        starts = _recording_starts(box)
+        results = [box.run(manifest, {"n": n, "lines": 300}, {}) for n in range(2)]
+    assert [started.channel is not None for started in starts] == [True, True]
+    for n, result in enumerate(results):
+        assert result.ok and result.value == {"n": n, "socket": False, "env": False, "stdin": ""}, result.error
+        assert result.stderr.endswith("9" * 1000 + "\nLAST\n"), result.stderr[-99:]
+        assert 64 * 1024 - 100 < len(result.stderr) <= 64 * 1024  # the tail kept, less the launcher's closing line
+
+
+@docker
+def test_a_prestarted_tool_without_its_channel_is_called_on_the_attach_stream(docker_api, tmp_path, monkeypatch):
+    """A channel the container's user cannot open: the launcher says so and takes the call on the attach stream;
+    the engine's later containers go without a channel."""
+    from runner.sandbox import channel
+
+    opened = channel.Listener.__init__
+
+    def closed(self, folder):
+        opened(self, folder)
+        folder.chmod(0o700)  # uid 65534 cannot reach the socket in it
+
+    monkeypatch.setattr(channel.Listener, "__init__", closed)
+    manifest = _prestarted_tool(tmp_path)
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        starts = _recording_starts(box)
+        results = [box.run(manifest, {"n": n, "lines": 1}, {}) for n in range(2)]
+    assert [started.channel for started in starts] == [None, None]
+    assert [r.value["n"] for r in results] == [0, 1] and all(r.ok for r in results), [r.error for r in results]
+    assert "no channel" in results[0].stderr and "Permission denied" in results[0].stderr
+    assert "no channel" not in results[1].stderr  # no channel offered any more
+
+
 @docker
 def test_an_edit_that_keeps_the_files_size_and_time_is_seen_by_the_next_call(docker_api, tool_copy):
     """The runner learns of edits from the kernel (inotify), not by comparing file times and sizes: an edit that

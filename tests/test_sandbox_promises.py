@@ -122,7 +122,8 @@ def _assert_hardened(config: dict, *, memory: int, nano_cpus: int, pids: int, ne
     host = config["HostConfig"]
     what = (config["Name"], (config["Config"]["Labels"] or {}).get("pocket-runner.mode"))
     assert host["ReadonlyRootfs"] is True, what
-    if what[1] == "warm" and host["Runtime"] == "runc":  # its channel: a folder already removed from the host
+    takes_channel = what[1] == "warm" or "/pocket/prestart.py" in config["Config"]["Cmd"]  # warm.py, prestart.py
+    if takes_channel and host["Runtime"] == "runc":  # its channel: a folder already removed from the host
         (bind,) = host["Binds"]
         source, target, mode = bind.split(":")
         assert (target, mode) == ("/pocket-channel", "ro") and not Path(source).exists(), what

@@ -1,14 +1,16 @@
-"""A warm container's direct line to the runner: a unix socket the runner listens on, in a folder of its own that
-is bind-mounted read-only into that one container. The warm server connects to it twice as it starts: replies
-come on the first connection, and what the handler writes (its fds 1 and 2) on the second, straight from the
-handler's process, so nothing is lost when it dies. `Channel` reads the two like an attach stream's stdout and
-stderr, and the call skips dockerd's copy of the attach stream (a round trip of 0.27 ms instead of 0.74 ms on
-this machine: benchmarks/bench_sandbox.py, "channel echo" and "attach echo").
+"""A container's direct line to the runner: a unix socket the runner listens on, in a folder of its own that
+is bind-mounted read-only into that one container. Its program (container/pocket_channel.py) connects to it twice
+as it starts. A warm server (warm.py) gets requests and sends replies on the first connection, and what the
+handler writes (its fds 1 and 2) goes on the second, straight from the handler's process, so nothing is lost when
+it dies. A prestarted launcher (prestart.py) gets the call on the first, which is also the tool's stdout, and the
+tool's stderr goes on the second. `Channel` reads the two like an attach stream's stdout and stderr, and the call
+skips dockerd's copy of the attach stream (a round trip of 0.27 ms instead of 0.74 ms on this machine:
+benchmarks/bench_sandbox.py, "channel echo" and "attach echo").
 
-Once the server is connected, the socket's name and folder are removed: the mount is an empty folder from then
+Once the program is connected, the socket's name and folder are removed: the mount is an empty folder from then
 on, and nothing else can connect. Only on a local Docker engine under runc: gVisor does not let a sandbox connect
 to a host's socket, and a remote engine or a cluster has no folder of this host to mount. There, and whenever the
-server cannot connect, warm mode speaks over the attach stream as before.
+program cannot connect, calls go over the attach stream.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ MOUNT = "/pocket-channel"  # where the folder is in the container
 SOCKET_NAME = "s"
 VARIABLE = "POCKET_CHANNEL"  # tells warm.py where to connect
 MAX_PATH = 100  # a unix socket's path is at most 107 bytes on Linux
-CONNECT_SECONDS = 60.0  # how long a warm server may take to start and connect
-GREETING = b"+"  # sent on a connection accepted: one the runner gave up on is reset instead, and the server knows
+CONNECT_SECONDS = 60.0  # how long a container's program may take to start and connect
+GREETING = b"+"  # sent on a connection accepted: one the runner gave up on is reset instead, and the program knows
 
 
 class Channels:
@@ -67,7 +69,7 @@ class Channels:
 
 
 class Listener:
-    """The runner's end of one container's channel, until the warm server in it connects."""
+    """The runner's end of one container's channel, until the program in it connects."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -87,9 +89,9 @@ class Listener:
         return {VARIABLE: f"{MOUNT}/{SOCKET_NAME}"}
 
     def accept(self, stream: Stream, seconds: float = CONNECT_SECONDS) -> Channel | None:
-        """The warm server's two connections; None when the container said something on its attach stream first
-        (its server could not connect and serves there) or ended, or after `seconds`. The listener is gone after,
-        and a connection it still held is reset: the server, never greeted, serves on the attach stream then."""
+        """The program's two connections; None when the container said something on its attach stream first
+        (its program could not connect and serves there) or ended, or after `seconds`. The listener is gone after,
+        and a connection it still held is reset: the program, never greeted, serves on the attach stream then."""
         deadline = time.monotonic() + seconds
         connections: list[socket.socket] = []
         try:
@@ -100,7 +102,7 @@ class Listener:
                 elif readable:
                     break
             if len(connections) == 2:
-                connections[0].sendall(GREETING)  # the server serves on the channel once it has this
+                connections[0].sendall(GREETING)  # the program serves on the channel once it has this
                 return Channel(*connections)
         except OSError:
             pass
@@ -119,10 +121,11 @@ class Listener:
 
 
 class Channel:
-    """A warm server's two connections, read as an attach stream is (the `Stream` interface): its replies as
-    stdout's frames (kind 1), what its handler writes as stderr's (kind 2). Before anything read of the replies,
-    what is queued of the output is handed on: a socket's write is in the runner's queue when it returns, so what
-    the handler wrote before its reply comes before it, with no marker to wait for (a second wake-up per call)."""
+    """A program's two connections, read as an attach stream is (the `Stream` interface): the first as stdout's
+    frames (kind 1: a warm server's replies, a prestarted tool's stdout), the second as stderr's (kind 2). Before
+    anything read of the first, what is queued of the second is handed on: a socket's write is in the runner's
+    queue when it returns, so what the handler wrote before its reply comes before it, with no marker to wait for
+    (a second wake-up per call)."""
 
     def __init__(self, replies: socket.socket, output: socket.socket):
         self._replies, self._output = replies, output

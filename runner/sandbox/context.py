@@ -5,7 +5,7 @@ rebuilt and an unchanged one never is. The context is only regular files, direct
 FIFO would block), at most `sandbox.max_context_mb`, and is streamed from a temporary file. A folder with
 only a pocket.json whose entrypoint names files is refused before any build (`missing_code`). Builds reach
 package indexes through the host's CA bundle (or `sandbox.ca_bundle`), copied in for the build step only.
-The programs that run in the container (launch.sh, prestart.py, warm.py) come from `runner/sandbox/container/`.
+The programs that run in the container (IN_CONTAINER) come from `runner/sandbox/container/`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cac
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
-IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py")  # copied into /pocket of every tool image
+IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py", "pocket_channel.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
 # Installs a Python tool's declared dependencies before its code is copied in: the builder reuses this step

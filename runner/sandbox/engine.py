@@ -60,6 +60,7 @@ class Spec:
     limits_key: tuple[Any, ...]  # Limits.container_key: memory, cpus, pids, network
     command: tuple[str, ...]
     mode: str  # "call" or "warm"
+    channel: bool = False  # its program (warm.py, prestart.py) takes a channel where the engine can offer one
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Started:
     stream: Stream
     started: float = field(default_factory=time.monotonic)
     address: str | None = None  # on its egress network, where its egress proxy's receipts name it
-    channel: Channel | None = None  # a warm server's direct line, where there is one
+    channel: Channel | None = None  # its program's direct line, where there is one
 
     @property
     def transport(self) -> Stream | Channel:
@@ -262,7 +263,7 @@ class DockerEngine:
             spec.image, pids_limit=pids, mem_limit=f"{memory_mb}m", memswap_limit=f"{memory_mb}m",
             nano_cpus=int(cpus * 1e9), network_mode=network_mode, dns_opt=dns, runtime=runtime,
         )  # fmt: skip
-        listener = self._channels.open() if spec.mode == "warm" and self._shares_folders(runtime) else None
+        listener = self._channels.open() if spec.channel and self._shares_folders(runtime) else None
         if listener is not None:
             environment.update(listener.environment)
             host_config["Binds"] = listener.binds

@@ -1,8 +1,8 @@
-"""One call through the launcher (`container/launch.sh`): the per-call nonce, the tool's environment as
-`export` lines, a sentinel line with the body's length and the body written on the attach stream; stdout and
-stderr read with byte caps until the launcher reports the tool's exit status on both streams (marked with the
-nonce), so a call returns without waiting for the engine to notice the exit. A monotonic deadline kills the
-container."""
+"""One call through the launcher (`container/launch.sh`, or `container/prestart.py`): the per-call nonce, the
+tool's environment as `export` lines, a sentinel line with the body's length and the body written on the attach
+stream (or the prestarted launcher's channel); stdout and stderr read with byte caps until the launcher reports
+the tool's exit status on both streams (marked with the nonce), so a call returns without waiting for the engine
+to notice the exit. A monotonic deadline kills the container."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def stdin_for(environment: Mapping[str, str], body: Any) -> tuple[bytes, str]:
 def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: Limits) -> Launched:
     deadline = time.monotonic() + limits.time_left
     output = Output(limits.output_limit, nonce)
-    stream = started.stream
+    stream = started.transport
     state = "timeout"
     if stream.send(stdin, deadline, output.on_frame):  # stdin stays open: the body is framed by its length
         if not output.finished:
@@ -76,7 +76,7 @@ def launch(engine: Engine, started: Started, stdin: bytes, nonce: str, limits: L
     if output.finished:
         state = "eof"
     elif state != "eof":
-        stream.close()  # first: dockerd blocks a kill while a stream it copies to is not read
+        started.close()  # first: dockerd blocks a kill while a stream it copies to is not read
         engine.kill(started.id)
     exit_code = output.exit_code
     reported = exit_code is not None

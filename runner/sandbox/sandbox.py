@@ -233,12 +233,14 @@ class Sandbox:
         return limits
 
     def _spec(self, manifest: Manifest, limits: Limits, mode: str) -> Spec:
+        prestarted = None
         if mode == "warm":
             command: tuple[str, ...] = ("python3", "/pocket/warm.py", manifest.entrypoint.handler or "")
         else:
             prestarted = python_command(manifest.entrypoint.run) if self.settings.prestart_python else None
             command = prestarted or ("/bin/sh", "/pocket/launch.sh")
-        return Spec(self._engine.image(manifest), manifest.name, limits.container_key, command, mode)
+        channel = mode == "warm" or prestarted is not None  # launch.sh, a shell script, cannot connect to one
+        return Spec(self._engine.image(manifest), manifest.name, limits.container_key, command, mode, channel)
 
     @contextlib.contextmanager
     def _serving(self, started: Started, cancellation: Cancellation | None) -> Iterator[None]:

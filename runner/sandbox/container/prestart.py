@@ -7,6 +7,10 @@ with the body's length, then the body, which the tool reads on its stdin (a pipe
 runs as `python` would run it (`__main__`, sys.argv, sys.path[0], exit status, a traceback for an exception,
 atexit handlers), and its exit status is reported on both streams marked with the nonce. After a success every
 other process is killed and the container waits, holding nothing of the call, as launch.sh's does.
+
+When $POCKET_CHANNEL names the runner's channel (a local engine under runc), the call comes on its first
+connection, which is also the tool's stdout, and stderr goes to its second: dockerd copies nothing of the call.
+Otherwise they are the container's stdin, stdout and stderr (the engine's attach stream).
 """
 
 import json  # noqa: F401 - imported ahead: nearly every tool reads its body with it, now at no cost per call
@@ -19,11 +23,14 @@ import sys
 import threading
 import traceback
 
+from pocket_channel import connect  # /pocket, this file's folder
+
 # A process's first compile() costs ~1.5 ms more than later ones; run_path compiles the tool's file at the call.
 compile("pass", "<pocket warm-up>", "exec")
 
 SENTINEL = b"__pocket_body_follows__ "  # then the body's length in bytes
 BUILD_HOME = "/home/pocket"
+CHANNEL = "POCKET_CHANNEL"
 PIPE_BUF = 4096  # a write of at most this much to an empty pipe never blocks
 
 
@@ -129,6 +136,12 @@ def exit_status(code):
 
 
 def main():
+    channel = connect(os.environ.pop(CHANNEL, ""), "pocket launcher")
+    if channel is not None:  # the call comes, and stdout and stderr go, on the channel's two connections
+        calls, output = channel
+        os.dup2(calls.fileno(), 0)
+        os.dup2(calls.fileno(), 1)
+        os.dup2(output.fileno(), 2)
     call = read_call()
     if call is None:
         os.write(2, b"pocket launcher: stdin ended before a whole call (environment, length, body)\n")

@@ -18,36 +18,14 @@ calls.
 import importlib
 import json
 import os
-import socket
 import sys
 import traceback
 
+from pocket_channel import connect  # /pocket, this file's folder
+
 BUILD_HOME = "/home/pocket"
 CHANNEL = "POCKET_CHANNEL"
-GREETING_SECONDS = 10.0  # the runner greets a connection it accepted at once; a silent one it gave up on
 _ENCODER = json.JSONEncoder(default=str)  # one: json.dumps with an option makes a new one per call
-
-
-def connect(path):
-    """The runner's channel, once it greeted this server: (requests and replies, output); else None."""
-    if not path:
-        return None
-    connections = []
-    try:
-        for _ in range(2):
-            connections.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-            connections[-1].connect(path)
-        connections[0].settimeout(GREETING_SECONDS)
-        if connections[0].recv(1) != b"+":
-            raise ConnectionError("the runner did not greet this server")
-        connections[0].settimeout(None)
-    except OSError as exc:
-        for connection in connections:
-            connection.close()
-        sys.stderr.write("pocket-runner warm server: no channel (" + str(exc) + "), serving on stdin\n")
-        sys.stderr.flush()
-        return None
-    return connections
 
 
 def load(spec):
@@ -102,7 +80,7 @@ def answer(request, handler, load_error, baseline):
 
 
 def main():
-    channel = connect(os.environ.pop(CHANNEL, ""))
+    channel = connect(os.environ.pop(CHANNEL, ""), "pocket-runner warm server")
     if channel is not None:
         replies, output = channel
         requests = replies.makefile("rb")
