@@ -21,6 +21,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from pocket_channel import connect  # /pocket, this file's folder
@@ -32,6 +33,7 @@ SENTINEL = b"__pocket_body_follows__ "  # then the body's length in bytes
 BUILD_HOME = "/home/pocket"
 CHANNEL = "POCKET_CHANNEL"
 PIPE_BUF = 4096  # a write of at most this much to an empty pipe never blocks
+TEARDOWN_PAUSE = 0.03  # seconds between the closing markers and the end of the call's process
 
 
 def read_call():
@@ -155,6 +157,9 @@ def main():
     marker = f"\x1e{nonce} {status}\n".encode()
     os.write(1, marker)
     os.write(2, marker)
+    # What follows (killing the rest, then exec or exit: this process's memory freed) held up the runner's read of
+    # the markers by 3-4 ms in one call of ten, measured on 2 cores; the runner reads them well within this pause.
+    time.sleep(TEARDOWN_PAUSE)
     if status == 0:
         try:
             os.kill(-1, signal.SIGKILL)  # spares pid 1, this process
