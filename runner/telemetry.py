@@ -30,9 +30,13 @@ TRACER_NAME = "pocket-runner"
 Attribute = str | bool | int | float | tuple[str, ...]
 
 _configured = False
-_environment_read = False
 _UNKNOWN = object()
 _configure_lock = threading.Lock()
+# The API's modules, imported by the first call (`_load`), not with this one: `from runner import Pocket` stays fast
+_trace: Any = None  # opentelemetry.trace
+_context: Any = None  # opentelemetry.context
+# What `span` gives without a tracer provider: one context manager for every block, giving the API's invalid span
+_no_span: contextlib.nullcontext[Any] = contextlib.nullcontext(None)
 
 
 @functools.cache
@@ -48,33 +52,33 @@ def span(
 ) -> contextlib.AbstractContextManager[Span]:
     """A span around the block, child of the current one; an exception ends it with an error status. Without
     a tracer provider the API's span would be a no-op that still costs ~40 us: none is made."""
-    from opentelemetry import trace
-
-    if not _provider_set(trace):
-        return _no_span()
+    if not _tracing():
+        return _no_span
     clean = {key: value for key, value in (attributes or {}).items() if value is not None}
     return tracer().start_as_current_span(name, attributes=clean)  # type: ignore[no-any-return]
 
 
-@functools.cache
-def _no_span() -> contextlib.nullcontext[Span]:
-    """What `span` gives without a tracer provider: the API's invalid span, one context manager for every block."""
-    from opentelemetry import trace
-
-    return contextlib.nullcontext(trace.INVALID_SPAN)
-
-
-def _provider_set(trace: Any) -> bool:
-    """Whether a tracer provider is set. `get_tracer_provider()` looks OTEL_PYTHON_TRACER_PROVIDER up in the
-    environment on every call until one is (7 us, four times a call): the API's module global is read instead,
-    once the first call has loaded a provider that variable names."""
-    global _environment_read
-    if not _environment_read:
-        _environment_read = True
-        trace.get_tracer_provider()
-    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is _UNKNOWN:  # an API without it: the public way
+def _tracing() -> bool:
+    """Whether a tracer provider is set (four times a call: one function, no import statement). `get_tracer_provider()`
+    looks OTEL_PYTHON_TRACER_PROVIDER up in the environment on every call until one is (7 us): the API's module
+    global is read instead, once the first call has loaded a provider that variable names."""
+    trace = _trace if _trace is not None else _load()
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:  # an API without it: the public way
         return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    return trace._TRACER_PROVIDER is not None
+    return provider is not None
+
+
+def _load() -> Any:
+    """Import the API's modules (once: a race imports the same modules twice), and read the tracer provider's
+    variable; returns opentelemetry.trace."""
+    global _trace, _context, _no_span
+    from opentelemetry import context, trace
+
+    trace.get_tracer_provider()
+    _no_span = contextlib.nullcontext(trace.INVALID_SPAN)
+    _context, _trace = context, trace
+    return trace
 
 
 def annotate(current: Span, attributes: Mapping[str, Attribute | None]) -> None:
@@ -94,12 +98,11 @@ def failed(current: Span, error_type: str) -> None:
 
 def trace_id() -> str | None:
     """The current trace's id (32 hex digits), or None outside a valid trace."""
-    from opentelemetry import context as contexts
-    from opentelemetry import trace
-
-    if not contexts.get_current():  # nothing in the context, so no span: the common case without tracing
+    if _trace is None:
+        _load()
+    if not _context.get_current():  # nothing in the context, so no span: the common case without tracing
         return None
-    context = trace.get_current_span().get_span_context()
+    context = _trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
