@@ -519,7 +519,7 @@ def main() -> int:
         stats[mode] = (pct(samples, 0.5) * 1000, pct(samples, 0.95) * 1000)
         print(f"{mode:<12} {stats[mode][0]:>9.1f} {stats[mode][1]:>9.1f}")
     print("(default b2b: the same calls back to back, no pause, bound by the engine's container starts per second)")
-    print("(channel / attach echo: a line to an echo process in a container and back: warm mode's floor)")
+    print("(channel / attach echo: a line to an echo process in a container and back: the floor of a call over each)")
     print()
     print(f"{'concurrency':<12} {'1 call ms':>9} {'8 calls ms':>10} {'ratio':>6}  CPU busy during the 8")
     for mode, one, eight, busy in (
