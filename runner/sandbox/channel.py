@@ -30,7 +30,7 @@ from runner.sandbox.stream import Stream
 
 MOUNT = "/pocket-channel"  # where the folder is in the container
 SOCKET_NAME = "s"
-VARIABLE = "POCKET_CHANNEL"  # tells warm.py where to connect
+VARIABLE = "POCKET_CHANNEL"  # tells the program (warm.py, prestart.py) where to connect
 MAX_PATH = 100  # a unix socket's path is at most 107 bytes on Linux
 CONNECT_SECONDS = 60.0  # how long a container's program may take to start and connect
 GREETING = b"+"  # sent on a connection accepted: one the runner gave up on is reset instead, and the program knows
