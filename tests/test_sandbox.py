@@ -1071,19 +1071,24 @@ def test_a_warm_handler_finds_no_channel_socket_and_may_print_more_than_a_pipe_h
         assert result.stderr.endswith("999" * 333 + "9\nLAST\n") and len(result.stderr) == 64 * 1024, result.stderr[:99]
 
 
-@docker
-def test_a_warm_server_that_cannot_reach_its_channel_serves_on_the_attach_stream(docker_api, tmp_path, monkeypatch):
-    """A channel the container's user cannot open (a folder closed to it here; a host that forbids it elsewhere):
-    the server says so and serves its calls over the engine's attach stream instead."""
+@pytest.fixture
+def closed_channels(monkeypatch) -> None:
+    """Every channel's folder closed to the containers' user (uid 65534 cannot reach the socket in it)."""
     from runner.sandbox import channel
 
     opened = channel.Listener.__init__
 
     def closed(self, folder):
         opened(self, folder)
-        folder.chmod(0o700)  # uid 65534 cannot reach the socket in it
+        folder.chmod(0o700)
 
     monkeypatch.setattr(channel.Listener, "__init__", closed)
+
+
+@docker
+def test_a_warm_server_that_cannot_reach_its_channel_serves_on_the_attach_stream(docker_api, tmp_path, closed_channels):
+    """A channel the container's user cannot open (a folder closed to it here; a host that forbids it elsewhere):
+    the server says so and serves its calls over the engine's attach stream instead."""
     manifest = _warm_tool(tmp_path, "plain", "def handle(body):\n    return body\n")
     with Sandbox(SandboxSettings(warm_tools=("plain",), pool_size=0)) as box:
         results = [box.run(manifest, {"n": n}, {}) for n in range(3)]
@@ -1140,18 +1145,9 @@ def test_a_prestarted_python_tool_is_called_over_the_channel_it_cannot_reach(doc
 
 
 @docker
-def test_a_prestarted_tool_without_its_channel_is_called_on_the_attach_stream(docker_api, tmp_path, monkeypatch):
+def test_a_prestarted_tool_without_its_channel_is_called_on_the_attach_stream(docker_api, tmp_path, closed_channels):
     """A channel the container's user cannot open: the launcher says so and takes the call on the attach stream;
     the engine's later containers go without a channel."""
-    from runner.sandbox import channel
-
-    opened = channel.Listener.__init__
-
-    def closed(self, folder):
-        opened(self, folder)
-        folder.chmod(0o700)  # uid 65534 cannot reach the socket in it
-
-    monkeypatch.setattr(channel.Listener, "__init__", closed)
     manifest = _prestarted_tool(tmp_path)
     with Sandbox(SandboxSettings(pool_size=0)) as box:
         starts = _recording_starts(box)
