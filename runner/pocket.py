@@ -27,7 +27,7 @@ from runner.progress import ProgressLines
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from runner.audit import AuditWriter
+    from runner.audit import AuditRecord, AuditWriter, Surface
     from runner.auth import Authenticator
     from runner.function_tools import FunctionTool
     from runner.manifest import Manifest
@@ -41,6 +41,26 @@ ToolSource = str | Path
 ToolEntry: TypeAlias = "ToolSource | FunctionTool | Callable[..., Any] | tuple[ToolSource, Mapping[str, str]]"
 Tool: TypeAlias = "Manifest | FunctionTool"
 Progress = Callable[[str], None]
+
+# What every call uses, imported once by the first Pocket (`_import_call_path`): not with this module, which would
+# slow `from runner import Pocket`, nor in each call, where an import statement costs ~30 us once the call follows
+# an idle second (a warm call's whole budget is under a millisecond).
+_FunctionTool: type[FunctionTool]
+_body_problems: Callable[[dict[str, Any], Any], list[str]]
+_record_of: Callable[..., AuditRecord]
+_surface: Callable[[], Surface | None]
+_PYTHON: Surface
+
+
+def _import_call_path() -> None:
+    global _FunctionTool, _body_problems, _record_of, _surface, _PYTHON
+    from runner.audit import Surface, record_of, surface
+    from runner.function_tools import FunctionTool
+    from runner.schema import body_problems
+
+    _FunctionTool, _body_problems, _record_of, _surface, _PYTHON = (
+        FunctionTool, body_problems, record_of, surface, Surface.PYTHON
+    )  # fmt: skip
 
 
 def _load_origins(
@@ -122,10 +142,10 @@ class Pocket:
         settings: Settings | None = None,
         progress: Progress | None = None,
     ):
-        from runner.function_tools import FunctionTool
         from runner.settings import load_settings
 
-        if isinstance(tools, str | Path | FunctionTool):
+        _import_call_path()
+        if isinstance(tools, str | Path | _FunctionTool):
             raise TypeError("tools must be a list, e.g. Pocket(tools=[...])")
         self.settings = settings if settings is not None else load_settings()
         self._progress = ProgressLines(progress)
@@ -337,10 +357,8 @@ class Pocket:
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
             return Invocation(tool_name, Outcome.BAD_INPUT, error=f"unknown tool {tool_name!r} (known: {known})")
-        from runner.schema import body_problems
-
         with telemetry.span("pocket.body_check", {"gen_ai.tool.name": tool_name}):
-            problems = body_problems(tool.tool.input_schema, body)
+            problems = _body_problems(tool.tool.input_schema, body)
         if problems:
             return Invocation(tool_name, Outcome.BAD_INPUT, error="invalid body: " + "; ".join(problems))
         if tool.auth is None:
@@ -374,10 +392,8 @@ class Pocket:
         timeout: float | None = None,
         cancellation: Cancellation | None = None,
     ) -> Invocation:
-        from runner.function_tools import FunctionTool
-
         self._check_open()  # a call on a closed Pocket is refused before it is a call (no span, no record)
-        sandboxed = tool_name in self._tools and not isinstance(self._tools[tool_name], FunctionTool)
+        sandboxed = tool_name in self._tools and not isinstance(self._tools[tool_name], _FunctionTool)
         sandbox = self._sandbox_for_calls() if sandboxed else None
         busy = sandbox.busy() if sandbox is not None else contextlib.nullcontext()
         with busy, self._observed(tool_name, body, user_id) as finish:
@@ -404,12 +420,10 @@ class Pocket:
     async def _ainvoke(self, tool_name: str, body: Any, **options: Any) -> Invocation:
         import asyncio
 
-        from runner.function_tools import FunctionTool
-
         self._check_open()
         tool = self._tools.get(tool_name)
         loop = asyncio.get_running_loop()
-        if not isinstance(tool, FunctionTool):
+        if not isinstance(tool, _FunctionTool):
             cancellation = Cancellation()
             call = functools.partial(self._invoke, tool_name, body, cancellation=cancellation, **options)
             try:  # in the caller's context: its trace, and the surface it calls from
@@ -439,9 +453,6 @@ class Pocket:
     def _observed(self, tool_name: str, body: Any, user_id: str) -> Iterator[Callable[[Invocation], Invocation]]:
         """Around one call: its span; `finish(invocation)` puts the outcome on the span and writes the audit
         record (a record that cannot be written is a warning: the tool has run, its result must not be lost)."""
-        from runner.audit import Surface, record_of, surface
-        from runner.function_tools import FunctionTool
-
         telemetry.configure()
         at, started = time.time(), time.perf_counter()
         tool = self._tools.get(tool_name)
@@ -452,11 +463,11 @@ class Pocket:
                 finished.append(invocation)
                 if self.settings.audit.enabled or current.is_recording():  # else nobody keeps the record
                     origin = self._origins.get(tool_name) or (
-                        (f"function {tool.where}", None) if isinstance(tool, FunctionTool) else (None, None)
+                        (f"function {tool.where}", None) if isinstance(tool, _FunctionTool) else (None, None)
                     )
-                    record = record_of(
+                    record = _record_of(
                         invocation, at=at, duration=time.perf_counter() - started, user=user_id, body=body,
-                        surface=surface() or Surface.PYTHON,
+                        surface=_surface() or _PYTHON,
                         backend=self._backend(tool), origin=origin, auth=tool.auth if tool else None,
                         trace_id=telemetry.trace_id(),
                     )  # fmt: skip
@@ -477,11 +488,9 @@ class Pocket:
 
     def _backend(self, tool: Tool | None) -> str:
         """Where the call ran, for the audit record: "function", "docker/RUNTIME" or "kubernetes[/RUNTIME CLASS]"."""
-        from runner.function_tools import FunctionTool
-
         if tool is None:
             return "none"
-        return "function" if isinstance(tool, FunctionTool) else self._sandbox_backend
+        return "function" if isinstance(tool, _FunctionTool) else self._sandbox_backend
 
     @functools.cached_property
     def _sandbox_backend(self) -> str:
@@ -496,16 +505,13 @@ class Pocket:
     def _write_audit(self, record: Any) -> None:
         if not self.settings.audit.enabled:
             return
-        from runner.audit import AuditWriter, audit_log
-
         try:
-            with self._lock:
-                if self._audit is None and not self._closed:
-                    self._audit = AuditWriter(audit_log(self.settings))
-                writer = self._audit
+            writer = self._audit or self._open_audit()  # once open, handed over without the lock or an import
             if writer is not None:
-                writer.submit(record)
+                writer.submit(record)  # written here, now, if close() closed it meanwhile
                 return
+            from runner.audit import audit_log
+
             log = audit_log(self.settings)  # a call that outlived close(): its record is written here, now
             try:
                 log.write(record)
@@ -515,6 +521,15 @@ class Pocket:
             import warnings
 
             warnings.warn(f"the audit record of this {record.tool} call was not written: {exc}", stacklevel=4)
+
+    def _open_audit(self) -> AuditWriter | None:
+        """The writer of this Pocket's audit records, opened by the first call; None once closed."""
+        from runner.audit import AuditWriter, audit_log
+
+        with self._lock:
+            if self._audit is None and not self._closed:
+                self._audit = AuditWriter(audit_log(self.settings))
+            return self._audit
 
     def _workers(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for `ainvoke` calls and bounded function tools: our own, since asyncio's default
