@@ -603,6 +603,33 @@ def test_warm_mode_loads_the_handler_once_and_resets_the_environment(docker_api,
 
 
 @docker
+def test_a_warm_handler_that_changes_its_own_environment_finds_the_containers_again_on_the_next_call(
+    docker_api, tmp_path
+):
+    code = (
+        "import os\n"
+        "def handle(body):\n"
+        "    seen = {name: os.environ.get(name) for name in ('MINE', 'HOME', 'TOKEN')}\n"
+        "    if body.get('change'):\n"
+        "        os.environ['MINE'] = 'the handler set it'\n"
+        "        os.environ['HOME'] = '/elsewhere'\n"
+        "    return seen\n"
+    )
+    manifest = _warm_tool(tmp_path, "setenv", code)
+    with Sandbox(SandboxSettings(warm_tools=("setenv",))) as box:
+        values = [
+            box.run(manifest, body, variables).value
+            for body, variables in [
+                ({"change": True}, {}), ({}, {}), ({"change": True}, {"TOKEN": "t0ken"}), ({}, {})
+            ]
+        ]  # fmt: skip
+    home = values[0]["HOME"]
+    assert home and home != "/elsewhere"
+    unchanged = {"MINE": None, "HOME": home, "TOKEN": None}
+    assert values == [unchanged, unchanged, {**unchanged, "TOKEN": "t0ken"}, unchanged]
+
+
+@docker
 def test_prepare_starts_warm_servers_ahead(docker_api, tool):
     manifest = tool("echo")
     with Sandbox(SandboxSettings(warm_tools=("echo",), pool_size=0)) as box:

@@ -38,10 +38,19 @@ def load(spec):
         return None, "cannot load the handler " + spec + ":\n" + traceback.format_exc(limit=-3)
 
 
-def restore(baseline):
+def encoded(environ):
+    """os.environ's own dict of encoded names and values (CPython's), to compare in C; None where there is none."""
+    data = getattr(environ, "_data", None)
+    return dict(data) if isinstance(data, dict) else None
+
+
+def restore(baseline, baseline_encoded):
     """The container's own environment again, changing only what differs (clearing and refilling it all took
-    0.1-0.5 ms a call)."""
+    0.1-0.5 ms a call). Unchanged, as after a call with no variables, it is one comparison in C: walking
+    os.environ decodes every name and value, ~75 us a call."""
     environ = os.environ
+    if baseline_encoded is not None and getattr(environ, "_data", None) == baseline_encoded:
+        return
     try:
         for name in [name for name in environ if name not in baseline]:
             del environ[name]
@@ -62,7 +71,7 @@ def parse(line):
     return request if isinstance(request, dict) else None
 
 
-def answer(request, handler, load_error, baseline):
+def answer(request, handler, load_error, baseline, baseline_encoded):
     """One request's reply line. The request's environment is there only during the call."""
     if request is None:
         return json.dumps({"id": None, "ok": False, "error": "the request is not a JSON object"})
@@ -75,7 +84,7 @@ def answer(request, handler, load_error, baseline):
         text = _ENCODER.encode({"id": request.get("id"), **reply})
     except BaseException:
         text = json.dumps({"id": request.get("id"), "ok": False, "error": traceback.format_exc(limit=-3)})
-    restore(baseline)  # the request's tokens do not stay in the environment between calls
+    restore(baseline, baseline_encoded)  # the request's tokens do not stay in the environment between calls
     return text
 
 
@@ -94,12 +103,12 @@ def main():
     sys.stdout = sys.stderr
     if os.path.isdir(BUILD_HOME):  # what entrypoint.build put in its home (see launch.sh)
         os.environ["HOME"] = BUILD_HOME
-    baseline = dict(os.environ)
+    baseline, baseline_encoded = dict(os.environ), encoded(os.environ)
     handler, load_error = load(sys.argv[1])
 
     for line in requests:
         request = parse(line)
-        text = answer(request, handler, load_error, baseline)
+        text = answer(request, handler, load_error, baseline, baseline_encoded)
         sys.stderr.flush()
         if channel is None:  # on the attach stream, stdout and stderr are not ordered between them
             request_id = request.get("id") if request is not None else None
