@@ -204,17 +204,19 @@ class Pocket:
         return self._progress
 
     def prepare(self, *tool_names: str, user_id: str = "default", warm_workers: int = 0) -> None:
-        """Build the images of sandboxed tools (all, or those named) and start their pools now, so the first
-        calls wait for neither a build nor a container start; with `warm_workers`, that many warm containers
-        of each warm-mode tool serve `user_id` already. Raises PocketError for an unknown name or a failed build.
+        """Make the body checks of tools (all, or those named), build the images of sandboxed ones and start their
+        pools now, so the first calls wait for no compile, build or container start; with `warm_workers`, that
+        many warm containers of each warm-mode tool serve `user_id` already. Raises PocketError for an unknown
+        name or a failed build.
         """
-        from runner.function_tools import FunctionTool
+        from runner.schema import prepare_body_check
 
         for name in tool_names or list(self._tools):
             tool = self._tools.get(name)
             if tool is None:
                 raise PocketError(f"unknown tool {name!r} (known: {', '.join(sorted(self._tools)) or 'none'})")
-            if not isinstance(tool, FunctionTool):  # a function needs nothing ahead
+            prepare_body_check(tool.tool.input_schema)
+            if not isinstance(tool, _FunctionTool):  # a function needs nothing more ahead
                 self._sandbox_for_calls().prepare(tool, user_id=user_id, warm_workers=warm_workers)
 
     def tool_specs(self, format: str = "openai", *, strict: bool = False) -> list[dict[str, Any]]:

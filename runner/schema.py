@@ -489,6 +489,12 @@ def body_problems(input_schema: dict[str, Any], body: Any, *, what: str = "body"
     return problems
 
 
+def prepare_body_check(input_schema: dict[str, Any]) -> None:
+    """Make `input_schema`'s checks now, the compiled one too: a prepared tool's first calls then import and
+    compile nothing (its second call would: 15-30 ms)."""
+    _body_check(input_schema).compiled()
+
+
 def _json_kind(value: Any) -> str:
     kinds = ((type(None), "null"), (bool, "a boolean"), (str, "a string"), (int | float, "a number"))
     kinds += ((list | tuple, "an array"),)

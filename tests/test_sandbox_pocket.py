@@ -220,9 +220,10 @@ def test_a_cancelled_ainvoke_stops_its_tool(docker_api, tmp_path):
 
 
 @docker
-def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(docker_api, tmp_path):
+def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(docker_api, tmp_path, monkeypatch):
     import shutil
 
+    from runner import schema
     from runner.function_tools import function_tool
 
     folder = tmp_path / "prepared"
@@ -239,12 +240,16 @@ def test_prepare_builds_and_starts_ahead_so_the_first_call_waits_for_neither(doc
     with Pocket(tools=[folder, add], settings=settings, progress=messages.append) as box:
         with pytest.raises(PocketError, match="unknown tool 'nope' \\(known: add, hello\\)"):
             box.prepare("nope")
-        box.prepare()  # every tool: the function needs nothing
+        box.prepare()  # every tool: the function's body check only
         assert any(m.startswith("building image pocket-tool/hello:") for m in messages)
         mine = {"label": f"pocket-runner.sandbox={box.sandbox.id}"}
         assert running_containers(docker_api, mine, timeout=10)  # a container already waits for the first call
         messages.clear()
-        assert box.invoke("hello", {"name": "Ada"}).ok
+        compiled: list[object] = []  # a tool's check is compiled at its second body, had prepare not done it
+        monkeypatch.setattr(schema, "_compiled", lambda s, made=schema._compiled: compiled.append(s) or made(s))
+        assert box.invoke("hello", {"name": "Ada"}).ok and box.invoke("hello", {"name": "Bo"}).ok
+        assert [box.invoke("add", {"a": 1, "b": i}).value for i in (1, 2)] == [2, 3]
         assert messages == []  # no build
+        assert compiled == []  # no compile
         image = box.sandbox.image(box.tools["hello"])
     docker_api.remove_image(image)  # built for this test only
