@@ -273,6 +273,23 @@ def test_a_tool_killed_for_memory_says_so(sandbox, tool):
     assert result.error == "killed: out of memory (limit 64 MiB)" and result.exit_code == 137
 
 
+@docker
+def test_an_out_of_memory_kill_the_engine_flags_late_is_still_named(sandbox, tool, monkeypatch):
+    """Under load the engine may flag an OOM kill a moment after the exit, later than the 0.1 s of quiet after
+    which a used container is removed: the container stays until the call's outcome has been read from it."""
+    engine, asked = sandbox._engine, []
+    original = engine.oom_killed
+
+    def late(cid: str, *, wait: bool = False) -> bool:
+        time.sleep(0.5)
+        asked.append(cid)
+        return original(cid, wait=wait)
+
+    monkeypatch.setattr(engine, "oom_killed", late)
+    result = sandbox.run(tool("memhog"), {}, {})
+    assert asked and result.error == "killed: out of memory (limit 64 MiB)" and result.exit_code == 137
+
+
 def _reset_peak_rss() -> int:
     Path("/proc/self/clear_refs").write_text("5")
     return _status_kb("VmRSS")

@@ -161,15 +161,17 @@ class Sandbox:
         except Exception as exc:  # the engine refused (cpus over the host's, image gone, out of disk...) or is gone
             return result.failed(self._engine.failure(exc))
         try:
-            with self._serving(started, cancellation), self._running(started, limits) as current:
-                launched = launch(self._engine, started, *stdin_for(environment, body), limits)
-                telemetry.annotate(current, {"process.exit.code": launched.exit_code})
-        finally:  # the receipt is taken whatever happened, before the container's address can be another's
-            result.network = self._receipt(limits, started)
-            if pool is not None:
-                pool.release()
+            try:
+                with self._serving(started, cancellation), self._running(started, limits) as current:
+                    launched = launch(self._engine, started, *stdin_for(environment, body), limits)
+                    telemetry.annotate(current, {"process.exit.code": launched.exit_code})
+            finally:  # the receipt is taken whatever happened, before the container's address can be another's
+                result.network = self._receipt(limits, started)
+                if pool is not None:
+                    pool.release()
+            return self._unless_closed(result, self._from_launch(result, launched, started, limits))
+        finally:  # once the outcome is read: an OOM kill is asked of the container, which the engine may flag late
             self._background.discard(started)
-        return self._unless_closed(result, self._from_launch(result, launched, started, limits))
 
     def _run_warm(
         self,
@@ -185,12 +187,14 @@ class Sandbox:
             worker = self._warm.acquire(spec, user_id)
             telemetry.annotate(current, {"container.id": worker.started.id})
         try:
-            with self._serving(worker.started, cancellation), self._running(worker.started, limits):
-                reply = worker.call(environment, body, limits)
-        finally:
-            result.network = self._receipt(limits, worker.started)
+            try:
+                with self._serving(worker.started, cancellation), self._running(worker.started, limits):
+                    reply = worker.call(environment, body, limits)
+            finally:
+                result.network = self._receipt(limits, worker.started)
+            return self._from_warm(result, reply, worker.started, limits)
+        finally:  # once the outcome is read: a dead server's container (its exit code, its OOM flag) goes after
             self._warm.release(worker)
-        return self._from_warm(result, reply, worker.started, limits)
 
     def _running(self, started: Started, limits: Limits) -> contextlib.AbstractContextManager[Any]:
         return telemetry.span(
