@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import SecretStr
 
-from runner.errors import DatabaseError
+from runner.errors import DatabaseError, DatabaseUnavailableError
 from runner.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ class SQLiteDatabase(Database):
     def failed(self, exc: BaseException, connection: Any = None) -> DatabaseError:
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-            return DatabaseError(
+            return DatabaseUnavailableError(
                 f"the {self.label} file {self.path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS} s "
                 f"({text}); try again, and look for a pocket process that hangs"
             )
@@ -387,6 +387,7 @@ class PostgresDatabase(Database):
         user = f"{params['user']}@" if params.get("user") else ""
         self._where = f"postgresql://{user}{host}:{port}/{params.get('dbname') or ''}"
         self._idle: list[psycopg.Connection[Any]] = []
+        self._reached = False  # connected once: a server that refuses later is down, not misconfigured
 
     @property
     def where(self) -> str:
@@ -398,6 +399,7 @@ class PostgresDatabase(Database):
             connection.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_SECONDS * 1000)}")
         except self._psycopg.Error as exc:
             raise self._unreachable(exc) from None
+        self._reached = True
         return connection
 
     def _open(self) -> _Fresh:
@@ -451,16 +453,22 @@ class PostgresDatabase(Database):
         if isinstance(exc, self._psycopg.ProgrammingError) or "for connection option" in str(exc):
             return self._invalid(exc)  # a value libpq refuses: a port that is no number...
         reason = " ".join(self._redact(str(exc)).split())
+        down = False  # a reason that may be an outage rather than a wrong setting
         if "password authentication failed" in reason or "no password supplied" in reason:
             what = "the server refused the user name or password"
         elif "does not exist" in reason:
             what = "the server has no such database or user"
         elif "refused" in reason:
-            what = "nothing accepts connections there (is the server running, on that host and port?)"
+            what, down = "nothing accepts connections there (is the server running, on that host and port?)", True
         elif "timeout" in reason.lower():
-            what = "the server did not answer in time"
+            what, down = "the server did not answer in time", True
         else:
-            what = "the connection failed"
+            what, down = "the connection failed", True
+        if down and self._reached:  # the same URL worked before: the server is down, no setting is wrong
+            return DatabaseUnavailableError(
+                f"cannot connect to the {self.label} database {self.where}, which answered before: {what} "
+                f"({reason}); try again once the server is back"
+            )
         return DatabaseError(
             f"cannot connect to the {self.label} database {self.where}: {what} ({reason}). Check "
             "credentials.database_url (or POCKET_CREDENTIALS__DATABASE_URL) and that the server is up"
@@ -470,12 +478,12 @@ class PostgresDatabase(Database):
         reason = " ".join(self._redact(str(exc)).split())
         inner = connection.inner if isinstance(connection, _Fresh) else None
         if isinstance(exc, self._psycopg.errors.LockNotAvailable):
-            return DatabaseError(
+            return DatabaseUnavailableError(
                 f"waited {LOCK_TIMEOUT_SECONDS:.0f} s for a lock another runner holds in the {self.label} database "
                 f"{self.where}; try again, and look for a runner that hangs"
             )
         if isinstance(exc, self._psycopg.OperationalError) and (inner is None or inner.broken or inner.closed):
-            return DatabaseError(
+            return DatabaseUnavailableError(
                 f"the {self.label} database {self.where} stopped answering ({reason}): the operation did not "
                 "complete, and what was stored before is kept; try again once the server is back"
             )

@@ -9,6 +9,7 @@ They never contain a token or a secret.
     ├── SettingsError                settings.toml, .secrets.toml or a POCKET_ variable
     │   ├── UnreadableCredential     a stored credential that cannot be decrypted
     │   └── DatabaseError            the store's database cannot be used: damaged, unreachable, refused
+    │       └── DatabaseUnavailableError  exit 1: it stopped answering, or a lock stayed held
     ├── OAuthError                   an authorization server said no
     ├── AuthRequiredError            exit 3: the user must grant access first (carries the URL)
     ├── AuthUnavailableError         exit 1: a credential expired and cannot be refreshed now
@@ -112,6 +113,14 @@ class DatabaseError(SettingsError):
     """The database the credentials are kept in cannot be used: an SQLite file damaged or locked, a PostgreSQL
     server that refuses the connection (or its password) or went away mid-operation. Says where (never the
     password) and what to do; what was committed before is kept."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database worked and does not now: the server stopped answering mid-operation, or another process held
+    a lock past the wait. Nothing to change in the settings: a call fails as a tool failure, and a later one may
+    succeed (the next operation reconnects)."""
+
+    exit_code = ExitCode.TOOL_FAILED
 
 
 class OAuthError(PocketError):

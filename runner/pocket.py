@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from runner import telemetry
-from runner.errors import AuthRequiredError, AuthUnavailableError, PocketError, SettingsError, SourceError
+from runner.errors import (
+    AuthRequiredError,
+    AuthUnavailableError,
+    DatabaseUnavailableError,
+    PocketError,
+    SettingsError,
+    SourceError,
+)
 from runner.invocation import Cancellation, Invocation, Outcome, redact
 from runner.progress import ProgressLines
 
@@ -369,12 +376,12 @@ class Pocket:
             with telemetry.span("pocket.credentials", {"pocket.auth.provider": tool.auth.provider, "user.id": user_id}):
                 secrets = self._auth().environment(tool.auth, user_id)
             return tool, secrets, self._auth().secret_values(tool.auth, secrets)
-        except SettingsError as exc:  # an unknown provider or handler: the configuration must change
-            return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
-        except AuthUnavailableError as exc:  # the provider is down: consent would not help, a later call may
-            return Invocation(
+        except (AuthUnavailableError, DatabaseUnavailableError) as exc:  # the provider or the store is down: a
+            return Invocation(  # later call may succeed (no consent or setting would help)
                 tool_name, Outcome.TOOL_FAILED, error=str(exc), duration_seconds=time.perf_counter() - started
             )
+        except SettingsError as exc:  # an unknown provider or handler: the configuration must change
+            return Invocation(tool_name, Outcome.BAD_INPUT, error=str(exc))
         except AuthRequiredError as exc:
             return Invocation(
                 tool_name,

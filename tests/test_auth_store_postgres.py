@@ -25,7 +25,10 @@ from pydantic import SecretStr
 from runner.auth import Authenticator
 from runner.auth.store import Credential, CredentialStore
 from runner.errors import DatabaseError, SettingsError
+from runner.function_tools import function_tool
+from runner.invocation import Outcome
 from runner.manifest import AuthSpec
+from runner.pocket import Pocket
 from runner.settings import load_settings
 from tests.auth_helpers import SPEC
 from tests.fixtures_oauth import CLIENT_ID, CLIENT_SECRET
@@ -209,6 +212,40 @@ def test_a_database_that_goes_away_mid_call_gives_a_clear_error_and_loses_nothin
         assert auth.environment(SERPAPI, "alice") == {"SERPAPI_TOKEN": "serp-alice-replacement"}
     finally:
         auth.close()
+
+
+def test_calls_while_the_credentials_database_is_down_are_tool_failures_and_the_same_pocket_recovers(
+    tmp_path, own_postgres
+):
+    """Nothing in the settings is wrong once the same URL has worked: a call while the server is down fails as a
+    tool failure that says to try again (a model retries it; bad input would say its arguments were wrong),
+    whether the call finds its kept connection dead or the server refusing a new one; the Pocket serves again
+    once the server is back, without a restart."""
+    server = own_postgres()
+    with server.admin() as admin:
+        admin.execute("CREATE DATABASE pocket_down")
+
+    @function_tool(auth_provider="serpapi")
+    def search(query: str, SERPAPI_TOKEN: str) -> str:
+        """Search."""
+        return f"{query} with a token of {len(SERPAPI_TOKEN)} characters"
+
+    with Pocket([search], settings=load_settings(*write_files(tmp_path, server.url("pocket_down")))) as pocket:
+        token = {"token": SecretStr("serp-alice-123456")}
+        pocket.authenticator.store.put(Credential("alice", "serpapi", "token", token))
+        assert pocket.invoke("search", {"query": "a"}, user_id="alice").value == "a with a token of 17 characters"
+        server.stop()
+        down = [pocket.invoke("search", {"query": "b"}, user_id="alice") for _ in range(2)]
+        server.start()
+        back = pocket.invoke("search", {"query": "c"}, user_id="alice")
+    for result in down:
+        assert result.outcome is Outcome.TOOL_FAILED and result.outcome.exit_code == 1, result.error
+        assert f"postgresql://{USER}@127.0.0.1:{server.port}/pocket_down" in result.error
+        assert "try again once the server is back" in result.error
+        assert_no_password(result.error or "")
+    assert "stopped answering" in down[0].error  # its kept connection died under it
+    assert "which answered before: nothing accepts connections there" in down[1].error  # a new one is refused
+    assert back.ok and back.value == "c with a token of 17 characters"
 
 
 # -- replicas ----------------------------------------------------------------------------------------------
