@@ -321,7 +321,7 @@ class SQLiteDatabase(Database):
             held = FileLock(str(path), timeout=LOCK_TIMEOUT_SECONDS, mode=0o600)
             held.acquire()
         except Timeout:
-            raise DatabaseError(
+            raise DatabaseUnavailableError(
                 f"waited {LOCK_TIMEOUT_SECONDS:.0f} s for another process holding the lock {path} (of the "
                 f"{self.label} in {self.path}); try again, and look for a pocket process that hangs"
             ) from None

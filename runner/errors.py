@@ -9,7 +9,7 @@ They never contain a token or a secret.
     ├── SettingsError                settings.toml, .secrets.toml or a POCKET_ variable
     │   ├── UnreadableCredential     a stored credential that cannot be decrypted
     │   └── DatabaseError            the store's database cannot be used: damaged, unreachable, refused
-    │       └── DatabaseUnavailableError  exit 1: it stopped answering, or a lock stayed held
+    │       └── DatabaseUnavailableError  exit 1: down after it answered, or a lock held too long
     ├── OAuthError                   an authorization server said no
     ├── AuthRequiredError            exit 3: the user must grant access first (carries the URL)
     ├── AuthUnavailableError         exit 1: a credential expired and cannot be refreshed now
@@ -116,9 +116,9 @@ class DatabaseError(SettingsError):
 
 
 class DatabaseUnavailableError(DatabaseError):
-    """The database worked and does not now: the server stopped answering mid-operation, or another process held
-    a lock past the wait. Nothing to change in the settings: a call fails as a tool failure, and a later one may
-    succeed (the next operation reconnects)."""
+    """The database worked and does not now: the server stopped answering (or refuses connections) after it
+    answered, or another process held a lock past the wait. Nothing to change in the settings: a call fails as a
+    tool failure, and a later one may succeed (the next operation reconnects)."""
 
     exit_code = ExitCode.TOOL_FAILED
 

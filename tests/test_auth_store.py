@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from runner import database
 from runner.auth.store import Credential, CredentialStore
-from runner.errors import DatabaseError, SettingsError
+from runner.errors import DatabaseError, DatabaseUnavailableError, SettingsError
 from tests.fixtures_postgres import PASSWORD, StoreBackend
 from tests.helpers import REPO
 
@@ -202,9 +202,12 @@ def test_a_lock_held_too_long_elsewhere_fails_saying_so(store_backend: StoreBack
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, *store_backend.argv()], **pipes)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(DatabaseError, match=r"waited 1 s for .*; try again, and look for a .* that hangs"):
+        with pytest.raises(
+            DatabaseError, match=r"waited 1 s for .*; try again, and look for a .* that hangs"
+        ) as caught:
             with store.lock("alice", "slack"):
                 pass
+        assert isinstance(caught.value, DatabaseUnavailableError) and caught.value.exit_code == 1  # not the settings'
     finally:
         holder.kill()
         holder.wait()
