@@ -26,6 +26,8 @@ dependencies = ["six>=1.16,!=1.0.{nonce}"]  # a real dependency; the nonce: a st
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 """  # setuptools finds the one module, greeter.py, by itself
+# hyperpocket's tools have no [build-system]: pip builds them with setuptools, fetched into an isolated environment
+HYPERPOCKET_PYPROJECT = PYPROJECT.split("[build-system]")[0]
 
 CODE = """
 import json, sys
@@ -34,9 +36,9 @@ print(json.dumps({{"greeting": "{greeting}", "six": six.__version__, "body": jso
 """
 
 
-def _tool(folder: Path, name: str, greeting: str) -> Path:
+def _tool(folder: Path, name: str, greeting: str, pyproject: str = PYPROJECT) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(PYPROJECT.format(name=name, nonce=1))
+    (folder / "pyproject.toml").write_text(pyproject.format(name=name, nonce=1))
     (folder / "greeter.py").write_text(CODE.format(greeting=greeting))
     (folder / "pocket.json").write_text(json.dumps({
         "tool": {"name": name, "description": "greets", "inputSchema": {"type": "object"}},
@@ -52,10 +54,11 @@ def _steps(messages: list[str], step: str) -> list[str]:
 
 
 @docker
-def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path):
+@pytest.mark.parametrize("pyproject", [PYPROJECT, HYPERPOCKET_PYPROJECT], ids=["build-system", "no-build-system"])
+def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path, pyproject):
     name, nonce = "rebuilt", time.time_ns()
-    folder = _tool(tmp_path / "tool", name, "first")
-    (folder / "pyproject.toml").write_text(PYPROJECT.format(name=name, nonce=nonce))
+    folder = _tool(tmp_path / "tool", name, "first", pyproject)
+    (folder / "pyproject.toml").write_text(pyproject.format(name=name, nonce=nonce))
     messages: list[str] = []
     with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
         first = box.run(load_manifest(folder), {"n": 1}, {})
@@ -63,7 +66,7 @@ def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path
         (folder / "greeter.py").write_text(CODE.format(greeting="second"))
         second = box.run(load_manifest(folder), {"n": 2}, {})
         assert second.ok, (second.error, messages[-20:])
-        (folder / "pyproject.toml").write_text(PYPROJECT.format(name=name, nonce=nonce).replace("1.16", "1.15"))
+        (folder / "pyproject.toml").write_text(pyproject.format(name=name, nonce=nonce).replace("1.16", "1.15"))
         third = box.run(load_manifest(folder), {"n": 3}, {})
         assert third.ok, (third.error, messages[-20:])
         tag = box.image(load_manifest(folder))
@@ -75,6 +78,8 @@ def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path
     assert ran[1] == " ---> Using cache"  # the code changed: the dependencies are the ones installed before
     assert ran[2].startswith(" ---> Running in ")  # the dependencies changed: installed again
     assert third.value["six"] == first.value["six"]
+    # the build requirements were installed ahead too: pip builds with them, fetching nothing at every build
+    assert not [m for m in messages if "Installing build dependencies" in m]
 
 
 def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_the_build(tmp_path):
@@ -98,3 +103,26 @@ def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_th
         document["entrypoint"]["build"] = build
         (folder / "pocket.json").write_text(json.dumps(document))
         assert python_dependencies(load_manifest(folder), tool_files(folder)) == expected, build
+
+
+def test_a_pyproject_without_build_system_is_built_with_setuptools_installed_ahead(tmp_path):
+    folder = _tool(tmp_path / "t", "legacy", "x", HYPERPOCKET_PYPROJECT)
+    assert python_dependencies(load_manifest(folder), tool_files(folder)) == Dependencies(
+        b"six>=1.16,!=1.0.1\nsetuptools>=61\nwheel\n", True
+    )
+
+
+@pytest.mark.parametrize(
+    "pyproject",
+    [
+        'project = "six"\nbuild-system = "setuptools"\n',
+        '[project]\ndependencies = "six"\n[build-system]\nrequires = "setuptools"\n',  # strings, not lists
+        "[project]\ndependencies = [1, 2]\n[build-system]\n",
+        "[project\n",
+    ],
+    ids=["not-tables", "not-lists", "not-strings", "not-toml"],
+)
+def test_a_malformed_pyproject_installs_nothing_ahead(tmp_path, pyproject):
+    folder = _tool(tmp_path / "t", "malformed", "x")
+    (folder / "pyproject.toml").write_text(pyproject)  # pip, in the build step, says what is wrong with it
+    assert python_dependencies(load_manifest(folder), tool_files(folder)) is None

@@ -43,6 +43,10 @@ BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # run
 DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
 COPY_TOOL = "COPY tool/ /tool/"  # the step from which a code edit rebuilds
 DEPS_DONE = "/pocket-deps-installed"  # left by DEPS_STEP when it installed everything; removed by BUILD_STEP
+# What pip builds a pyproject.toml without a `[build-system]` table with (PEP 518's default: setuptools, which pip
+# would fetch into an isolated environment at every build), installed ahead. 61 is the first setuptools to read a
+# `[project]` table (pip's isolated one would be the newest); wheel gives those before 70.1 their bdist_wheel.
+LEGACY_BUILD_REQUIRES = ["setuptools>=61", "wheel"]
 # `pip install .`, `pip install -e .`, `pip install -r requirements.txt` (also `python -m pip`, `pip3`)
 _PIP_INSTALL = re.compile(r"(?:^|[;&|]\s*)(?:python3? -m )?pip3? install\b([^;&|]*)")
 
@@ -367,16 +371,22 @@ def _requirement_lines(path: Path) -> list[str]:
 
 
 def _pyproject_requirements(path: Path) -> tuple[list[str], list[str]]:
-    """pyproject.toml's `[project] dependencies` and `[build-system] requires`."""
+    """pyproject.toml's `[project] dependencies` and `[build-system] requires` (LEGACY_BUILD_REQUIRES without that
+    table, as pip builds it then: hyperpocket's tools have none)."""
     import tomllib
 
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return [], []
-    declared = (document.get("project") or {}).get("dependencies") or []
-    requires = (document.get("build-system") or {}).get("requires") or []
-    return [item for item in declared if isinstance(item, str)], [item for item in requires if isinstance(item, str)]
+    project, build_system = document.get("project"), document.get("build-system", {"requires": LEGACY_BUILD_REQUIRES})
+    return _strings(project, "dependencies"), _strings(build_system, "requires")
+
+
+def _strings(table: Any, key: str) -> list[str]:
+    """The strings of a list in a pyproject.toml table; nothing from a malformed one (pip will say what is wrong)."""
+    items = table.get(key) if isinstance(table, dict) else None
+    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
