@@ -215,6 +215,34 @@ def test_a_lock_held_too_long_elsewhere_fails_saying_so(store_backend: StoreBack
         pass
 
 
+_SQLITE_WRITER = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN IMMEDIATE")  # SQLite's write lock, held as by a process hanging mid-write
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_credentials_file_another_process_keeps_locked_fails_saying_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_SECONDS", 1)  # instead of 30 s; before any connection is opened
+    store = CredentialStore(tmp_path)
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    holder = subprocess.Popen([sys.executable, "-c", _SQLITE_WRITER, str(store.database.path)], **pipes)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            DatabaseUnavailableError, match=r"stayed locked by another process for 1 s .*; try again, and look for a"
+        ) as caught:
+            store.put_request("the-state", "alice", "slack", b"{}", time.time() + 600)
+        assert caught.value.exit_code == 1  # the database is down for now, not misconfigured
+    finally:
+        holder.kill()
+        holder.wait()
+    store.put_request("the-state", "alice", "slack", b"{}", time.time() + 600)  # free again
+    assert store.request_progress("the-state") == (False, None)
+
+
 _CLAIMER = """
 import sys
 from tests.fixtures_postgres import StoreBackend
