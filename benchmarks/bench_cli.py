@@ -100,11 +100,14 @@ def measure(runs: int) -> tuple[Samples, tuple[float, float]]:
     return samples, first
 
 
+def median_wall(values: list[tuple[float, float]]) -> float:
+    """The median wall time of (wall, CPU) samples."""
+    return statistics.median(wall for wall, _ in values)
+
+
 def ratio(samples: Samples) -> float:
     """The target's ratio: median `pocket invoke` over median `docker run`."""
-    return statistics.median(w for w, _ in samples["pocket invoke"]) / statistics.median(
-        w for w, _ in samples["docker-run"]
-    )
+    return median_wall(samples["pocket invoke"]) / median_wall(samples["docker-run"])
 
 
 def main() -> int:
@@ -112,12 +115,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     samples, first = measure(args.runs)
-    base = statistics.median(wall for wall, _ in samples["docker-run"])
+    base = median_wall(samples["docker-run"])
     print(f"\none-shot commands, median of {args.runs} processes each, interleaved (tools-example/hello)\n")
     print("| command | p50 ms | CPU ms (process) | / docker run |")
     print("|---|---|---|---|")
     for name, values in samples.items():
-        wall = statistics.median(w for w, _ in values)
+        wall = median_wall(values)
         cpu = statistics.median(c for _, c in values)
         print(f"| {name} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | {wall / base:.2f} x |")
     print(f"| first command (no local process yet) | {first[0] * 1e3:.0f} | {first[1] * 1e3:.0f} | "

@@ -98,11 +98,10 @@ def failed(current: Span, error_type: str) -> None:
 
 def trace_id() -> str | None:
     """The current trace's id (32 hex digits), or None outside a valid trace."""
-    if _trace is None:
-        _load()
+    trace = _trace if _trace is not None else _load()
     if not _context.get_current():  # nothing in the context, so no span: the common case without tracing
         return None
-    context = _trace.get_current_span().get_span_context()
+    context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
 
 
