@@ -723,7 +723,7 @@ def test_build_settings_reach_the_build_step_only(docker_api, tmp_path):
 
 @docker
 def test_a_build_can_pip_install_the_tool(sandbox, tool):
-    """`pip install .` in the base image, as root at build time, fetching setuptools from the index."""
+    """`pip install .` in the base image, as root at build time, with the setuptools its pyproject.toml asks for."""
     result = sandbox.run(tool("pipbuild"), {"q": 1}, {})
     assert result.ok, (result.error, result.stderr)
     assert result.value["body"] == {"q": 1}
