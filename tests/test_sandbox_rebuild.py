@@ -21,18 +21,20 @@ PYPROJECT = """
 name = "{name}"
 version = "0.1.0"
 dependencies = ["six>=1.16,!=1.0.{nonce}"]  # a real dependency; the nonce: a step no earlier build cached
+license = "MIT"  # PEP 639's form, which only setuptools >= 77 reads: pip's isolated build would have the newest
 
 [build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 """  # setuptools finds the one module, greeter.py, by itself
-# hyperpocket's tools have no [build-system]: pip builds them with setuptools, fetched into an isolated environment
+# hyperpocket's tools have no [build-system]: pip builds them with setuptools (PEP 518's default)
 HYPERPOCKET_PYPROJECT = PYPROJECT.split("[build-system]")[0]
 
 CODE = """
-import json, sys
+import json, os, sys
 import six
-print(json.dumps({{"greeting": "{greeting}", "six": six.__version__, "body": json.load(sys.stdin)}}))
+built_with = os.path.exists("/pocket-build-env")
+print(json.dumps({{"greeting": "{greeting}", "six": six.__version__, "body": json.load(sys.stdin), "env": built_with}}))
 """
 
 
@@ -72,13 +74,15 @@ def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path
         tag = box.image(load_manifest(folder))
     docker_api.remove_image(tag)  # this test's: its containers are gone with the sandbox
     assert first.value["greeting"] == "first"
+    assert first.value["env"] is False  # what built the tool is not in the image it runs in
     assert second.value == {**first.value, "greeting": "second", "body": {"n": 2}}
     ran = _steps(messages, DEPS_STEP)
     assert len(ran) == 3 and ran[0].startswith(" ---> Running in ")  # installed on the first build
     assert ran[1] == " ---> Using cache"  # the code changed: the dependencies are the ones installed before
     assert ran[2].startswith(" ---> Running in ")  # the dependencies changed: installed again
     assert third.value["six"] == first.value["six"]
-    # the build requirements were installed ahead too: pip builds with them, fetching nothing at every build
+    # the build requirements were installed ahead too (the newest: license = "MIT" was read): pip builds with
+    # them, fetching nothing at every build
     assert not [m for m in messages if "Installing build dependencies" in m]
 
 
@@ -87,14 +91,14 @@ def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_th
     (folder / "requirements.txt").write_text("# pinned\nhttpx==0.27.0  # the client\n-e ./vendored\n\nsix>=1.16\n")
     manifest = load_manifest(folder)
     assert python_dependencies(manifest, tool_files(folder)) == Dependencies(
-        b"six>=1.16,!=1.0.1\nsetuptools>=61\n", True
+        b"six>=1.16,!=1.0.1\n", b"setuptools>=61\n"
     )
     document = json.loads((folder / "pocket.json").read_text())
     for build, expected in (
-        ("pip install -r requirements.txt", Dependencies(b"httpx==0.27.0\nsix>=1.16\n", False)),
+        ("pip install -r requirements.txt", Dependencies(b"httpx==0.27.0\nsix>=1.16\n", b"")),
         (
             "python -m pip install -r requirements.txt && pip install .",
-            Dependencies(b"httpx==0.27.0\nsix>=1.16\nsix>=1.16,!=1.0.1\nsetuptools>=61\n", True),
+            Dependencies(b"httpx==0.27.0\nsix>=1.16\nsix>=1.16,!=1.0.1\n", b"setuptools>=61\n"),
         ),
         ("pip install requests", None),  # nothing the folder declares: no step ahead
         ("npm install", None),
@@ -108,7 +112,7 @@ def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_th
 def test_a_pyproject_without_build_system_is_built_with_setuptools_installed_ahead(tmp_path):
     folder = _tool(tmp_path / "t", "legacy", "x", HYPERPOCKET_PYPROJECT)
     assert python_dependencies(load_manifest(folder), tool_files(folder)) == Dependencies(
-        b"six>=1.16,!=1.0.1\nsetuptools>=61\nwheel\n", True
+        b"six>=1.16,!=1.0.1\n", b"setuptools>=40.8.0\nwheel\n"
     )
 
 

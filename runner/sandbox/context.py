@@ -30,7 +30,7 @@ from runner.manifest import Manifest
 from runner.sandbox.labels import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
 from runner.settings import SandboxSettings
 
-FORMAT = "pocket-runner-image-v1"  # bump to rebuild every tool image after a change to the image layout
+FORMAT = "pocket-runner-image-v2"  # bump to rebuild every tool image after a change to the image layout
 EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
@@ -42,11 +42,10 @@ BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # run
 # while the dependencies stay the same, so a code-only edit rebuilds in a fraction of the first build's time.
 DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
 COPY_TOOL = "COPY tool/ /tool/"  # the step from which a code edit rebuilds
-DEPS_DONE = "/pocket-deps-installed"  # left by DEPS_STEP when it installed everything; removed by BUILD_STEP
-# What pip builds a pyproject.toml without a `[build-system]` table with (PEP 518's default: setuptools, which pip
-# would fetch into an isolated environment at every build), installed ahead. 61 is the first setuptools to read a
-# `[project]` table (pip's isolated one would be the newest); wheel gives those before 70.1 their bdist_wheel.
-LEGACY_BUILD_REQUIRES = ["setuptools>=61", "wheel"]
+# The build requirements DEPS_STEP installed: on the build step's PYTHONPATH, removed from the image after it
+BUILD_ENV = "/pocket-build-env"
+# What pip (23, the base images') builds a pyproject.toml without a `[build-system]` table with: PEP 518's default
+LEGACY_BUILD_REQUIRES = ["setuptools>=40.8.0", "wheel"]
 # `pip install .`, `pip install -e .`, `pip install -r requirements.txt` (also `python -m pip`, `pip3`)
 _PIP_INSTALL = re.compile(r"(?:^|[;&|]\s*)(?:python3? -m )?pip3? install\b([^;&|]*)")
 
@@ -170,12 +169,15 @@ class Context:
         ca = ca_path.read_bytes() if build and ca_path is not None and ca_path.is_file() else None
         dependencies = python_dependencies(manifest, files)
         dockerfile = _dockerfile(base_id, bool(build), dependencies is not None)
-        script = _build_script(build, ca is not None, bool(dependencies and dependencies.builds)) if build else None
+        build_env = bool(dependencies and dependencies.build_requirements)
+        script = _build_script(build, ca is not None, build_env) if build else None
         h = hashlib.sha256()
         for part in (FORMAT, base_id, dockerfile, manifest.entrypoint.run):
             h.update(part.encode() + b"\0")
         h.update((script or b"") + b"\0")  # holds entrypoint.build
-        h.update((dependencies.requirements if dependencies else b"") + b"\0")
+        if dependencies is not None:
+            h.update(dependencies.requirements + b"\0" + dependencies.build_requirements)
+        h.update(b"\0")
         for name in IN_CONTAINER:
             h.update(_container_file(name) + b"\0")
         for rel, path in files:
@@ -201,8 +203,9 @@ class Context:
             _add(tar, "pocket/entry.sh", (manifest.entrypoint.run + "\n").encode(), 0o755)
             if self.dependencies is not None:
                 _add_dir(tar, "pocket-deps")
-                _add(tar, "pocket-deps/deps.sh", _deps_script(self.ca_bundle is not None), 0o755)
+                _add(tar, "pocket-deps/deps.sh", _deps_script(self.dependencies, self.ca_bundle is not None), 0o755)
                 _add(tar, "pocket-deps/requirements.txt", self.dependencies.requirements)
+                _add(tar, "pocket-deps/build-requirements.txt", self.dependencies.build_requirements)
                 if self.ca_bundle is not None:
                     _add(tar, "pocket-deps/ca.crt", self.ca_bundle)
             _add_dir(tar, "tool")
@@ -298,12 +301,17 @@ def _environment(ca: str | None) -> list[str]:
     ]
 
 
-def _build_script(build: str, ca: bool, requirements_installed: bool = False) -> bytes:
+def _build_script(build: str, ca: bool, build_env: bool = False) -> bytes:
     script = ["set -e", "cd /tool", *_environment("/pocket-build/ca.crt" if ca else None)]
-    if requirements_installed:
-        # The build requirements are installed already (DEPS_STEP): pip builds the tool with them instead of
-        # installing them again in an isolated environment. (pip reads PIP_NO_BUILD_ISOLATION=0 as the flag.)
-        script.append(f"if [ -e {DEPS_DONE} ]; then export PIP_NO_BUILD_ISOLATION=0; rm -f {DEPS_DONE}; fi")
+    if build_env:
+        # The build requirements are installed already (BUILD_ENV, when DEPS_STEP could): pip builds the tool with
+        # them instead of installing them again in an isolated environment, which would put them first on the
+        # path too. (pip reads PIP_NO_BUILD_ISOLATION=0 as the flag; it holds for every project the command builds,
+        # so another one with a build backend of its own finds only these.)
+        script.append(
+            f"if [ -d {BUILD_ENV} ]; then export PIP_NO_BUILD_ISOLATION=0"
+            f' PYTHONPATH="{BUILD_ENV}${{PYTHONPATH:+:$PYTHONPATH}}" PATH="{BUILD_ENV}/bin:$PATH"; fi'
+        )
     script += [
         # The build's home is the call's (launch.sh), so what it installs under ~ is there at call time.
         f"export HOME={BUILD_HOME}",
@@ -311,29 +319,39 @@ def _build_script(build: str, ca: bool, requirements_installed: bool = False) ->
         f"/bin/sh -c {shlex.quote(build)}",
         f'if [ -n "$(ls -A {BUILD_HOME})" ]; then chmod -R a+rX {BUILD_HOME}; else rmdir {BUILD_HOME}; fi',
     ]
+    if build_env:
+        script.append(f"rm -rf {BUILD_ENV}")  # the tool's calls run with what it installed, not what built it
     return ("\n".join(script) + "\n").encode()
 
 
-def _deps_script(ca: bool) -> bytes:
-    """DEPS_STEP: install the tool's declared requirements, its build requirements too. Best effort: when it fails,
-    the build step installs everything (in pip's isolated build environment), and fails saying why if it cannot."""
-    script = [
-        *_environment("/pocket-deps/ca.crt" if ca else None),
-        "export HOME=/tmp",
-        f"if pip install -r /pocket-deps/requirements.txt; then touch {DEPS_DONE}; else",
-        '  echo "pocket: installing the dependencies ahead failed; the build step installs them"',
-        "fi",
-    ]
+def _deps_script(dependencies: Dependencies, ca: bool) -> bytes:
+    """DEPS_STEP: install the tool's declared requirements into the image, and its build requirements into BUILD_ENV
+    (`--target` ignores what is installed: the newest that satisfy them, as in pip's isolated build environment).
+    Each best effort: what fails here the build step installs (the build requirements in pip's isolated build
+    environment), and fails saying why if it cannot."""
+    script = [*_environment("/pocket-deps/ca.crt" if ca else None), "export HOME=/tmp"]
+    if dependencies.requirements:
+        script += [
+            "pip install -r /pocket-deps/requirements.txt ||",
+            '  echo "pocket: installing the dependencies ahead failed; the build step installs them"',
+        ]
+    if dependencies.build_requirements:
+        script += [
+            f"pip install --target {BUILD_ENV} -r /pocket-deps/build-requirements.txt || {{",
+            f"  rm -rf {BUILD_ENV}",
+            '  echo "pocket: installing the build requirements ahead failed; pip installs them at the build step"',
+            "}",
+        ]
     return ("\n".join(script) + "\n").encode()
 
 
 @dataclass(frozen=True)
 class Dependencies:
-    """What DEPS_STEP installs: a requirements file; `builds` when it holds the tool's build requirements too
-    (pyproject.toml's `[build-system] requires`), so the build step need not install them again."""
+    """What DEPS_STEP installs, as requirements files (each may be empty): the tool's, and what building it takes
+    (pyproject.toml's `[build-system] requires`, or LEGACY_BUILD_REQUIRES without that table)."""
 
     requirements: bytes
-    builds: bool
+    build_requirements: bytes
 
 
 def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> Dependencies | None:
@@ -342,7 +360,7 @@ def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> De
     None when there is nothing to install ahead."""
     present = dict(files)
     lines: list[str] = []
-    builds = False
+    building: list[str] = []
     for match in _PIP_INSTALL.finditer(manifest.entrypoint.build or ""):
         try:
             words = shlex.split(match.group(1))
@@ -353,10 +371,16 @@ def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> De
                 lines += _requirement_lines(present[word])
             elif word in (".", "./") and "pyproject.toml" in present:
                 declared, requires = _pyproject_requirements(present["pyproject.toml"])
-                lines += declared + requires
-                builds = bool(requires)
+                lines += declared
+                building += requires
+    if not lines and not building:
+        return None
+    return Dependencies(_requirements_file(lines), _requirements_file(building))
+
+
+def _requirements_file(lines: list[str]) -> bytes:
     unique = list(dict.fromkeys(lines))
-    return Dependencies(("\n".join(unique) + "\n").encode(), builds) if unique else None
+    return ("\n".join(unique) + "\n").encode() if unique else b""
 
 
 def _requirement_lines(path: Path) -> list[str]:
@@ -372,7 +396,7 @@ def _requirement_lines(path: Path) -> list[str]:
 
 def _pyproject_requirements(path: Path) -> tuple[list[str], list[str]]:
     """pyproject.toml's `[project] dependencies` and `[build-system] requires` (LEGACY_BUILD_REQUIRES without that
-    table, as pip builds it then: hyperpocket's tools have none)."""
+    table: hyperpocket's tools have none)."""
     import tomllib
 
     try:
