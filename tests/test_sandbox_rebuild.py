@@ -86,6 +86,32 @@ def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path
     assert not [m for m in messages if "Installing build dependencies" in m]
 
 
+@docker
+def test_dependencies_that_cannot_be_installed_ahead_are_installed_by_the_build_with_the_build_requirements(
+    docker_api, tmp_path
+):
+    """A dependency in the tool's own folder is not there yet when the dependencies are installed ahead: that
+    step fails, the build step installs them, and builds the vendored project with the build requirements
+    installed ahead (isolation off: it finds no others)."""
+    folder = _tool(tmp_path / "tool", "vendoring", "first", HYPERPOCKET_PYPROJECT)
+    pyproject = HYPERPOCKET_PYPROJECT.format(name="vendoring", nonce=time.time_ns())
+    vendoring = pyproject.replace('dependencies = ["six', 'dependencies = ["vendored @ file:///tool/vendored", "six')
+    (folder / "pyproject.toml").write_text(vendoring + '[tool.setuptools]\npy-modules = ["greeter"]\n')
+    (folder / "vendored").mkdir()
+    (folder / "vendored" / "pyproject.toml").write_text('[project]\nname = "vendored"\nversion = "1.0"\n')
+    (folder / "vendored" / "vendored.py").write_text("WORD = 'vendored'\n")
+    (folder / "greeter.py").write_text(CODE.format(greeting="first").replace("import six", "import six, vendored"))
+    messages: list[str] = []
+    with Sandbox(SandboxSettings(pool_size=0), progress=messages.append) as box:
+        result = box.run(load_manifest(folder), {"n": 1}, {})
+        tag = box.image(load_manifest(folder))
+    docker_api.remove_image(tag)
+    assert result.ok, (result.error, messages[-20:])
+    assert result.value["greeting"] == "first" and result.value["env"] is False
+    assert any("pocket: installing the dependencies ahead failed; the build step installs them" in m for m in messages)
+    assert not [m for m in messages if "build requirements ahead failed" in m or "Installing build dep" in m]
+
+
 def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_the_build(tmp_path):
     folder = _tool(tmp_path / "t", "deps", "x")
     (folder / "requirements.txt").write_text("# pinned\nhttpx==0.27.0  # the client\n-e ./vendored\n\nsix>=1.16\n")

@@ -325,11 +325,14 @@ def _build_script(build: str, ca: bool, build_env: bool = False) -> bytes:
 
 
 def _deps_script(dependencies: Dependencies, ca: bool) -> bytes:
-    """DEPS_STEP: install the tool's declared requirements into the image, and its build requirements into BUILD_ENV
-    (`--target` ignores what is installed: the newest that satisfy them, as in pip's isolated build environment).
-    Each best effort: what fails here the build step installs (the build requirements in pip's isolated build
-    environment), and fails saying why if it cannot."""
+    """DEPS_STEP: install the tool's declared requirements into the image and, at the same time, its build
+    requirements into BUILD_ENV (`--target` ignores what is installed: the newest that satisfy them, as in pip's
+    isolated build environment); the latter's output follows. Each best effort: what fails here the build step
+    installs (the build requirements in pip's isolated build environment), and fails saying why if it cannot."""
     script = [*_environment("/pocket-deps/ca.crt" if ca else None), "export HOME=/tmp"]
+    if dependencies.build_requirements:
+        log = "/pocket-deps/build-env.log"  # removed with the folder after the step
+        script.append(f"pip install --target {BUILD_ENV} -r /pocket-deps/build-requirements.txt > {log} 2>&1 &")
     if dependencies.requirements:
         script += [
             "pip install -r /pocket-deps/requirements.txt ||",
@@ -337,10 +340,10 @@ def _deps_script(dependencies: Dependencies, ca: bool) -> bytes:
         ]
     if dependencies.build_requirements:
         script += [
-            f"pip install --target {BUILD_ENV} -r /pocket-deps/build-requirements.txt || {{",
-            f"  rm -rf {BUILD_ENV}",
+            f"if wait $!; then cat {log}; else",
+            f"  cat {log}; rm -rf {BUILD_ENV}",
             '  echo "pocket: installing the build requirements ahead failed; pip installs them at the build step"',
-            "}",
+            "fi",
         ]
     return ("\n".join(script) + "\n").encode()
 
