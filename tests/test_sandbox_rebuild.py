@@ -87,18 +87,20 @@ def test_a_code_only_edit_reuses_the_installed_dependencies(docker_api, tmp_path
 
 
 @docker
-def test_dependencies_that_cannot_be_installed_ahead_are_installed_by_the_build_with_the_build_requirements(
-    docker_api, tmp_path
-):
+def test_dependencies_that_cannot_be_installed_ahead_are_installed_by_the_build_as_pip_would(docker_api, tmp_path):
     """A dependency in the tool's own folder is not there yet when the dependencies are installed ahead: that
-    step fails, the build step installs them, and builds the vendored project with the build requirements
-    installed ahead (isolation off: it finds no others)."""
+    step fails, and the build step installs them as pip alone would, each project built in an isolated
+    environment with its own build requirements (the vendored one's backend is flit, not setuptools, which
+    also zips the files with their times from the image)."""
     folder = _tool(tmp_path / "tool", "vendoring", "first", HYPERPOCKET_PYPROJECT)
     pyproject = HYPERPOCKET_PYPROJECT.format(name="vendoring", nonce=time.time_ns())
     vendoring = pyproject.replace('dependencies = ["six', 'dependencies = ["vendored @ file:///tool/vendored", "six')
     (folder / "pyproject.toml").write_text(vendoring + '[tool.setuptools]\npy-modules = ["greeter"]\n')
     (folder / "vendored").mkdir()
-    (folder / "vendored" / "pyproject.toml").write_text('[project]\nname = "vendored"\nversion = "1.0"\n')
+    (folder / "vendored" / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.2,<4"]\nbuild-backend = "flit_core.buildapi"\n'
+        '[project]\nname = "vendored"\nversion = "1.0"\ndescription = "vendored"\n'
+    )
     (folder / "vendored" / "vendored.py").write_text("WORD = 'vendored'\n")
     (folder / "greeter.py").write_text(CODE.format(greeting="first").replace("import six", "import six, vendored"))
     messages: list[str] = []
@@ -109,7 +111,7 @@ def test_dependencies_that_cannot_be_installed_ahead_are_installed_by_the_build_
     assert result.ok, (result.error, messages[-20:])
     assert result.value["greeting"] == "first" and result.value["env"] is False
     assert any("pocket: installing the dependencies ahead failed; the build step installs them" in m for m in messages)
-    assert not [m for m in messages if "build requirements ahead failed" in m or "Installing build dep" in m]
+    assert any("Installing build dependencies" in m for m in messages)
 
 
 def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_the_build(tmp_path):
@@ -122,9 +124,13 @@ def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_th
     document = json.loads((folder / "pocket.json").read_text())
     for build, expected in (
         ("pip install -r requirements.txt", Dependencies(b"httpx==0.27.0\nsix>=1.16\n", b"")),
-        (
+        (  # its -e line is left to the build step: so are the build requirements (see the test below)
             "python -m pip install -r requirements.txt && pip install .",
-            Dependencies(b"httpx==0.27.0\nsix>=1.16\nsix>=1.16,!=1.0.1\n", b"setuptools>=61\n"),
+            Dependencies(b"httpx==0.27.0\nsix>=1.16\nsix>=1.16,!=1.0.1\n", b""),
+        ),
+        (
+            "pip install --no-cache-dir -e . && playwright install",
+            Dependencies(b"six>=1.16,!=1.0.1\n", b"setuptools>=61\n"),
         ),
         ("pip install requests", None),  # nothing the folder declares: no step ahead
         ("npm install", None),
@@ -156,3 +162,24 @@ def test_a_malformed_pyproject_installs_nothing_ahead(tmp_path, pyproject):
     folder = _tool(tmp_path / "t", "malformed", "x")
     (folder / "pyproject.toml").write_text(pyproject)  # pip, in the build step, says what is wrong with it
     assert python_dependencies(load_manifest(folder), tool_files(folder)) is None
+
+
+@pytest.mark.parametrize(
+    ("build", "pyproject"),
+    [
+        ("pip install . packaging", PYPROJECT),  # a package named on the command line
+        ("pip install --index-url https://mirror.invalid/simple .", PYPROJECT),  # a flag's value, or a package
+        ("pip install .", PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"\ndynamic = ["dependencies"]')),
+        ("pip install .", PYPROJECT.replace("[project]", "[tool.other]")),  # no [project]: setup.py's
+    ],
+    ids=["package", "flag-value", "dynamic", "no-project"],
+)
+def test_build_requirements_go_ahead_only_with_everything_the_build_installs(tmp_path, build, pyproject):
+    """On the build step's path, they would count as installed for what pip resolves there, and be left out of
+    the image with them: when pip resolves anything more at the build step, it builds in isolation."""
+    folder = _tool(tmp_path / "t", "partial", "x", pyproject)
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["build"] = build
+    (folder / "pocket.json").write_text(json.dumps(document))
+    dependencies = python_dependencies(load_manifest(folder), tool_files(folder))
+    assert (dependencies.build_requirements if dependencies else b"") == b""

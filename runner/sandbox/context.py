@@ -35,6 +35,9 @@ EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cac
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
+# The time of every file in the context: the same contents make the same layers. 1980-01-02, as ZIP (a wheel)
+# holds no earlier time: a build backend that keeps the files' times (flit) failed on 1970's.
+MTIME = 315619200
 IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py", "pocket_channel.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
@@ -213,7 +216,7 @@ class Context:
                 info = tar.gettarinfo(str(path), arcname=f"tool/{rel}")
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
-                info.mtime = 0
+                info.mtime = MTIME
                 if info.isdir() or info.issym():
                     tar.addfile(info)
                     continue
@@ -304,10 +307,9 @@ def _environment(ca: str | None) -> list[str]:
 def _build_script(build: str, ca: bool, build_env: bool = False) -> bytes:
     script = ["set -e", "cd /tool", *_environment("/pocket-build/ca.crt" if ca else None)]
     if build_env:
-        # The build requirements are installed already (BUILD_ENV, when DEPS_STEP could): pip builds the tool with
-        # them instead of installing them again in an isolated environment, which would put them first on the
-        # path too. (pip reads PIP_NO_BUILD_ISOLATION=0 as the flag; it holds for every project the command builds,
-        # so another one with a build backend of its own finds only these.)
+        # The build requirements are installed already (BUILD_ENV, when DEPS_STEP installed everything): pip builds
+        # the tool with them instead of installing them again in an isolated environment, which would put them
+        # first on the path too. (pip reads PIP_NO_BUILD_ISOLATION=0 as the flag.)
         script.append(
             f"if [ -d {BUILD_ENV} ]; then export PIP_NO_BUILD_ISOLATION=0"
             f' PYTHONPATH="{BUILD_ENV}${{PYTHONPATH:+:$PYTHONPATH}}" PATH="{BUILD_ENV}/bin:$PATH"; fi'
@@ -327,31 +329,34 @@ def _build_script(build: str, ca: bool, build_env: bool = False) -> bytes:
 def _deps_script(dependencies: Dependencies, ca: bool) -> bytes:
     """DEPS_STEP: install the tool's declared requirements into the image and, at the same time, its build
     requirements into BUILD_ENV (`--target` ignores what is installed: the newest that satisfy them, as in pip's
-    isolated build environment); the latter's output follows. Each best effort: what fails here the build step
-    installs (the build requirements in pip's isolated build environment), and fails saying why if it cannot."""
-    script = [*_environment("/pocket-deps/ca.crt" if ca else None), "export HOME=/tmp"]
+    isolated build environment); the latter's output follows. Best effort: when either fails, the build step
+    installs what is missing, in pip's isolated build environment (BUILD_ENV removed), and fails saying why if it
+    cannot."""
+    script = [*_environment("/pocket-deps/ca.crt" if ca else None), "export HOME=/tmp", "ahead=installed"]
+    log = "/pocket-deps/build-env.log"  # removed with the folder after the step
     if dependencies.build_requirements:
-        log = "/pocket-deps/build-env.log"  # removed with the folder after the step
         script.append(f"pip install --target {BUILD_ENV} -r /pocket-deps/build-requirements.txt > {log} 2>&1 &")
     if dependencies.requirements:
-        script += [
-            "pip install -r /pocket-deps/requirements.txt ||",
-            '  echo "pocket: installing the dependencies ahead failed; the build step installs them"',
-        ]
+        script.append("pip install -r /pocket-deps/requirements.txt || ahead=failed")
     if dependencies.build_requirements:
-        script += [
-            f"if wait $!; then cat {log}; else",
-            f"  cat {log}; rm -rf {BUILD_ENV}",
-            '  echo "pocket: installing the build requirements ahead failed; pip installs them at the build step"',
-            "fi",
-        ]
+        script.append(f"wait $! || ahead=failed; cat {log}")
+    script += [
+        'if [ "$ahead" = failed ]; then',
+        f"  rm -rf {BUILD_ENV}",
+        '  echo "pocket: installing the dependencies ahead failed; the build step installs them"',
+        "fi",
+    ]
     return ("\n".join(script) + "\n").encode()
 
 
 @dataclass(frozen=True)
 class Dependencies:
     """What DEPS_STEP installs, as requirements files (each may be empty): the tool's, and what building it takes
-    (pyproject.toml's `[build-system] requires`, or LEGACY_BUILD_REQUIRES without that table)."""
+    (pyproject.toml's `[build-system] requires`, or LEGACY_BUILD_REQUIRES without that table).
+
+    The build requirements go ahead only when everything the build's pip commands install does too: on the
+    build's path, they would count as installed for any other requirement pip resolves then (wheel's `packaging`,
+    say), which would then be left out of the image with them."""
 
     requirements: bytes
     build_requirements: bytes
@@ -364,6 +369,7 @@ def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> De
     present = dict(files)
     lines: list[str] = []
     building: list[str] = []
+    complete = True  # every requirement the build's pip commands name is in `lines`
     for match in _PIP_INSTALL.finditer(manifest.entrypoint.build or ""):
         try:
             words = shlex.split(match.group(1))
@@ -371,11 +377,17 @@ def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> De
             return None
         for before, word in zip(["", *words], words, strict=False):
             if before in ("-r", "--requirement") and word in present:
-                lines += _requirement_lines(present[word])
+                read, whole = _requirement_lines(present[word])
+                lines += read
+                complete &= whole
             elif word in (".", "./") and "pyproject.toml" in present:
-                declared, requires = _pyproject_requirements(present["pyproject.toml"])
+                declared, requires, static = _pyproject_requirements(present["pyproject.toml"])
                 lines += declared
                 building += requires
+                complete &= static
+            elif not word.startswith("-"):  # a package, a file or a flag's value: resolved by the build step
+                complete = False
+    building = building if complete else []
     if not lines and not building:
         return None
     return Dependencies(_requirements_file(lines), _requirements_file(building))
@@ -386,28 +398,32 @@ def _requirements_file(lines: list[str]) -> bytes:
     return ("\n".join(unique) + "\n").encode() if unique else b""
 
 
-def _requirement_lines(path: Path) -> list[str]:
-    """A requirements file's requirements; includes and options (`-r`, `-e`, `--index-url`) are left to the build
-    step."""
+def _requirement_lines(path: Path) -> tuple[list[str], bool]:
+    """A requirements file's requirements, and whether they are all it holds: includes and options (`-r`, `-e`,
+    `--index-url`) are left to the build step."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
-        return []
-    lines = (line.split(" #")[0].strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith(("#", "-"))]
+        return [], False
+    lines = [line.split(" #")[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    requirements = [line for line in lines if not line.startswith("-")]
+    return requirements, len(requirements) == len(lines)
 
 
-def _pyproject_requirements(path: Path) -> tuple[list[str], list[str]]:
+def _pyproject_requirements(path: Path) -> tuple[list[str], list[str], bool]:
     """pyproject.toml's `[project] dependencies` and `[build-system] requires` (LEGACY_BUILD_REQUIRES without that
-    table: hyperpocket's tools have none)."""
+    table: hyperpocket's tools have none), and whether the former are all (not computed by the build: no
+    `[project]` table, or `dependencies` in its `dynamic`)."""
     import tomllib
 
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return [], []
+        return [], [], False
     project, build_system = document.get("project"), document.get("build-system", {"requires": LEGACY_BUILD_REQUIRES})
-    return _strings(project, "dependencies"), _strings(build_system, "requires")
+    static = isinstance(project, dict) and "dependencies" not in _strings(project, "dynamic")
+    return _strings(project, "dependencies"), _strings(build_system, "requires"), static
 
 
 def _strings(table: Any, key: str) -> list[str]:
@@ -418,11 +434,11 @@ def _strings(table: Any, key: str) -> list[str]:
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, 0
+    info.size, info.mode, info.mtime = len(data), mode, MTIME
     tar.addfile(info, io.BytesIO(data))
 
 
 def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
     tar.addfile(info)
