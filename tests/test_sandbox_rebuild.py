@@ -11,7 +11,8 @@ import pytest
 
 from runner.manifest import load_manifest
 from runner.sandbox import Sandbox
-from runner.sandbox.context import DEPS_STEP, Dependencies, python_dependencies, tool_files
+from runner.sandbox.context import DEPS_STEP, tool_files
+from runner.sandbox.dependencies import Dependencies, python_dependencies
 from runner.settings import SandboxSettings
 
 docker = pytest.mark.docker
@@ -164,22 +165,88 @@ def test_a_malformed_pyproject_installs_nothing_ahead(tmp_path, pyproject):
     assert python_dependencies(load_manifest(folder), tool_files(folder)) is None
 
 
-@pytest.mark.parametrize(
-    ("build", "pyproject"),
-    [
-        ("pip install . packaging", PYPROJECT),  # a package named on the command line
-        ("pip install --index-url https://mirror.invalid/simple .", PYPROJECT),  # a flag's value, or a package
-        ("pip install .", PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"\ndynamic = ["dependencies"]')),
-        ("pip install .", PYPROJECT.replace("[project]", "[tool.other]")),  # no [project]: setup.py's
-    ],
-    ids=["package", "flag-value", "dynamic", "no-project"],
-)
-def test_build_requirements_go_ahead_only_with_everything_the_build_installs(tmp_path, build, pyproject):
-    """On the build step's path, they would count as installed for what pip resolves there, and be left out of
-    the image with them: when pip resolves anything more at the build step, it builds in isolation."""
-    folder = _tool(tmp_path / "t", "partial", "x", pyproject)
+def _read(tmp_path: Path, build: str, pyproject: str = PYPROJECT, files: dict[str, str] | None = None):
+    """What `build` installs ahead for a tool with `pyproject` and `files` (relative path: contents)."""
+    folder = _tool(tmp_path / "t", "reading", "x", pyproject)
+    for rel, text in (files or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
     document = json.loads((folder / "pocket.json").read_text())
     document["entrypoint"]["build"] = build
     (folder / "pocket.json").write_text(json.dumps(document))
-    dependencies = python_dependencies(load_manifest(folder), tool_files(folder))
+    return python_dependencies(load_manifest(folder), tool_files(folder))
+
+
+DECLARED = b"six>=1.16,!=1.0.1\n"
+DYNAMIC = PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"\ndynamic = ["dependencies"]')
+
+
+def test_hyperpocket_builds_install_their_build_requirements_ahead(tmp_path):
+    apt = "apt-get update && apt-get install -y libnss3 && pip install . && playwright install"
+    for build, files in (
+        ("pip install .", {}),
+        (apt, {}),
+        ("pip install -r requirements.txt && pip install --no-cache-dir -e .", {"requirements.txt": "httpx\n"}),
+    ):
+        assert _read(tmp_path, build, HYPERPOCKET_PYPROJECT, files) == Dependencies(
+            (b"httpx\n" if files else b"") + DECLARED, b"setuptools>=40.8.0\nwheel\n"
+        ), build
+
+
+@pytest.mark.parametrize(
+    ("build", "pyproject", "files"),
+    [
+        ("pip install . packaging", PYPROJECT, {}),  # a package named on the command line
+        ("pip install -U --upgrade-strategy=eager .", PYPROJECT, {}),  # a flag with a value
+        ("pip install -rother.txt && pip install .", PYPROJECT, {"other.txt": "httpx\n"}),
+        ("pip install . && python3.11 -m pip install httpx", PYPROJECT, {}),  # a pip it does not read
+        ("sh setup.sh && pip install .", PYPROJECT, {"setup.sh": "pip install httpx\n"}),  # which may run pip
+        ("pip install .", DYNAMIC, {}),  # the build computes the dependencies
+        ("pip install .", PYPROJECT.replace("[project]", "[tool.other]"), {}),  # no [project]: setup.py's
+        ("pip install .", PYPROJECT.replace("six>=1.16", "six @ https://example.invalid/six.whl"), {}),
+        ("pip install -r r.txt && pip install .", PYPROJECT, {"r.txt": "git+https://example.invalid/x#egg=x\n"}),
+        ("pip install .", PYPROJECT, {"setup.py": "from setuptools import setup\nsetup()\n"}),  # setup_requires
+        ("pip install .", PYPROJECT.replace("setuptools.build_meta", "scikit_build_core.build"), {}),
+        ("pip install .", PYPROJECT.replace("setuptools.build_meta", "hatchling.build") + "[tool.hatch.x]\n", {}),
+    ],
+    ids=[
+        "package", "flag-value", "attached-file", "other-pip", "script", "dynamic", "no-project", "url",
+        "vcs-line", "setup-py", "backend-asking-more", "hatch-hooks",
+    ],
+)  # fmt: skip
+def test_build_requirements_go_ahead_only_with_everything_the_build_installs(tmp_path, build, pyproject, files):
+    """On the build step's path, they would count as installed for what pip resolves there, and be left out of
+    the image with them; nor does pip install what a backend asks for beyond them: the build step builds in
+    isolation then."""
+    dependencies = _read(tmp_path, build, pyproject, files)
     assert (dependencies.build_requirements if dependencies else b"") == b""
+
+
+@pytest.mark.parametrize(
+    ("build", "files"),
+    [
+        ("pip install --index-url https://mirror.invalid/simple .", {}),
+        ("pip install -ihttps://mirror.invalid/simple .", {}),
+        ("pip install --no-index --find-links=wheels .", {}),
+        ("pip install -r r.txt", {"r.txt": "--extra-index-url https://mirror.invalid/simple\ninternal-lib\n"}),
+        ("pip install -r r.txt", {"r.txt": "six==1.16.0 \\\n    --hash=sha256:0000\n"}),  # hash-checking mode
+        ("cd sub && pip install .", {"sub/pyproject.toml": "[project]\nname = 'sub'\nversion = '1'\n"}),
+        ("pip install -r missing.txt && pip install .", {}),
+    ],
+    ids=["index", "attached-index", "find-links", "index-in-file", "hashes", "cd", "missing-file"],
+)
+def test_nothing_goes_ahead_from_a_source_the_build_names_or_a_folder_it_moves_to(tmp_path, build, files):
+    """Ahead, pip would install from the default index (an internal package's name taken from PyPI), without the
+    hashes, or the requirements of another folder's project."""
+    assert _read(tmp_path, build, PYPROJECT, files) is None
+
+
+def test_a_symlinked_requirements_file_is_not_read(tmp_path):
+    outside = tmp_path / "host-secret.txt"
+    outside.write_text("a-secret-from-the-host\n")
+    folder = _tool(tmp_path / "t", "linked", "x")
+    (folder / "requirements.txt").symlink_to(outside)
+    document = json.loads((folder / "pocket.json").read_text())
+    document["entrypoint"]["build"] = "pip install -r requirements.txt"
+    (folder / "pocket.json").write_text(json.dumps(document))
+    assert python_dependencies(load_manifest(folder), tool_files(folder)) is None  # its lines would be in the image

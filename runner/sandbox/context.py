@@ -27,6 +27,7 @@ from typing import Any
 
 from runner.errors import SandboxError
 from runner.manifest import Manifest
+from runner.sandbox.dependencies import Dependencies, python_dependencies
 from runner.sandbox.labels import LABEL, LABEL_FOLDER, LABEL_TOOL, USER
 from runner.settings import SandboxSettings
 
@@ -47,10 +48,6 @@ DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
 COPY_TOOL = "COPY tool/ /tool/"  # the step from which a code edit rebuilds
 # The build requirements DEPS_STEP installed: on the build step's PYTHONPATH, removed from the image after it
 BUILD_ENV = "/pocket-build-env"
-# What pip (23, the base images') builds a pyproject.toml without a `[build-system]` table with: PEP 518's default
-LEGACY_BUILD_REQUIRES = ["setuptools>=40.8.0", "wheel"]
-# `pip install .`, `pip install -e .`, `pip install -r requirements.txt` (also `python -m pip`, `pip3`)
-_PIP_INSTALL = re.compile(r"(?:^|[;&|]\s*)(?:python3? -m )?pip3? install\b([^;&|]*)")
 
 
 def _container_file(name: str) -> bytes:
@@ -347,89 +344,6 @@ def _deps_script(dependencies: Dependencies, ca: bool) -> bytes:
         "fi",
     ]
     return ("\n".join(script) + "\n").encode()
-
-
-@dataclass(frozen=True)
-class Dependencies:
-    """What DEPS_STEP installs, as requirements files (each may be empty): the tool's, and what building it takes
-    (pyproject.toml's `[build-system] requires`, or LEGACY_BUILD_REQUIRES without that table).
-
-    The build requirements go ahead only when everything the build's pip commands install does too: on the
-    build's path, they would count as installed for any other requirement pip resolves then (wheel's `packaging`,
-    say), which would then be left out of the image with them."""
-
-    requirements: bytes
-    build_requirements: bytes
-
-
-def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> Dependencies | None:
-    """The requirements a Python tool declares, when its `entrypoint.build` pip-installs its folder (`pip install
-    .`: pyproject.toml's `[project] dependencies` and `[build-system] requires`) or requirements files (`-r FILE`);
-    None when there is nothing to install ahead."""
-    present = dict(files)
-    lines: list[str] = []
-    building: list[str] = []
-    complete = True  # every requirement the build's pip commands name is in `lines`
-    for match in _PIP_INSTALL.finditer(manifest.entrypoint.build or ""):
-        try:
-            words = shlex.split(match.group(1))
-        except ValueError:
-            return None
-        for before, word in zip(["", *words], words, strict=False):
-            if before in ("-r", "--requirement") and word in present:
-                read, whole = _requirement_lines(present[word])
-                lines += read
-                complete &= whole
-            elif word in (".", "./") and "pyproject.toml" in present:
-                declared, requires, static = _pyproject_requirements(present["pyproject.toml"])
-                lines += declared
-                building += requires
-                complete &= static
-            elif not word.startswith("-"):  # a package, a file or a flag's value: resolved by the build step
-                complete = False
-    building = building if complete else []
-    if not lines and not building:
-        return None
-    return Dependencies(_requirements_file(lines), _requirements_file(building))
-
-
-def _requirements_file(lines: list[str]) -> bytes:
-    unique = list(dict.fromkeys(lines))
-    return ("\n".join(unique) + "\n").encode() if unique else b""
-
-
-def _requirement_lines(path: Path) -> tuple[list[str], bool]:
-    """A requirements file's requirements, and whether they are all it holds: includes and options (`-r`, `-e`,
-    `--index-url`) are left to the build step."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return [], False
-    lines = [line.split(" #")[0].strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    requirements = [line for line in lines if not line.startswith("-")]
-    return requirements, len(requirements) == len(lines)
-
-
-def _pyproject_requirements(path: Path) -> tuple[list[str], list[str], bool]:
-    """pyproject.toml's `[project] dependencies` and `[build-system] requires` (LEGACY_BUILD_REQUIRES without that
-    table: hyperpocket's tools have none), and whether the former are all (not computed by the build: no
-    `[project]` table, or `dependencies` in its `dynamic`)."""
-    import tomllib
-
-    try:
-        document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return [], [], False
-    project, build_system = document.get("project"), document.get("build-system", {"requires": LEGACY_BUILD_REQUIRES})
-    static = isinstance(project, dict) and "dependencies" not in _strings(project, "dynamic")
-    return _strings(project, "dependencies"), _strings(build_system, "requires"), static
-
-
-def _strings(table: Any, key: str) -> list[str]:
-    """The strings of a list in a pyproject.toml table; nothing from a malformed one (pip will say what is wrong)."""
-    items = table.get(key) if isinstance(table, dict) else None
-    return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
