@@ -4,6 +4,7 @@ its code is copied in, so an edit of the code alone reuses that step from the bu
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -113,6 +114,23 @@ def test_dependencies_that_cannot_be_installed_ahead_are_installed_by_the_build_
     assert result.value["greeting"] == "first" and result.value["env"] is False
     assert any("pocket: installing the dependencies ahead failed; the build step installs them" in m for m in messages)
     assert any("Installing build dependencies" in m for m in messages)
+
+
+@docker
+def test_a_stale_build_folder_left_by_a_host_install_does_not_hide_the_edited_code(docker_api, tmp_path):
+    """`pip install .` on the host leaves build/lib/ copies with the source's time; setuptools copies a source
+    again only when it is newer, so the image must keep the files' times."""
+    folder = _tool(tmp_path / "tool", "stale", "edited", PYPROJECT + '[tool.setuptools]\npy-modules = ["greeter"]\n')
+    stale = folder / "build" / "lib" / "greeter.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(CODE.format(greeting="stale"))
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))  # copied from the source an hour ago
+    with Sandbox(SandboxSettings(pool_size=0)) as box:
+        result = box.run(load_manifest(folder), {}, {})
+        tag = box.image(load_manifest(folder))
+    docker_api.remove_image(tag)
+    assert result.ok, result.error
+    assert result.value["greeting"] == "edited"
 
 
 def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_the_build(tmp_path):

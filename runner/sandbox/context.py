@@ -36,8 +36,10 @@ EXCLUDED = {".git", "__pycache__", ".venv", "venv", "node_modules", ".pytest_cac
 # sandbox.pip_index_url reaches the build step as this predefined proxy build argument: the classic builder
 # passes those to RUN without an ARG line and, unlike any ARG, keeps them out of the image's history.
 INDEX_ARG = "FTP_PROXY"
-# The time of every file in the context: the same contents make the same layers. 1980-01-02, as ZIP (a wheel)
-# holds no earlier time: a build backend that keeps the files' times (flit) failed on 1970's.
+# The earliest time of a file in the context (ours all have it): 1980-01-02, as ZIP (a wheel) holds no earlier one:
+# a build backend that keeps the files' times (flit) failed on 1970's. The tool's files keep their own later times:
+# with one time for all, setuptools took a stale build/lib/ copy left by a `pip install .` on the host for as new
+# as its source, and installed the old code. (The image's tag hashes contents only.)
 MTIME = 315619200
 IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py", "pocket_channel.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
@@ -213,7 +215,7 @@ class Context:
                 info = tar.gettarinfo(str(path), arcname=f"tool/{rel}")
                 info.uid = info.gid = 0
                 info.uname = info.gname = "root"
-                info.mtime = MTIME
+                info.mtime = max(MTIME, int(info.mtime))
                 if info.isdir() or info.issym():
                     tar.addfile(info)
                     continue

@@ -3,11 +3,11 @@ installs it: the tool's requirements into the image, its build requirements into
 sees. The builder reuses that step while they stay the same, so a code-only edit rebuilds without them.
 
 Read conservatively: whatever this cannot tell for sure is left to the build step, which then builds as pip
-alone would. Nothing goes ahead when the build names another package source (an index, find-links, hashes: the
-step ahead would install from the default index); the build requirements go ahead only when everything the
-build's pip commands install does too and the backend asks for nothing more: on the build step's path they
-count as installed for anything pip resolves there (wheel's `packaging`, say), which would then leave the image
-with them.
+alone would. Nothing goes ahead when the build names another package source (an index, find-links: ahead, those
+names would come from the default index) or hashes (they would not be checked). The build requirements go ahead
+only when everything the build's pip commands install does too and the backend asks for nothing more: on the
+build step's path they count as installed for anything pip resolves there (wheel's `packaging`, say), which
+would then leave the image with them.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class Dependencies:
 
 
 class _Unknown(Exception):
-    """Something pip would install from another source: nothing goes ahead."""
+    """What the build installs cannot be read safely (another source, another folder, a file not read): nothing
+    goes ahead."""
 
 
 @dataclass
