@@ -7,12 +7,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.manifest import load_manifest
 from runner.sandbox import Sandbox
-from runner.sandbox.context import DEPS_STEP, tool_files
+from runner.sandbox.context import BUILD_ENV, DEPS_STEP, _build_script, _deps_script, tool_files
 from runner.sandbox.dependencies import Dependencies, python_dependencies
 from runner.settings import SandboxSettings
 
@@ -138,20 +139,21 @@ def test_the_dependencies_come_from_pyproject_and_requirements_files_named_by_th
     (folder / "requirements.txt").write_text("# pinned\nhttpx==0.27.0  # the client\n-e ./vendored\n\nsix>=1.16\n")
     manifest = load_manifest(folder)
     assert python_dependencies(manifest, tool_files(folder)) == Dependencies(
-        b"six>=1.16,!=1.0.1\n", b"setuptools>=61\n"
+        b"six>=1.16,!=1.0.1\n",
+        b"setuptools>=61\nwheel\n",  # which setuptools before 70.1 asks for too
     )
     document = json.loads((folder / "pocket.json").read_text())
     for build, expected in (
         ("pip install -r requirements.txt", Dependencies(b"httpx==0.27.0\nsix>=1.16\n", b"")),
-        (  # its -e line is left to the build step: so are the build requirements (see the test below)
+        (  # its -e line is left to the build step: so are the build requirements (see the tests below)
             "python -m pip install -r requirements.txt && pip install .",
             Dependencies(b"httpx==0.27.0\nsix>=1.16\nsix>=1.16,!=1.0.1\n", b""),
         ),
         (
             "pip install --no-cache-dir -e . && playwright install",
-            Dependencies(b"six>=1.16,!=1.0.1\n", b"setuptools>=61\n"),
+            Dependencies(b"six>=1.16,!=1.0.1\n", b"setuptools>=61\nwheel\n"),
         ),
-        ("pip install requests", None),  # nothing the folder declares: no step ahead
+        ("pip install requests", None),  # a package the build names: left to it
         ("npm install", None),
         ("pip install -r missing.txt", None),
     ):
@@ -183,7 +185,7 @@ def test_a_malformed_pyproject_installs_nothing_ahead(tmp_path, pyproject):
     assert python_dependencies(load_manifest(folder), tool_files(folder)) is None
 
 
-def _read(tmp_path: Path, build: str, pyproject: str = PYPROJECT, files: dict[str, str] | None = None):
+def _read(tmp_path: Path, build: str, pyproject: str = PYPROJECT, files: dict[str, str] | None = None) -> Any:
     """What `build` installs ahead for a tool with `pyproject` and `files` (relative path: contents)."""
     folder = _tool(tmp_path / "t", "reading", "x", pyproject)
     for rel, text in (files or {}).items():
@@ -196,7 +198,10 @@ def _read(tmp_path: Path, build: str, pyproject: str = PYPROJECT, files: dict[st
 
 
 DECLARED = b"six>=1.16,!=1.0.1\n"
-DYNAMIC = PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"\ndynamic = ["dependencies"]')
+POETRY = PYPROJECT.replace('["setuptools>=61"]', '["poetry-core"]').replace(
+    "setuptools.build_meta", "poetry.core.masonry.api"
+)
+HATCHLING = PYPROJECT.replace('["setuptools>=61"]', '["hatchling"]').replace("setuptools.build_meta", "hatchling.build")
 
 
 def test_hyperpocket_builds_install_their_build_requirements_ahead(tmp_path):
@@ -204,58 +209,80 @@ def test_hyperpocket_builds_install_their_build_requirements_ahead(tmp_path):
     for build, files in (
         ("pip install .", {}),
         (apt, {}),
-        ("pip install -r requirements.txt && pip install --no-cache-dir -e .", {"requirements.txt": "httpx\n"}),
+        ("pip install -r requirements.txt && python -m pip install --no-cache-dir -e .", {"requirements.txt": "httpx"}),
     ):
         assert _read(tmp_path, build, HYPERPOCKET_PYPROJECT, files) == Dependencies(
             (b"httpx\n" if files else b"") + DECLARED, b"setuptools>=40.8.0\nwheel\n"
         ), build
+    assert _read(tmp_path, "pip install .", HATCHLING) == Dependencies(DECLARED, b"hatchling\n")
 
 
 @pytest.mark.parametrize(
-    ("build", "pyproject", "files"),
+    ("build", "pyproject", "files", "ahead"),
     [
-        ("pip install . packaging", PYPROJECT, {}),  # a package named on the command line
-        ("pip install -U --upgrade-strategy=eager .", PYPROJECT, {}),  # a flag with a value
-        ("pip install -rother.txt && pip install .", PYPROJECT, {"other.txt": "httpx\n"}),
-        ("pip install . && python3.11 -m pip install httpx", PYPROJECT, {}),  # a pip it does not read
-        ("sh setup.sh && pip install .", PYPROJECT, {"setup.sh": "pip install httpx\n"}),  # which may run pip
-        ("pip install .", DYNAMIC, {}),  # the build computes the dependencies
-        ("pip install .", PYPROJECT.replace("[project]", "[tool.other]"), {}),  # no [project]: setup.py's
-        ("pip install .", PYPROJECT.replace("six>=1.16", "six @ https://example.invalid/six.whl"), {}),
-        ("pip install -r r.txt && pip install .", PYPROJECT, {"r.txt": "git+https://example.invalid/x#egg=x\n"}),
-        ("pip install .", PYPROJECT, {"setup.py": "from setuptools import setup\nsetup()\n"}),  # setup_requires
-        ("pip install .", PYPROJECT.replace("setuptools.build_meta", "scikit_build_core.build"), {}),
-        ("pip install .", PYPROJECT.replace("setuptools.build_meta", "hatchling.build") + "[tool.hatch.x]\n", {}),
+        ("pip install .", PYPROJECT.replace('version = "0.1.0"', 'version = "0.1.0"\ndynamic = ["dependencies"]'), {},
+         DECLARED),  # the build computes the dependencies
+        ("pip install .", PYPROJECT.replace("six>=1.16", "six @ https://example.invalid/six.whl"), {},
+         b"six @ https://example.invalid/six.whl,!=1.0.1\n"),  # pip prepares it again, whatever is installed
+        ("pip install -r r.txt && pip install .", PYPROJECT, {"r.txt": "git+https://example.invalid/x#egg=x\n"},
+         b"git+https://example.invalid/x#egg=x\n" + DECLARED),
+        ("pip install -r r.txt && pip install .", PYPROJECT, {"r.txt": "-e ./vendored\nhttpx\n"},
+         b"httpx\n" + DECLARED),
+        ("pip install .", PYPROJECT, {"setup.py": "from setuptools import setup\nsetup()\n"},
+         DECLARED),  # setup_requires
+        ("pip install .", PYPROJECT.replace("setuptools.build_meta", "scikit_build_core.build"), {}, DECLARED),
+        ("pip install .", HATCHLING + "[tool.hatch.build.hooks.vcs]\n", {}, DECLARED),  # its hooks' dependencies
+        ("pip install .", HATCHLING, {"hatch.toml": "[build.hooks.vcs]\n"}, DECLARED),
+        ("pip install .", PYPROJECT.replace('build-backend', 'backend-path = ["."]\nbuild-backend'), {}, DECLARED),
     ],
-    ids=[
-        "package", "flag-value", "attached-file", "other-pip", "script", "dynamic", "no-project", "url",
-        "vcs-line", "setup-py", "backend-asking-more", "hatch-hooks",
-    ],
+    ids=["dynamic", "url", "vcs-line", "editable-line", "setup-py", "other-backend", "hatch-hooks", "hatch-toml",
+         "backend-path"],
 )  # fmt: skip
-def test_build_requirements_go_ahead_only_with_everything_the_build_installs(tmp_path, build, pyproject, files):
+def test_build_requirements_stay_behind_when_the_build_may_resolve_or_need_more(
+    tmp_path, build, pyproject, files, ahead
+):
     """On the build step's path, they would count as installed for what pip resolves there, and be left out of
     the image with them; nor does pip install what a backend asks for beyond them: the build step builds in
-    isolation then."""
-    dependencies = _read(tmp_path, build, pyproject, files)
-    assert (dependencies.build_requirements if dependencies else b"") == b""
+    isolation then, with the requirements that could go ahead installed."""
+    assert _read(tmp_path, build, pyproject, files) == Dependencies(ahead, b"")
 
 
 @pytest.mark.parametrize(
     ("build", "files"),
     [
+        ("pip install . packaging", {}),  # a package named on the command line
+        ("pip install --no-deps .", {}),  # the build would not install the dependencies
+        ("pip install --target . -r r.txt", {"r.txt": "httpx\n"}),  # nor into the image's site-packages
+        ("pip install -U --upgrade-strategy=eager .", {}),
         ("pip install --index-url https://mirror.invalid/simple .", {}),
+        ("pip install --extra-index https://mirror.invalid/simple .", {}),  # pip takes an abbreviation too
         ("pip install -ihttps://mirror.invalid/simple .", {}),
-        ("pip install --no-index --find-links=wheels .", {}),
+        ("pip install -c c.txt -r r.txt", {"r.txt": "httpx\n", "c.txt": "httpx<1\n"}),
+        ("pip install -rr.txt && pip install .", {"r.txt": "httpx\n"}),
         ("pip install -r r.txt", {"r.txt": "--extra-index-url https://mirror.invalid/simple\ninternal-lib\n"}),
+        ("pip install -r r.txt", {"r.txt": "-r private.txt\ninternal-lib\n", "private.txt": "-i https://x/simple\n"}),
         ("pip install -r r.txt", {"r.txt": "six==1.16.0 \\\n    --hash=sha256:0000\n"}),  # hash-checking mode
-        ("cd sub && pip install .", {"sub/pyproject.toml": "[project]\nname = 'sub'\nversion = '1'\n"}),
         ("pip install -r missing.txt && pip install .", {}),
+        ("pip install . && python3.11 -m pip install httpx", {}),  # a pip it does not read
+        ("sh setup.sh && pip install .", {"setup.sh": "pip install httpx\n"}),  # which may run pip
+        ("export PIP_INDEX_URL=https://mirror.invalid/simple && pip install .", {}),
+        ("echo $(pip install packaging) && pip install .", {}),
+        ("echo httpx > requirements.txt && pip install -r requirements.txt", {"requirements.txt": "six\n"}),
+        ("cd sub && pip install .", {"sub/pyproject.toml": "[project]\nname = 'sub'\nversion = '1'\n"}),
+        ("( cd sub && pip install . )", {"sub/pyproject.toml": "[project]\nname = 'sub'\nversion = '1'\n"}),
+        ("pip install .", {"pyproject.toml": POETRY + "[tool.poetry.dependencies]\nsix = {git = 'https://x/six'}\n"}),
+        ("pip install .", {"pyproject.toml": "x = " + "[" * 5000 + "]" * 5000 + "\n"}),
     ],
-    ids=["index", "attached-index", "find-links", "index-in-file", "hashes", "cd", "missing-file"],
-)
-def test_nothing_goes_ahead_from_a_source_the_build_names_or_a_folder_it_moves_to(tmp_path, build, files):
+    ids=[
+        "package", "no-deps", "target", "flag-value", "index", "abbreviated-index", "attached-index", "constraints",
+        "attached-file", "index-in-file", "index-in-include", "hashes", "missing-file", "other-pip", "script",
+        "environment", "substitution", "redirection", "cd", "subshell", "poetry-sources",
+        "deep-toml",
+    ],
+)  # fmt: skip
+def test_nothing_goes_ahead_when_the_build_may_install_otherwise(tmp_path, build, files):
     """Ahead, pip would install from the default index (an internal package's name taken from PyPI), without the
-    hashes, or the requirements of another folder's project."""
+    hashes, what the build would not install, or another folder's requirements; or the reading is not sure."""
     assert _read(tmp_path, build, PYPROJECT, files) is None
 
 
@@ -268,3 +295,22 @@ def test_a_symlinked_requirements_file_is_not_read(tmp_path):
     document["entrypoint"]["build"] = "pip install -r requirements.txt"
     (folder / "pocket.json").write_text(json.dumps(document))
     assert python_dependencies(load_manifest(folder), tool_files(folder)) is None  # its lines would be in the image
+
+
+def test_the_build_step_uses_the_build_requirements_only_when_they_went_ahead():
+    both = _deps_script(Dependencies(DECLARED, b"setuptools>=61\n"), ca=False).decode()
+    assert f"pip install --target {BUILD_ENV} -r /pocket-deps/build-requirements.txt" in both
+    assert f"rm -rf {BUILD_ENV}" in both.split('if [ "$ahead" = failed ]', 1)[1]  # either install failing drops it
+    assert "--target" not in _deps_script(Dependencies(DECLARED, b""), ca=False).decode()
+    with_env = _build_script("pip install .", ca=False, build_env=True).decode()
+    assert f"if [ -d {BUILD_ENV} ]; then export PIP_NO_BUILD_ISOLATION=0" in with_env
+    assert with_env.rstrip().endswith(f"rm -rf {BUILD_ENV}")  # after the build: the calls never see it
+    assert "PIP_NO_BUILD_ISOLATION" not in _build_script("pip install .", ca=False).decode()
+
+
+def test_a_pyproject_table_of_another_type_is_read_as_empty(tmp_path):
+    pyproject = "tool = 5\n[project]\nname = 'x'\nversion = '1'\n[build-system]\nrequires = ['hatchling']\n"
+    pyproject += "build-backend = 'hatchling.build'\n"  # pip says what is wrong with it, at the build step
+    assert _read(tmp_path, "pip install .", PYPROJECT, {"pyproject.toml": pyproject}) == Dependencies(
+        b"", b"hatchling\n"
+    )

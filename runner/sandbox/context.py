@@ -44,8 +44,9 @@ MTIME = 315619200
 IN_CONTAINER = ("launch.sh", "prestart.py", "warm.py", "pocket_channel.py")  # copied into /pocket of every tool image
 BUILD_HOME = "/home/pocket"  # HOME of entrypoint.build and, when it left anything there, of every call
 BUILD_STEP = "RUN /bin/sh /pocket-build/build.sh && rm -rf /pocket-build"  # runs entrypoint.build
-# Installs a Python tool's declared dependencies before its code is copied in: the builder reuses this step
-# while the dependencies stay the same, so a code-only edit rebuilds in a fraction of the first build's time.
+# Installs a Python tool's declared dependencies, and its build requirements into BUILD_ENV (`dependencies`), before
+# its code is copied in: the builder reuses this step while they stay the same, so a code-only edit rebuilds in a
+# fraction of the first build's time.
 DEPS_STEP = "RUN /bin/sh /pocket-deps/deps.sh && rm -rf /pocket-deps"
 COPY_TOOL = "COPY tool/ /tool/"  # the step from which a code edit rebuilds
 # The build requirements DEPS_STEP installed: on the build step's PYTHONPATH, removed from the image after it

@@ -2,12 +2,14 @@
 installs it: the tool's requirements into the image, its build requirements into a folder only the build step
 sees. The builder reuses that step while they stay the same, so a code-only edit rebuilds without them.
 
-Read conservatively: whatever this cannot tell for sure is left to the build step, which then builds as pip
-alone would. Nothing goes ahead when the build names another package source (an index, find-links: ahead, those
-names would come from the default index) or hashes (they would not be checked). The build requirements go ahead
-only when everything the build's pip commands install does too and the backend asks for nothing more: on the
-build step's path they count as installed for anything pip resolves there (wheel's `packaging`, say), which
-would then leave the image with them.
+Read by allow-lists: a build command of recognized `pip install` commands (with flags known to take no value)
+and of commands known neither to run pip nor to write files; requirements files of plain requirements; a
+pyproject.toml whose backend asks for nothing beyond its `requires`. Anything else that could change where
+packages come from or what is installed (another command, a flag, an option line, pip's environment or a
+backend's configuration) keeps everything behind: the build step builds as pip alone would. Less certain cases
+(a URL or path requirement, an editable line, dependencies the build computes) keep only the build requirements
+behind: on the build step's path they count as installed for anything pip resolves there (wheel's `packaging`,
+say), which would then leave the image with them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +25,33 @@ from runner.manifest import Manifest
 
 # What pip (23, the base images') builds a pyproject.toml without a `[build-system]` table with: PEP 518's default
 LEGACY_BUILD_REQUIRES = ["setuptools>=40.8.0", "wheel"]
-# A build command's parts, and those that install with pip (`pip`, `pip3`, `python -m pip`, `python3 -m pip`)
-_PARTS = re.compile(r"&&|\|\||[;&|\n]")
-_PIP_INSTALL = re.compile(r"(?:python3? -m )?pip3? install\b(.*)")
-# Other commands known not to run pip (hyperpocket's tools: apt-get before, `playwright install` after)
-_OTHER_COMMANDS = frozenset({"apt-get", "apt", "playwright", "echo", "mkdir", "cp", "mv", "rm", "chmod", "ln", "true"})
-# `pip install` flags that take no value and leave where packages come from alone
+_LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+_PARTS = re.compile(r"&&|\|\||[;|\n]")  # a build command's commands
+_SHELL = re.compile(r"[$`<>(){}&]")  # substitutions, redirections, subshells, background: not read
+_PIP = (
+    ["pip", "install"],
+    ["pip3", "install"],
+    ["python", "-m", "pip", "install"],
+    ["python3", "-m", "pip", "install"],
+)
+# Commands that neither run pip nor write the files it reads (hyperpocket's tools: apt-get before, playwright after)
+_OTHER_COMMANDS = frozenset({"apt-get", "apt", "playwright", "true"})
+# `pip install` flags that take no value and change neither where packages come from nor what is installed
 _PLAIN_FLAGS = frozenset({
     "-e", "--editable", "-U", "--upgrade", "-q", "--quiet", "-v", "--verbose", "--user", "--no-cache-dir", "--pre",
-    "--force-reinstall", "--no-deps", "--no-build-isolation", "--no-compile", "--no-warn-script-location",
+    "--force-reinstall", "--no-build-isolation", "--no-compile", "--no-warn-script-location",
 })  # fmt: skip
-# Options that change where packages come from, on the command line or in a requirements file
-_SOURCE_OPTIONS = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--no-index", "--hash")
-# Backends that ask for nothing beyond `[build-system] requires` (setuptools adds setup.py's and setup.cfg's
-# setup_requires, hatchling its hooks' dependencies: plain without those files or `[tool.hatch]`)
-_PLAIN_BACKENDS = frozenset({
-    "setuptools.build_meta", "setuptools.build_meta:__legacy__", "hatchling.build", "flit_core.buildapi",
-    "poetry.core.masonry.api", "pdm.backend",
-})  # fmt: skip
-_LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+_EDITABLE = ("-e", "--editable")
+# Backends that ask for nothing beyond `[build-system] requires`, unless configured by what is named here
+# (setuptools: setup_requires; hatchling, pdm: hooks and their dependencies; poetry: sources of its own)
+_PLAIN_BACKENDS: dict[str, tuple[str, ...]] = {
+    "setuptools.build_meta": ("setup.py", "setup.cfg"),
+    _LEGACY_BACKEND: ("setup.py", "setup.cfg"),
+    "hatchling.build": ("hatch.toml", "tool.hatch"),
+    "flit_core.buildapi": (),
+    "pdm.backend": ("pdm_build.py", "tool.pdm"),
+    "poetry.core.masonry.api": ("tool.poetry",),
+}
 
 
 @dataclass(frozen=True)
@@ -54,38 +64,46 @@ class Dependencies:
 
 
 class _Unknown(Exception):
-    """What the build installs cannot be read safely (another source, another folder, a file not read): nothing
-    goes ahead."""
+    """What the build installs, or from where, cannot be read for sure: nothing goes ahead."""
 
 
 @dataclass
 class _Reading:
-    lines: list[str]
-    building: list[str]
-    complete: bool = True  # everything the build's pip commands install is in `lines`
+    """What the build's pip commands install, as read so far; `complete` while that is all of it, read for sure."""
+
+    requirements: list[str] = field(default_factory=list)
+    build_requirements: list[str] = field(default_factory=list)
+    complete: bool = True
 
 
 def python_dependencies(manifest: Manifest, files: list[tuple[str, Path]]) -> Dependencies | None:
     """What `manifest`'s build pip-installs from its folder (`pip install .`: pyproject.toml's `[project]
     dependencies` and `[build-system] requires`; `-r FILE`), to install ahead; None when nothing can be."""
     present = dict(files)
-    reading = _Reading([], [])
+    reading = _Reading()
     try:
         for part in _PARTS.split(manifest.entrypoint.build or ""):
-            words = shlex.split(part)
-            match = _PIP_INSTALL.fullmatch(part.strip())
-            if match is not None:
-                _read_pip_install(shlex.split(match.group(1)), present, reading)
-            elif words and words[0] in ("cd", "pushd"):
-                raise _Unknown  # `.` is another folder after it
-            elif words and words[0] not in _OTHER_COMMANDS:
-                reading.complete = False  # it may run pip itself
-    except (_Unknown, ValueError):  # ValueError: shlex, an unbalanced quote
+            _read_command(part, present, reading)
+    except _Unknown:
         return None
-    building = reading.building if reading.complete else []
-    if not reading.lines and not building:
+    building = reading.build_requirements if reading.complete else []
+    if not reading.requirements and not building:
         return None
-    return Dependencies(_requirements_file(reading.lines), _requirements_file(building))
+    return Dependencies(_requirements_file(reading.requirements), _requirements_file(building))
+
+
+def _read_command(part: str, present: dict[str, Path], reading: _Reading) -> None:
+    if _SHELL.search(part):
+        raise _Unknown
+    try:
+        words = shlex.split(part)
+    except ValueError:  # an unbalanced quote
+        raise _Unknown from None
+    pip = next((len(prefix) for prefix in _PIP if words[: len(prefix)] == prefix), None)
+    if pip is not None:
+        _read_pip_install(words[pip:], present, reading)
+    elif words and words[0] not in _OTHER_COMMANDS:
+        raise _Unknown  # a script, `cd`, `export PIP_INDEX_URL=...`: it may change what pip does
 
 
 def _read_pip_install(words: list[str], present: dict[str, Path], reading: _Reading) -> None:
@@ -98,17 +116,21 @@ def _read_pip_install(words: list[str], present: dict[str, Path], reading: _Read
         elif word in (".", "./"):
             path = present.get("pyproject.toml")
             if path is None or path.is_symlink():
-                reading.complete = False  # setup.py alone: pip builds it its way
-                continue
+                raise _Unknown  # setup.py alone: pip builds it its way
             _read_pyproject(path, set(present), reading)
-        elif _source_option(word):
-            raise _Unknown
-        elif word not in _PLAIN_FLAGS and word not in ("-r", "--requirement"):
-            reading.complete = False  # a package, a flag with a value: resolved by the build step
+        elif word in ("-r", "--requirement"):
+            continue
+        elif word.startswith("-") and word not in _PLAIN_FLAGS:
+            raise _Unknown  # `--index-url URL`, `-iURL`, `--no-deps`, `--target DIR`...
+        elif before not in _EDITABLE and not word.startswith("-"):
+            raise _Unknown  # a package named on the command line, or a flag's value
+        elif before in _EDITABLE:
+            reading.complete = False  # `-e URL`: pip builds it at the build step
 
 
 def _read_requirements_file(path: Path, reading: _Reading) -> None:
-    """A requirements file's requirements; includes and editables are left to the build step."""
+    """A requirements file's plain requirements; an editable line is left to the build step, any other option
+    (an index, an include whose options would apply to the whole run, hashes) keeps everything behind."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError):
@@ -117,43 +139,45 @@ def _read_requirements_file(path: Path, reading: _Reading) -> None:
         line = line.split(" #")[0].strip()
         if not line or line.startswith("#"):
             continue
-        if any(_source_option(token) for token in line.split()):
-            raise _Unknown
-        if line.startswith("-"):
+        if line.split()[0] in _EDITABLE:
             reading.complete = False
+        elif line.startswith("-") or " -" in line:
+            raise _Unknown
         else:
-            reading.lines.append(line)
+            reading.requirements.append(line)
             reading.complete &= not _direct_reference(line)
 
 
 def _read_pyproject(path: Path, files: set[str], reading: _Reading) -> None:
-    """pyproject.toml's `[project] dependencies`, and its build requirements when its backend asks for no more and
-    the dependencies are static (no `[project]` table, or `dependencies` in its `dynamic`: the build computes
-    them)."""
+    """pyproject.toml's `[project] dependencies`, and its build requirements, which go ahead only when its backend
+    asks for no more and the dependencies are static (a `[project]` table without `dependencies` in `dynamic`)."""
     try:
         document = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         raise _Unknown from None
-    project = document.get("project")
-    build_system = document.get("build-system", {"requires": LEGACY_BUILD_REQUIRES, "build-backend": _LEGACY_BACKEND})
+    project, tool = _table(document, "project"), _table(document, "tool")
+    build_system = (
+        _table(document, "build-system") if "build-system" in document else {"requires": LEGACY_BUILD_REQUIRES}
+    )
+    backend = build_system.get("build-backend", _LEGACY_BACKEND)
+    configured = _PLAIN_BACKENDS.get(backend) if isinstance(backend, str) else None
+    if configured is not None and any(name in files or name.removeprefix("tool.") in tool for name in configured):
+        if "tool.poetry" in configured:
+            raise _Unknown  # its dependencies may name sources of their own
+        configured = None
     declared = _strings(project, "dependencies")
-    reading.lines += declared
-    reading.building += _strings(build_system, "requires")
-    backend = build_system.get("build-backend", _LEGACY_BACKEND) if isinstance(build_system, dict) else None
-    backend = backend if isinstance(backend, str) else None
+    reading.requirements += declared
+    requires = _strings(build_system, "requires")
+    if requires and str(backend).startswith("setuptools"):  # before 70.1 it asks for wheel too, which pip installs
+        requires.append("wheel")
+    reading.build_requirements += requires
     reading.complete &= (
-        isinstance(project, dict)
+        bool(project)
         and "dependencies" not in _strings(project, "dynamic")
         and not any(_direct_reference(line) for line in declared)
-        and backend in _PLAIN_BACKENDS
-        and not (backend.startswith("setuptools") and files & {"setup.py", "setup.cfg"})
-        and not (backend == "hatchling.build" and "hatch" in (document.get("tool") or {}))
+        and configured is not None
+        and "backend-path" not in build_system  # a backend of the project's own
     )
-
-
-def _source_option(word: str) -> bool:
-    """An option naming where packages come from: `--index-url URL`, `--index-url=URL`, `-iURL`..."""
-    return word.split("=")[0] in _SOURCE_OPTIONS or (not word.startswith("--") and word[:2] in ("-i", "-f"))
 
 
 def _direct_reference(requirement: str) -> bool:
@@ -161,9 +185,15 @@ def _direct_reference(requirement: str) -> bool:
     return "@" in requirement or "://" in requirement or requirement.startswith((".", "/", "git+", "file:"))
 
 
-def _strings(table: Any, key: str) -> list[str]:
+def _table(document: dict[str, Any], key: str) -> dict[str, Any]:
+    """A table of pyproject.toml; empty when it is not one."""
+    table = document.get(key)
+    return table if isinstance(table, dict) else {}
+
+
+def _strings(table: dict[str, Any], key: str) -> list[str]:
     """The strings of a list in a pyproject.toml table; nothing from a malformed one (pip will say what is wrong)."""
-    items = table.get(key) if isinstance(table, dict) else None
+    items = table.get(key)
     return [item for item in items if isinstance(item, str)] if isinstance(items, list) else []
 
 
