@@ -298,8 +298,10 @@ class SQLiteDatabase(Database):
         )
 
     def create(self, tables: Mapping[str, Sequence[str]]) -> None:
-        with self.read() as session:  # kept by the file; outside any transaction. Set only when it is not WAL yet:
-            # setting it takes an exclusive lock, which a process writing without pause may never let go of
+        # WAL is kept by the file; set outside any transaction, only when it is not WAL yet: setting it takes an
+        # exclusive lock, which a process writing without pause may never let go of. One process at a time looks:
+        # two opening a new file together both saw it unset, and the second waited on the first's writes.
+        with self._exclusive("journal mode"), self.read() as session:
             if session.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 session.execute("PRAGMA journal_mode=WAL")
         super().create(tables)
